@@ -1,0 +1,132 @@
+// CUDA element-wise passes of the TTFS layers; mirrors cpu/elementwise_cpu.cpp.
+// Includes only CUDA and project headers so that nvcc can compile it anywhere.
+#include "elementwise.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+
+namespace ttfs_ext {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Bounded grid with grid-stride loops: enough blocks to fill any current GPU.
+inline unsigned int blocks_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned int>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
+}
+
+template <typename out_t, typename in_t>
+__device__ __forceinline__ out_t cast_to(in_t v) {
+  return static_cast<out_t>(v);
+}
+template <>
+__device__ __forceinline__ __half cast_to<__half, float>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 cast_to<__nv_bfloat16, float>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ float cast_to<float, __half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float cast_to<float, __nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename in_t, typename out_t>
+__global__ void prologue_kernel(PrologueParams p) {
+  const in_t* __restrict__ in = static_cast<const in_t*>(p.in);
+  const in_t* __restrict__ gate = static_cast<const in_t*>(p.gate);
+  out_t* __restrict__ out = static_cast<out_t*>(p.out);
+  const in_t offset = static_cast<in_t>(p.offset);
+  const in_t t_max = static_cast<in_t>(p.t_max);
+  const bool negate = p.scale < 0;
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+    in_t v = in[i] - offset;
+    v = negate ? -v : v;
+    if (gate != nullptr && !(gate[i] < t_max)) v = in_t(0);
+    out[i] = cast_to<out_t>(v);
+  }
+}
+
+template <typename u_t, typename time_t>
+__global__ void epilogue_kernel(EpilogueParams p) {
+  const u_t* u = static_cast<const u_t*>(p.u);  // may alias out
+  const time_t* __restrict__ bias = static_cast<const time_t*>(p.bias);
+  time_t* out = static_cast<time_t*>(p.out);
+  const time_t t_max = static_cast<time_t>(p.t_max);
+  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+    time_t v = cast_to<time_t>(u[i]);
+    if (bias != nullptr) {
+      const int64_t pos = i % p.positions;
+      const int64_t c = (i / p.positions) % p.channels;
+      v += bias[c * p.bias_stride_c + pos * p.bias_stride_p];
+    }
+    if (p.spiking) {
+      const time_t t = t_max - v;
+      v = t < t_max ? t : t_max;  // no spike in the window: t_max
+    }
+    out[i] = v;
+  }
+}
+
+template <typename in_t, typename out_t>
+const char* launch_prologue(const PrologueParams& p, cudaStream_t stream) {
+  prologue_kernel<in_t, out_t><<<blocks_for(p.numel), kThreads, 0, stream>>>(p);
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+template <typename u_t, typename time_t>
+const char* launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
+  epilogue_kernel<u_t, time_t><<<blocks_for(p.numel), kThreads, 0, stream>>>(p);
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+}  // namespace
+
+// Spike times are float64 or float32; matrices have the spike-time dtype, or
+// float16/bfloat16 with float32 spike times (autocast).
+const char* prologue_cuda(const PrologueParams& p, void* stream) {
+  if (p.numel == 0) return nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (p.in_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) return launch_prologue<double, double>(p, s);
+  if (p.in_dtype == Dtype::Float32) {
+    switch (p.out_dtype) {
+      case Dtype::Float32: return launch_prologue<float, float>(p, s);
+      case Dtype::Float16: return launch_prologue<float, __half>(p, s);
+      case Dtype::BFloat16: return launch_prologue<float, __nv_bfloat16>(p, s);
+      default: break;
+    }
+  }
+  return "unsupported dtype pair: spike times must be float64 or float32, matrices the same dtype "
+         "or float16/bfloat16 with float32 spike times";
+}
+
+const char* epilogue_cuda(const EpilogueParams& p, void* stream) {
+  if (p.numel == 0) return nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  if (p.u_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) return launch_epilogue<double, double>(p, s);
+  if (p.out_dtype == Dtype::Float32) {
+    switch (p.u_dtype) {
+      case Dtype::Float32: return launch_epilogue<float, float>(p, s);
+      case Dtype::Float16: return launch_epilogue<__half, float>(p, s);
+      case Dtype::BFloat16: return launch_epilogue<__nv_bfloat16, float>(p, s);
+      default: break;
+    }
+  }
+  return "unsupported dtype pair: spike times must be float64 or float32, matrices the same dtype "
+         "or float16/bfloat16 with float32 spike times";
+}
+
+}  // namespace ttfs_ext

@@ -1,0 +1,68 @@
+// CUDA registrations: the device-generic layers with the CUDA element-wise passes,
+// launched on the current stream of the input's device. Mirrors cpu/ops_cpu.cpp.
+// Built only in CUDA builds (it needs torch's CUDA headers).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "layers.h"
+
+namespace ttfs_ext {
+namespace {
+
+ElementwiseBackend cuda_backend() {
+  return {prologue_cuda, epilogue_cuda, static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream())};
+}
+
+at::Tensor dense_cuda(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                      double t_min, double t_max) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return dense_forward(cuda_backend(), t_in, weight, bias, t_min, t_max);
+}
+
+Grads dense_backward_cuda(const at::Tensor& grad_out, const at::Tensor& t_in, const at::Tensor& weight,
+                          const at::Tensor& t_out, double t_min, double t_max, std::array<bool, 3> mask) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return dense_backward(cuda_backend(), grad_out, t_in, weight, t_out, t_min, t_max, mask);
+}
+
+at::Tensor readout_cuda(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        double t_min) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return readout_forward(cuda_backend(), t_in, weight, bias, t_min);
+}
+
+Grads readout_backward_cuda(const at::Tensor& grad_out, const at::Tensor& t_in, const at::Tensor& weight,
+                            double t_min, std::array<bool, 3> mask) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return readout_backward(cuda_backend(), grad_out, t_in, weight, t_min, mask);
+}
+
+at::Tensor conv2d_cuda(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       double t_min, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t groups) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return conv2d_forward(cuda_backend(), t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups);
+}
+
+Grads conv2d_backward_cuda(const at::Tensor& grad_out, const at::Tensor& t_in, const at::Tensor& weight,
+                           const at::Tensor& t_out, double t_min, double t_max, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                           bool bias_per_position, std::array<bool, 3> mask) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return conv2d_backward(cuda_backend(), grad_out, t_in, weight, t_out, t_min, t_max, stride, padding,
+                         dilation, groups, bias_per_position, mask);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ttfs_ext, CUDA, m) {
+  m.impl("dense", &dense_cuda);
+  m.impl("_dense_backward", &dense_backward_cuda);
+  m.impl("readout", &readout_cuda);
+  m.impl("_readout_backward", &readout_backward_cuda);
+  m.impl("conv2d", &conv2d_cuda);
+  m.impl("_conv2d_backward", &conv2d_backward_cuda);
+}
+
+}  // namespace ttfs_ext

@@ -1,0 +1,274 @@
+#include "layers.h"
+
+#include <cmath>
+#include <string>
+
+namespace ttfs_ext {
+namespace {
+
+Dtype to_dtype(at::ScalarType s) {
+  switch (s) {
+    case at::kDouble: return Dtype::Float64;
+    case at::kFloat: return Dtype::Float32;
+    case at::kHalf: return Dtype::Float16;
+    case at::kBFloat16: return Dtype::BFloat16;
+    default: TORCH_CHECK(false, "ttfs_ext: unsupported dtype ", s);
+  }
+}
+
+void check_launch(const char* err, const char* what) {
+  TORCH_CHECK(err == nullptr, "ttfs_ext: ", what, " kernel failed: ", err == nullptr ? "" : err);
+}
+
+// out = cast(scale * (in - offset)), zeroed where gate >= t_max (when a gate is given).
+void run_prologue(const ElementwiseBackend& be, const at::Tensor& in, const at::Tensor* gate,
+                  const at::Tensor& out, double offset, double scale, double t_max) {
+  PrologueParams p;
+  p.in = in.const_data_ptr();
+  p.gate = gate != nullptr ? gate->const_data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.in_dtype = to_dtype(in.scalar_type());
+  p.out_dtype = to_dtype(out.scalar_type());
+  p.numel = in.numel();
+  p.offset = offset;
+  p.scale = scale;
+  p.t_max = t_max;
+  check_launch(be.prologue(p, be.stream), "prologue");
+}
+
+// Bias, threshold and clamp on u laid out as (batch, channels, positions).
+void run_epilogue(const ElementwiseBackend& be, const at::Tensor& u, const std::optional<at::Tensor>& bias,
+                  bool bias_per_position, const at::Tensor& out, int64_t channels, int64_t positions,
+                  double t_max, bool spiking) {
+  at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  EpilogueParams p;
+  p.u = u.const_data_ptr();
+  p.bias = b.defined() ? b.const_data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.u_dtype = to_dtype(u.scalar_type());
+  p.out_dtype = to_dtype(out.scalar_type());
+  p.numel = u.numel();
+  p.channels = channels;
+  p.positions = positions;
+  p.bias_stride_c = bias_per_position ? positions : 1;
+  p.bias_stride_p = bias_per_position ? 1 : 0;
+  p.t_max = t_max;
+  p.spiking = spiking;
+  check_launch(be.epilogue(p, be.stream), "epilogue");
+}
+
+// --- argument checks: every message names the argument -------------------------------
+
+void check_window(const char* op, double t_min, double t_max, bool has_t_max) {
+  TORCH_CHECK(std::isfinite(t_min), op, ": t_min must be finite, got ", t_min);
+  if (has_t_max) {
+    TORCH_CHECK(std::isfinite(t_max), op, ": t_max must be finite, got ", t_max);
+    TORCH_CHECK(t_max > t_min, op, ": the window must satisfy t_min < t_max, got t_min=", t_min,
+                " and t_max=", t_max);
+  }
+}
+
+void check_operands(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                    const std::optional<at::Tensor>& bias) {
+  const auto ts = t_in.scalar_type();
+  TORCH_CHECK(ts == at::kDouble || ts == at::kFloat, op,
+              ": t_in (spike times) must be float32 or float64, got ", ts);
+  const auto ws = weight.scalar_type();
+  const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat;
+  TORCH_CHECK(ws == ts || low_precision, op, ": weight must have the dtype of t_in (", ts,
+              "), or be float16/bfloat16 with float32 t_in; got ", ws);
+  TORCH_CHECK(weight.device() == t_in.device(), op, ": weight is on ", weight.device(),
+              " but t_in is on ", t_in.device());
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->scalar_type() == ts, op, ": bias must have the dtype of t_in (", ts, "), got ",
+                bias->scalar_type());
+    TORCH_CHECK(bias->device() == t_in.device(), op, ": bias is on ", bias->device(),
+                " but t_in is on ", t_in.device());
+  }
+}
+
+void check_linear_shapes(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), got shape ",
+              weight.sizes());
+  TORCH_CHECK(t_in.dim() >= 1 && t_in.size(-1) == weight.size(1), op, ": t_in must have shape (..., ",
+              weight.size(1), ") to match weight ", weight.sizes(), ", got ", t_in.sizes());
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape (",
+                weight.size(0), ",), got ", bias->sizes());
+  }
+}
+
+at::Tensor empty_grad() { return at::Tensor(); }
+
+int64_t rows_of(const at::Tensor& t) {  // product of all dimensions but the last
+  int64_t m = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) m *= t.size(d);
+  return m;
+}
+
+std::vector<int64_t> with_last(at::IntArrayRef sizes, int64_t last) {
+  std::vector<int64_t> out(sizes.begin(), sizes.end());
+  out.back() = last;
+  return out;
+}
+
+// Shared by dense (spiking) and readout: u = (t_min - t_in) W^T, then the epilogue.
+at::Tensor linear_forward(const char* op, const ElementwiseBackend& be, const at::Tensor& t_in,
+                          const at::Tensor& weight, const std::optional<at::Tensor>& bias, double t_min,
+                          double t_max, bool spiking) {
+  check_operands(op, t_in, weight, bias);
+  check_linear_shapes(op, t_in, weight, bias);
+  const int64_t in_f = weight.size(1), out_f = weight.size(0), rows = rows_of(t_in);
+  const at::Tensor t = t_in.contiguous();
+  at::Tensor x = at::empty({rows, in_f}, weight.options());
+  run_prologue(be, t, nullptr, x, t_min, -1.0, 0.0);
+  at::Tensor u = at::mm(x, weight.t());
+  // The epilogue runs in place when the GEMM already produced the spike-time dtype.
+  at::Tensor out = u.scalar_type() == t.scalar_type() ? u : at::empty({rows, out_f}, t.options());
+  run_epilogue(be, u, bias, false, out, out_f, 1, t_max, spiking);
+  return out.view(with_last(t_in.sizes(), out_f));
+}
+
+// Gradients of dense (gm = grad * [t_out < t_max]) and readout (gm = -grad) share one form:
+//   dL/dt_in = gm W,   dL/dW = gm^T (t_in - t_min),   dL/db = -sum(gm).
+Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Tensor& grad_out,
+                      const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor* t_out,
+                      double t_min, double t_max, std::array<bool, 3> mask) {
+  check_operands(op, t_in, weight, std::nullopt);
+  check_linear_shapes(op, t_in, weight, std::nullopt);
+  const int64_t in_f = weight.size(1), out_f = weight.size(0), rows = rows_of(t_in);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(with_last(t_in.sizes(), out_f)), op,
+              ": grad_out has shape ", grad_out.sizes(), ", expected ", with_last(t_in.sizes(), out_f));
+  TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type(), op, ": grad_out must have the dtype of t_in");
+  const at::Tensor go = grad_out.contiguous();
+  const at::Tensor gate = t_out != nullptr ? t_out->contiguous() : at::Tensor();
+  at::Tensor gm = at::empty({rows, out_f}, weight.options());
+  run_prologue(be, go, t_out != nullptr ? &gate : nullptr, gm, 0.0, t_out != nullptr ? 1.0 : -1.0, t_max);
+
+  at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
+  if (mask[0]) g_in = at::mm(gm, weight).to(t_in.scalar_type()).view(t_in.sizes());
+  if (mask[1]) {
+    at::Tensor d = at::empty({rows, in_f}, weight.options());
+    run_prologue(be, t_in.contiguous(), nullptr, d, t_min, 1.0, 0.0);
+    g_w = at::mm(gm.t(), d);
+  }
+  if (mask[2]) g_b = at::sum(gm, {0}, false, t_in.scalar_type()).neg_();
+  return {g_in, g_w, g_b};
+}
+
+}  // namespace
+
+at::Tensor dense_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
+                         const std::optional<at::Tensor>& bias, double t_min, double t_max) {
+  check_window("ttfs_ext.linear", t_min, t_max, true);
+  return linear_forward("ttfs_ext.linear", be, t_in, weight, bias, t_min, t_max, true);
+}
+
+Grads dense_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, const at::Tensor& t_in,
+                     const at::Tensor& weight, const at::Tensor& t_out, double t_min, double t_max,
+                     std::array<bool, 3> output_mask) {
+  TORCH_CHECK(t_out.sizes() == grad_out.sizes() && t_out.scalar_type() == t_in.scalar_type(),
+              "ttfs_ext.linear backward: t_out must match grad_out in shape and t_in in dtype");
+  return linear_backward("ttfs_ext.linear backward", be, grad_out, t_in, weight, &t_out, t_min, t_max,
+                         output_mask);
+}
+
+at::Tensor readout_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias, double t_min) {
+  check_window("ttfs_ext.readout", t_min, 0.0, false);
+  return linear_forward("ttfs_ext.readout", be, t_in, weight, bias, t_min, 0.0, false);
+}
+
+Grads readout_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, const at::Tensor& t_in,
+                       const at::Tensor& weight, double t_min, std::array<bool, 3> output_mask) {
+  return linear_backward("ttfs_ext.readout backward", be, grad_out, t_in, weight, nullptr, t_min, 0.0,
+                         output_mask);
+}
+
+namespace {
+
+void check_conv_shapes(const char* op, const at::Tensor& t_in, const at::Tensor& weight, int64_t groups) {
+  TORCH_CHECK(t_in.dim() == 4, op, ": t_in must be 4-D (N, C, H, W), got shape ", t_in.sizes());
+  TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in/groups, kH, kW), got shape ",
+              weight.sizes());
+  TORCH_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
+  TORCH_CHECK(t_in.size(1) == weight.size(1) * groups, op, ": t_in has ", t_in.size(1),
+              " channels but weight ", weight.sizes(), " with groups=", groups, " expects ",
+              weight.size(1) * groups);
+  TORCH_CHECK(weight.size(0) % groups == 0, op, ": out channels (", weight.size(0),
+              ") must be divisible by groups (", groups, ")");
+}
+
+void check_conv_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& u) {
+  if (!bias.has_value()) return;
+  const auto& b = *bias;
+  const bool per_channel = b.dim() == 1 && b.size(0) == u.size(1);
+  const bool per_position = b.dim() == 3 && b.size(0) == u.size(1) && b.size(1) == u.size(2) &&
+                            b.size(2) == u.size(3);
+  TORCH_CHECK(per_channel || per_position, op, ": bias must have shape (", u.size(1), ",) or (", u.size(1),
+              ", ", u.size(2), ", ", u.size(3), "), got ", b.sizes());
+}
+
+}  // namespace
+
+at::Tensor conv2d_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, double t_min, double t_max,
+                          at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                          int64_t groups) {
+  const char* op = "ttfs_ext.conv2d";
+  check_window(op, t_min, t_max, true);
+  check_operands(op, t_in, weight, bias);
+  check_conv_shapes(op, t_in, weight, groups);
+  const at::Tensor t = t_in.contiguous();
+  at::Tensor x = at::empty(t.sizes(), weight.options());
+  run_prologue(be, t, nullptr, x, t_min, -1.0, 0.0);
+  // Zero padding of activations is t_min padding of spike times.
+  const int64_t zeros[2] = {0, 0};
+  at::Tensor u = at::convolution(x, weight.contiguous(), std::nullopt, stride, padding, dilation, false,
+                                 zeros, groups)
+                     .contiguous();
+  check_conv_bias(op, bias, u);
+  at::Tensor out = u.scalar_type() == t.scalar_type() ? u : at::empty(u.sizes(), t.options());
+  const bool per_position = bias.has_value() && bias->dim() == 3;
+  run_epilogue(be, u, bias, per_position, out, u.size(1), u.size(2) * u.size(3), t_max, true);
+  return out;
+}
+
+Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, const at::Tensor& t_in,
+                      const at::Tensor& weight, const at::Tensor& t_out, double t_min, double t_max,
+                      at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                      int64_t groups, bool bias_per_position, std::array<bool, 3> mask) {
+  const char* op = "ttfs_ext.conv2d backward";
+  check_operands(op, t_in, weight, std::nullopt);
+  check_conv_shapes(op, t_in, weight, groups);
+  TORCH_CHECK(grad_out.dim() == 4 && t_out.sizes() == grad_out.sizes(), op,
+              ": grad_out and t_out must be 4-D of equal shape, got ", grad_out.sizes(), " and ",
+              t_out.sizes());
+  TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type() && t_out.scalar_type() == t_in.scalar_type(),
+              op, ": grad_out and t_out must have the dtype of t_in");
+  const at::Tensor go = grad_out.contiguous();
+  const at::Tensor gate = t_out.contiguous();
+  at::Tensor gm = at::empty(go.sizes(), weight.options());
+  run_prologue(be, go, &gate, gm, 0.0, 1.0, t_max);
+
+  at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
+  if (mask[0] || mask[1]) {
+    // The weight gradient needs the delays t_in - t_min; the input gradient only their shape.
+    at::Tensor d = at::empty(t_in.sizes(), weight.options());
+    if (mask[1]) run_prologue(be, t_in.contiguous(), nullptr, d, t_min, 1.0, 0.0);
+    const int64_t zeros[2] = {0, 0};
+    auto grads = at::convolution_backward(gm, d, weight.contiguous(), std::nullopt, stride, padding, dilation,
+                                          false, zeros, groups, {mask[0], mask[1], false});
+    if (mask[0]) g_in = std::get<0>(grads).to(t_in.scalar_type());
+    if (mask[1]) g_w = std::get<1>(grads);
+  }
+  if (mask[2]) {
+    g_b = bias_per_position ? at::sum(gm, {0}, false, t_in.scalar_type())
+                            : at::sum(gm, {0, 2, 3}, false, t_in.scalar_type());
+    g_b.neg_();
+  }
+  return {g_in, g_w, g_b};
+}
+
+}  // namespace ttfs_ext

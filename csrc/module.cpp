@@ -1,0 +1,28 @@
+// The importable extension module ttfs_ext._C. Importing it loads this library, whose
+// static initialisers register the ops; the module itself only reports how it was built.
+#include <pybind11/pybind11.h>
+
+#if TTFS_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ttfs_ext compiled ops (registered under torch.ops.ttfs_ext)";
+  m.def("build_info", [] {
+    py::dict info;
+    info["version"] = TTFS_VERSION;
+    info["torch_version"] = TTFS_TORCH_VERSION;
+    info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
+#if TTFS_WITH_CUDA
+    info["cuda_version"] = py::str(std::to_string(CUDART_VERSION / 1000) + "." +
+                                   std::to_string((CUDART_VERSION % 1000) / 10));
+    info["cuda_arch_list"] = TTFS_CUDA_ARCH_LIST;
+#else
+    info["cuda_version"] = py::none();
+    info["cuda_arch_list"] = py::none();
+#endif
+    return info;
+  }, "How this library was built: version, torch version, CUDA version and architectures.");
+}

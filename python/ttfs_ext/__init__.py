@@ -1,0 +1,30 @@
+"""ttfs_ext: exact time-to-first-spike (TTFS) spiking layers for PyTorch.
+
+Spike times of the B1 model of Stanojevic et al. (2022, 2024) in closed form, with exact
+gradients, as compiled CPU/CUDA ops (torch.ops.ttfs_ext), a pure-PyTorch reference
+(ttfs_ext.reference), functional ops (ttfs_ext.functional) and drop-in modules (ttfs_ext.nn).
+"""
+import torch  # noqa: F401  (libtorch must be loaded before the extension)
+
+__version__ = "0.1.0"
+
+from ._backend import (  # noqa: E402
+    get_backend,
+    input_checks_enabled,
+    kernel_devices,
+    set_backend,
+    set_input_checks,
+    status,
+)
+from . import _backend  # noqa: E402
+
+if _backend._C is not None:
+    from . import _ops  # noqa: E402,F401  (fake kernels, autograd, autocast)
+
+from . import functional, reference  # noqa: E402
+from . import nn  # noqa: E402
+
+__all__ = [
+    "functional", "reference", "nn", "status", "set_backend", "get_backend", "kernel_devices",
+    "set_input_checks", "input_checks_enabled", "__version__",
+]

@@ -1,0 +1,144 @@
+"""Which implementation runs an op: the compiled kernel of the tensor's device, or the
+pure-PyTorch reference.
+
+- An explicit backend ('cpu', 'cuda', 'reference'), per call or through set_backend(),
+  raises if it cannot run the given tensors.
+- The default picks the compiled kernel for the tensor's device; where there is none
+  (extension not built, CUDA not compiled in, another device type) it falls back to the
+  reference with a one-time warning, and status() lists the fallback.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Optional
+
+import torch
+
+try:
+    from . import _C
+    _LOAD_ERROR: Optional[str] = None
+except ImportError as err:  # the package still works, through the reference
+    _C = None
+    _LOAD_ERROR = f"{type(err).__name__}: {err}"
+
+BACKENDS = ("cpu", "cuda", "reference")
+_default_backend: Optional[str] = None
+_fallbacks: set[str] = set()
+_input_checks = os.environ.get("TTFS_EXT_INPUT_CHECKS", "1") != "0"
+
+
+def _registered(device_type: str) -> bool:
+    key = {"cpu": "CPU", "cuda": "CUDA"}[device_type]
+    return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key("ttfs_ext::dense", key)
+
+
+# Fixed at import, so that torch.compile sees a constant.
+_KERNEL_DEVICES = frozenset(d for d in ("cpu", "cuda") if _registered(d))
+
+
+def _has_kernel(device_type: str) -> bool:
+    return device_type in _KERNEL_DEVICES
+
+
+def kernel_devices() -> list[str]:
+    """Device types with compiled ttfs_ext kernels in this build."""
+    return sorted(_KERNEL_DEVICES)
+
+
+def set_backend(backend: Optional[str]) -> None:
+    """Use `backend` ('cpu', 'cuda' or 'reference') for every op; None restores automatic choice."""
+    global _default_backend
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    _default_backend = backend
+
+
+def get_backend() -> Optional[str]:
+    """The backend set by set_backend(), or None for automatic choice."""
+    return _default_backend
+
+
+def set_input_checks(enabled: bool) -> None:
+    """Turn the data checks (NaN/inf spike times) on or off. They read the data, so on a GPU
+    they synchronise; they are skipped inside torch.compile graphs. Shape, dtype, device and
+    window checks always run. The environment variable TTFS_EXT_INPUT_CHECKS=0 turns them off."""
+    global _input_checks
+    _input_checks = bool(enabled)
+
+
+def input_checks_enabled() -> bool:
+    return _input_checks and not torch.compiler.is_compiling()
+
+
+def use_kernel(op: str, device: torch.device, backend: Optional[str]) -> bool:
+    """True to run the compiled kernel, False to run the reference."""
+    choice = backend if backend is not None else _default_backend
+    if choice is None:
+        if _has_kernel(device.type):
+            return True
+        _warn_fallback(op, device.type)
+        return False
+    if choice not in BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {BACKENDS} or None, got {choice!r}")
+    if choice == "reference":
+        return False
+    if device.type != choice:
+        raise ValueError(f"{op}: backend {choice!r} was requested but t_in is on {device}")
+    if not _has_kernel(choice):
+        raise RuntimeError(f"{op}: backend {choice!r} was requested but is not available: {_unavailable(choice)}")
+    return True
+
+
+def _unavailable(device_type: str) -> str:
+    if _C is None:
+        return f"the compiled extension ttfs_ext._C failed to load ({_LOAD_ERROR})"
+    if device_type == "cuda":
+        return "ttfs_ext was built without CUDA (reinstall with nvcc and a CUDA build of torch)"
+    return f"ttfs_ext has no kernels for device type {device_type!r}"
+
+
+def _warn_fallback(op: str, device_type: str) -> None:
+    if device_type in _fallbacks:
+        return
+    _fallbacks.add(device_type)
+    warnings.warn(
+        f"ttfs_ext: no compiled kernel for {device_type!r} tensors ({_unavailable(device_type)}); "
+        f"{op} and the other ops use the pure-PyTorch reference. ttfs_ext.status() lists fallbacks.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def status() -> dict[str, Any]:
+    """How ttfs_ext was built and what it runs on."""
+    from . import __version__
+
+    info: dict[str, Any] = {
+        "version": __version__,
+        "compiled": _C is not None,
+        "load_error": _LOAD_ERROR,
+        "with_cuda": False,
+        "cuda_arch_list": None,
+        "built_with_torch": None,
+        "built_with_cuda": None,
+    }
+    if _C is not None:
+        built = _C.build_info()
+        info.update(
+            with_cuda=built["with_cuda"],
+            cuda_arch_list=built["cuda_arch_list"],
+            built_with_torch=built["torch_version"],
+            built_with_cuda=built["cuda_version"],
+        )
+    info.update(
+        torch_version=torch.__version__,
+        torch_cuda_version=torch.version.cuda,
+        cuda_available=torch.cuda.is_available(),
+        gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        kernel_devices=kernel_devices(),
+        backend=_default_backend or "auto",
+        fallbacks=sorted(_fallbacks),
+        input_checks=_input_checks,
+    )
+    return info

@@ -1,0 +1,151 @@
+"""Python-side registrations of the compiled ops (house style: the schemas and kernels live
+in C++, everything the compiler stack needs lives here):
+- fake kernels, so torch.compile and torch.export can trace the ops;
+- autograd: each forward op's backward is its own compiled op (double backward raises);
+- autocast on CUDA: matrices in the autocast dtype, spike times and biases in float32.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from .functional import conv2d_output_size
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+# --- fake kernels ---------------------------------------------------------------------
+
+@torch.library.register_fake("ttfs_ext::dense")
+def _dense_fake(t_in, weight, bias, t_min, t_max):
+    torch._check(weight.dim() == 2 and t_in.dim() >= 1 and t_in.shape[-1] == weight.shape[1],
+                 lambda: "ttfs_ext.dense: t_in (..., in) does not match weight (out, in)")
+    return t_in.new_empty((*t_in.shape[:-1], weight.shape[0]))
+
+
+@torch.library.register_fake("ttfs_ext::readout")
+def _readout_fake(t_in, weight, bias, t_min):
+    return _dense_fake(t_in, weight, bias, t_min, None)
+
+
+def _grads_fake(t_in, weight, bias_shape, mask):
+    return (t_in.new_empty(t_in.shape) if mask[0] else None,
+            weight.new_empty(weight.shape) if mask[1] else None,
+            t_in.new_empty(bias_shape) if mask[2] else None)
+
+
+@torch.library.register_fake("ttfs_ext::_dense_backward")
+def _dense_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, output_mask):
+    return _grads_fake(t_in, weight, (weight.shape[0],), output_mask)
+
+
+@torch.library.register_fake("ttfs_ext::_readout_backward")
+def _readout_backward_fake(grad_out, t_in, weight, t_min, output_mask):
+    return _grads_fake(t_in, weight, (weight.shape[0],), output_mask)
+
+
+@torch.library.register_fake("ttfs_ext::conv2d")
+def _conv2d_fake(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups):
+    torch._check(t_in.dim() == 4 and weight.dim() == 4, lambda: "ttfs_ext.conv2d: t_in and weight must be 4-D")
+    h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    return t_in.new_empty((t_in.shape[0], weight.shape[0], h, w))
+
+
+@torch.library.register_fake("ttfs_ext::_conv2d_backward")
+def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, padding, dilation, groups,
+                          bias_per_position, output_mask):
+    bias_shape = tuple(grad_out.shape[1:]) if bias_per_position else (weight.shape[0],)
+    return _grads_fake(t_in, weight, bias_shape, output_mask)
+
+
+# --- autograd -------------------------------------------------------------------------
+
+def _grad_mask(ctx, has_bias: bool) -> list[bool]:
+    needs = ctx.needs_input_grad
+    return [bool(needs[0]), bool(needs[1]), has_bias and bool(needs[2])]
+
+
+def _dense_setup(ctx, inputs, output):
+    t_in, weight, bias, t_min, t_max = inputs
+    ctx.save_for_backward(t_in, weight, output)
+    ctx.window = (t_min, t_max)
+    ctx.has_bias = bias is not None
+
+
+def _dense_backward(ctx, grad):
+    t_in, weight, t_out = ctx.saved_tensors
+    grads = torch.ops.ttfs_ext._dense_backward(grad, t_in, weight, t_out, *ctx.window, _grad_mask(ctx, ctx.has_bias))
+    return (*grads, None, None)
+
+
+def _readout_setup(ctx, inputs, output):
+    t_in, weight, bias, t_min = inputs
+    ctx.save_for_backward(t_in, weight)
+    ctx.t_min = t_min
+    ctx.has_bias = bias is not None
+
+
+def _readout_backward(ctx, grad):
+    t_in, weight = ctx.saved_tensors
+    grads = torch.ops.ttfs_ext._readout_backward(grad, t_in, weight, ctx.t_min, _grad_mask(ctx, ctx.has_bias))
+    return (*grads, None)
+
+
+def _conv2d_setup(ctx, inputs, output):
+    t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(t_in, weight, output)
+    ctx.args = (t_min, t_max, stride, padding, dilation, groups)
+    ctx.has_bias = bias is not None
+    ctx.bias_per_position = bias is not None and bias.dim() == 3
+
+
+def _conv2d_backward(ctx, grad):
+    t_in, weight, t_out = ctx.saved_tensors
+    grads = torch.ops.ttfs_ext._conv2d_backward(grad, t_in, weight, t_out, *ctx.args, ctx.bias_per_position,
+                                                _grad_mask(ctx, ctx.has_bias))
+    return (*grads, None, None, None, None, None, None)
+
+
+def _no_double_backward(name: str):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"ttfs_ext: double backward through {name} is not supported "
+                           "(use ttfs_ext.reference for higher-order gradients)")
+    return backward
+
+
+torch.library.register_autograd("ttfs_ext::dense", _dense_backward, setup_context=_dense_setup)
+torch.library.register_autograd("ttfs_ext::readout", _readout_backward, setup_context=_readout_setup)
+torch.library.register_autograd("ttfs_ext::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
+for _name in ("_dense_backward", "_readout_backward", "_conv2d_backward"):
+    torch.library.register_autograd(f"ttfs_ext::{_name}", _no_double_backward(_name[1:]),
+                                    setup_context=lambda ctx, inputs, output: None)
+
+
+# --- autocast (CUDA) --------------------------------------------------------------------
+# Spike times stay float32 at layer boundaries; only the matrix operands take the autocast
+# dtype (the GEMM/convolution accumulates in float32). float64 inputs are left alone.
+
+_autocast_lib = torch.library.Library("ttfs_ext", "IMPL")
+_AUTOCAST_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCUDA)
+
+
+def _autocast_operands(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]):
+    if t_in.dtype == torch.float64:
+        return t_in, weight, bias
+    low = torch.get_autocast_dtype("cuda")
+    t_in = t_in.float()
+    return t_in, weight.to(low), (None if bias is None else bias.float())
+
+
+def _autocast_impl(op_name: str):
+    op = getattr(torch.ops.ttfs_ext, op_name)
+
+    def impl(t_in, weight, bias, *args):
+        with torch._C._ExcludeDispatchKeyGuard(_AUTOCAST_KEYS):
+            return op(*_autocast_operands(t_in, weight, bias), *args)
+    return impl
+
+
+for _name in ("dense", "readout", "conv2d"):
+    _autocast_lib.impl(_name, _autocast_impl(_name), "AutocastCUDA")

@@ -1,0 +1,207 @@
+"""TTFS ops on spike times, with argument checks and backend choice.
+
+Spike times are float32 or float64 tensors; a neuron that does not fire in its window
+[t_min, t_max] has t = t_max. Windows are Python floats or 0-dim tensors (floats are
+cheaper: a tensor is read once per call, and synchronises if it lives on a GPU).
+On CUDA, under torch.autocast, the matrix work runs in float16/bfloat16 while spike
+times, biases and the threshold stay float32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+
+from . import _backend, reference
+
+__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode"]
+
+Window = Union[float, torch.Tensor]
+IntPair = Union[int, tuple[int, int], list[int]]
+_TIME_DTYPES = (torch.float32, torch.float64)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+# --- checks: each error names the argument ----------------------------------------------
+
+def _scalar(op: str, name: str, value: Window) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{op}: {name} must be a float or a 0-dim tensor, got shape {tuple(value.shape)}")
+        value = value.item()
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{op}: {name} must be a float or a 0-dim tensor, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value}")
+    return value
+
+
+def _window(op: str, t_min: Window, t_max: Window) -> tuple[float, float]:
+    lo, hi = _scalar(op, "t_min", t_min), _scalar(op, "t_max", t_max)
+    if not hi > lo:
+        raise ValueError(f"{op}: the window must satisfy t_min < t_max, got t_min={lo} and t_max={hi}")
+    return lo, hi
+
+
+def _check_times(op: str, t_in: torch.Tensor, name: str = "t_in") -> None:
+    if not isinstance(t_in, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a tensor, got {type(t_in).__name__}")
+    if t_in.dtype not in _TIME_DTYPES:
+        raise TypeError(f"{op}: {name} (spike times) must be float32 or float64, got {t_in.dtype}")
+    if _backend.input_checks_enabled() and t_in.numel() and not bool(torch.isfinite(t_in).all()):
+        raise ValueError(f"{op}: {name} contains NaN or inf spike times")
+
+
+def _check_params(op: str, t_in: torch.Tensor, weight: torch.Tensor,
+                  bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Checks dtype and device of weight and bias; returns bias in the spike-time dtype."""
+    _check_times(op, t_in)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{op}: weight must be a tensor, got {type(weight).__name__}")
+    low_precision = weight.dtype in _LOW_PRECISION and t_in.dtype == torch.float32 and t_in.is_cuda
+    if weight.dtype != t_in.dtype and not low_precision:
+        raise TypeError(f"{op}: weight must have the dtype of t_in ({t_in.dtype}), or float16/bfloat16 "
+                        f"with float32 t_in on CUDA; got {weight.dtype}")
+    if weight.device != t_in.device:
+        raise ValueError(f"{op}: weight is on {weight.device} but t_in is on {t_in.device}")
+    if bias is None:
+        return None
+    if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
+        raise TypeError(f"{op}: bias must be a floating-point tensor or None")
+    if bias.device != t_in.device:
+        raise ValueError(f"{op}: bias is on {bias.device} but t_in is on {t_in.device}")
+    return bias.to(t_in.dtype)  # the bias is added to potentials in spike-time precision
+
+
+def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
+        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+# --- ops -------------------------------------------------------------------------------
+
+def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+           t_min: Window, t_max: Window, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Spike times of a dense TTFS layer firing in [t_min, t_max]:
+    t_out = min(t_max - (W (t_min - t_in) + b), t_max).
+
+    t_in: (..., in_features); weight: (out_features, in_features) as in nn.Linear;
+    bias: (out_features,) or None. Returns (..., out_features).
+    """
+    op = "ttfs_ext.functional.linear"
+    lo, hi = _window(op, t_min, t_max)
+    bias = _check_params(op, t_in, weight, bias)
+    _check_linear_shapes(op, t_in, weight, bias)
+    if _backend.use_kernel(op, t_in.device, backend):
+        return torch.ops.ttfs_ext.dense(t_in, weight, bias, lo, hi)
+    return reference.linear(t_in, weight, bias, lo, hi)
+
+
+def readout(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+            t_min: Window, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Membrane potential of the (non-spiking) output layer at t_min, which are the logits:
+    V = W (t_min - t_in) + b. Shapes as in linear()."""
+    op = "ttfs_ext.functional.readout"
+    lo = _scalar(op, "t_min", t_min)
+    bias = _check_params(op, t_in, weight, bias)
+    _check_linear_shapes(op, t_in, weight, bias)
+    if _backend.use_kernel(op, t_in.device, backend):
+        return torch.ops.ttfs_ext.readout(t_in, weight, bias, lo)
+    return reference.readout(t_in, weight, bias, lo)
+
+
+def _check_linear_shapes(op: str, t_in: torch.Tensor, weight: torch.Tensor,
+                         bias: Optional[torch.Tensor]) -> None:
+    if weight.dim() != 2:
+        raise ValueError(f"{op}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if t_in.dim() < 1 or t_in.shape[-1] != weight.shape[1]:
+        raise ValueError(f"{op}: t_in must have shape (..., {weight.shape[1]}) to match weight "
+                         f"{tuple(weight.shape)}, got {tuple(t_in.shape)}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
+def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+           t_min: Window, t_max: Window, stride: IntPair = 1, padding: IntPair = 0,
+           dilation: IntPair = 1, groups: int = 1, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Spike times of a convolutional TTFS layer; padding is filled with t_min (activation 0).
+
+    t_in: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_out, C_in/groups, kH, kW) as
+    in nn.Conv2d; bias: (C_out,), per output position (C_out, H_out, W_out) (as conversion of
+    batch-normalised networks needs), or None.
+    """
+    op = "ttfs_ext.functional.conv2d"
+    lo, hi = _window(op, t_min, t_max)
+    bias = _check_params(op, t_in, weight, bias)
+    stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
+    dilation = _pair(op, "dilation", dilation, 1)
+    unbatched = t_in.dim() == 3
+    if unbatched:
+        t_in = t_in.unsqueeze(0)
+    _check_conv_shapes(op, t_in, weight, bias, stride, padding, dilation, groups)
+    if _backend.use_kernel(op, t_in.device, backend):
+        out = torch.ops.ttfs_ext.conv2d(t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
+    else:
+        out = reference.conv2d(t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv2d_output_size(size: tuple[int, int], kernel_size: tuple[int, int], stride: tuple[int, int],
+                       padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """(H_out, W_out) of a convolution, as in nn.Conv2d."""
+    return tuple(  # type: ignore[return-value]
+        (size[i] + 2 * padding[i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1 for i in range(2))
+
+
+def _check_conv_shapes(op, t_in, weight, bias, stride, padding, dilation, groups) -> None:
+    if t_in.dim() != 4:
+        raise ValueError(f"{op}: t_in must be (N, C, H, W) or (C, H, W), got shape {tuple(t_in.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"{op}: weight must be 4-D (C_out, C_in/groups, kH, kW), got shape {tuple(weight.shape)}")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    c_out = weight.shape[0]
+    if t_in.shape[1] != weight.shape[1] * groups or c_out % groups:
+        raise ValueError(f"{op}: t_in has {t_in.shape[1]} channels but weight {tuple(weight.shape)} with "
+                         f"groups={groups} expects {weight.shape[1] * groups} (and C_out divisible by groups)")
+    h_out, w_out = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"{op}: the kernel {tuple(weight.shape[2:])} (dilation {dilation}) does not fit in the "
+                         f"padded input {tuple(t_in.shape[2:])} (padding {padding})")
+    if bias is not None and tuple(bias.shape) not in ((c_out,), (c_out, h_out, w_out)):
+        raise ValueError(f"{op}: bias must have shape ({c_out},) or ({c_out}, {h_out}, {w_out}), "
+                         f"got {tuple(bias.shape)}")
+
+
+def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None,
+               padding: IntPair = 0) -> torch.Tensor:
+    """TTFS max-pooling: the earliest spike (minimum of t) of each window. Exact, built on
+    PyTorch's max-pooling of -t; padding never wins."""
+    op = "ttfs_ext.functional.max_pool2d"
+    _check_times(op, t_in)
+    if t_in.dim() not in (3, 4):
+        raise ValueError(f"{op}: t_in must be (N, C, H, W) or (C, H, W), got shape {tuple(t_in.shape)}")
+    kernel = _pair(op, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else _pair(op, "stride", stride, 1)
+    padding = _pair(op, "padding", padding, 0)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel}")
+    return reference.max_pool2d(t_in, kernel, stride, padding)
+
+
+def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Input spike times in the window [0, 1]: t = 1 - clamp((x - low) / (high - low), 0, 1).
+    Values at or above `high` fire at 0; at or below `low` they fire at 1 (no spike)."""
+    op = "ttfs_ext.functional.encode"
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"{op}: x must be a floating-point tensor (convert images with x.float() / 255)")
+    low, high = _scalar(op, "low", low), _scalar(op, "high", high)
+    if not high > low:
+        raise ValueError(f"{op}: need low < high, got low={low} and high={high}")
+    if _backend.input_checks_enabled() and x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{op}: x contains NaN or inf")
+    return reference.encode(x, low, high)

@@ -31,7 +31,7 @@ struct PrologueParams {
 };
 
 // Output laid out as (batch, channels, positions), contiguous.
-//   spiking: out = min(t_max - (u + bias), t_max), taken as t_max unless strictly earlier
+//   spiking: out = min(t_max - (u + bias), t_max); t_max means no spike, NaN propagates
 //   readout: out = u + bias
 // bias[c * bias_stride_c + p * bias_stride_p] has out_dtype; nullptr = no bias.
 // `out` may alias `u` when both have the same dtype.

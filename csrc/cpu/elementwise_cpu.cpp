@@ -42,7 +42,7 @@ void epilogue_kernel_impl(const EpilogueParams& p) {
       }
       if (p.spiking) {
         const time_t t = t_max - v;
-        v = t < t_max ? t : t_max;  // no spike in the window: t_max
+        v = t >= t_max ? t_max : t;  // no spike in the window: t_max (NaN stays NaN)
       }
       out[i] = v;
     }

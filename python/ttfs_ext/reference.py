@@ -28,7 +28,7 @@ def _activation(t_in: torch.Tensor, t_min: Window, weight: torch.Tensor) -> torc
 
 def _fire(u: torch.Tensor, t_max: Window) -> torch.Tensor:
     t = t_max - u
-    return torch.where(t < t_max, t, t_max)
+    return torch.where(t >= t_max, t_max, t)  # no spike: t_max; NaN stays NaN
 
 
 def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],

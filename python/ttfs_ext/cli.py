@@ -1,0 +1,126 @@
+"""The `ttfs` command line: `ttfs info` (build status) and `ttfs check` (self-test)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Optional, Sequence
+
+import torch
+
+import ttfs_ext
+from ttfs_ext import events
+from ttfs_ext import functional as TF
+from ttfs_ext import reference as R
+
+
+def _info(args: argparse.Namespace) -> int:
+    info = ttfs_ext.status()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    expected = expected.detach().double().cpu()
+    actual = actual.detach().double().cpu()
+    if not expected.numel():
+        return 0.0
+    return float((actual - expected).abs().max()) / max(1.0, float(expected.abs().max()))
+
+
+def _random_layer(kind: str, gen: torch.Generator):
+    """A random layer with inputs in [0, 1] (window of the first hidden layer: [1, 1 + width])."""
+    if kind == "linear":
+        t_in = torch.rand(32, 50, generator=gen, dtype=torch.float64)
+        w = torch.randn(40, 50, generator=gen, dtype=torch.float64) / 50 ** 0.5
+        b = 0.3 * torch.randn(40, generator=gen, dtype=torch.float64)
+        geometry: tuple = ()
+    else:
+        t_in = torch.rand(4, 3, 10, 10, generator=gen, dtype=torch.float64)
+        w = torch.randn(8, 3, 3, 3, generator=gen, dtype=torch.float64) / 27 ** 0.5
+        b = 0.3 * torch.randn(8, generator=gen, dtype=torch.float64)
+        geometry = (2, 1, 1, 1)  # stride, padding, dilation, groups
+    with torch.no_grad():
+        u = R.readout(t_in, w, b, 1.0) if kind == "linear" else R.conv2d(t_in, w, b, 1.0, 1e9, *geometry)
+        x_max = float((u if kind == "linear" else 1e9 - u).max())
+    return t_in, w, b, 1.0, 1.0 + 1.5 * x_max + 0.5, geometry
+
+
+def _op(kind: str, backend: Optional[str]) -> Callable:
+    if kind == "linear":
+        return lambda t, w, b, lo, hi, geometry: TF.linear(t, w, b, lo, hi, backend=backend)
+    return lambda t, w, b, lo, hi, geometry: TF.conv2d(t, w, b, lo, hi, *geometry, backend=backend)
+
+
+def _run(fn, tensors, window, geometry, device, dtype, g):
+    leaves = [x.to(device=device, dtype=dtype).requires_grad_() for x in tensors]
+    out = fn(*leaves, *window, geometry)
+    grads = torch.autograd.grad(out, leaves, g.to(out))
+    return out, grads
+
+
+def _check(args: argparse.Namespace) -> int:
+    devices = [d for d in ("cpu", "cuda") if d in ttfs_ext.kernel_devices()
+               and (d != "cuda" or torch.cuda.is_available())]
+    tolerance = {torch.float64: 1e-12, torch.float32: 2e-5}
+    rows, ok = [], True
+    print(f"ttfs_ext {ttfs_ext.__version__} self-test: compiled kernels vs the float64 reference "
+          f"(values and gradients) vs an event-by-event simulation of the neuron ODE")
+    if not devices:
+        print("no compiled kernels: only the reference runs (see `ttfs info`)")
+    for seed in range(args.seeds):
+        for kind in ("linear", "conv2d"):
+            gen = torch.Generator().manual_seed(seed)
+            t_in, w, b, lo, hi, geometry = _random_layer(kind, gen)
+            reference = _op(kind, "reference")
+            with torch.no_grad():
+                shape = reference(t_in, w, b, lo, hi, geometry).shape
+            g = torch.randn(shape, generator=gen, dtype=torch.float64)
+            ref, ref_grads = _run(reference, (t_in, w, b), (lo, hi), geometry, "cpu", torch.float64, g)
+            if kind == "linear":
+                sim = events.first_spike_times(t_in, w, b, 0.0, lo, hi)
+            else:
+                sim = events.conv2d_first_spike_times(t_in, w, b, 0.0, lo, hi, *geometry)
+            sim_err = _max_rel_err(ref, sim)
+            row_ok = sim_err <= 1e-9
+            rows.append((seed, kind, "reference", "float64", 0.0, 0.0, sim_err, row_ok))
+            ok &= row_ok
+            for device in devices:
+                for dtype in (torch.float64, torch.float32):
+                    out, grads = _run(_op(kind, device), (t_in, w, b), (lo, hi), geometry, device, dtype, g)
+                    err = _max_rel_err(out, ref)
+                    gerr = max(_max_rel_err(a, e) for a, e in zip(grads, ref_grads))
+                    row_ok = err <= tolerance[dtype] and gerr <= tolerance[dtype]
+                    ok &= row_ok
+                    rows.append((seed, kind, device, str(dtype).replace("torch.", ""), err, gerr, float("nan"), row_ok))
+    print(f"{'seed':>4}  {'op':<7} {'backend':<10}{'dtype':<9}{'value err':>11}{'grad err':>11}{'event err':>11}  result")
+    for seed, kind, backend, dtype, err, gerr, sim_err, row_ok in rows:
+        sim_col = "" if sim_err != sim_err else f"{sim_err:.1e}"
+        print(f"{seed:>4}  {kind:<7} {backend:<10}{dtype:<9}{err:>11.1e}{gerr:>11.1e}{sim_col:>11}  "
+              f"{'ok' if row_ok else 'FAIL'}")
+    print("errors: max |x - reference| / max(1, max |reference|); event err: closed form vs simulated "
+          "first threshold crossings")
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="ttfs", description="Exact time-to-first-spike networks (ttfs_ext).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="how ttfs_ext was built and which kernels are available")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_info)
+    check = sub.add_parser("check", help="self-test: kernels vs reference vs event simulation on every device")
+    check.add_argument("--seeds", type=int, default=3, help="random networks per op (default 3)")
+    check.set_defaults(func=_check)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Backend choice, fallback warnings and status."""
+import pytest
+import torch
+
+import ttfs_ext
+from ttfs_ext import _backend
+from ttfs_ext import functional as TF
+
+from _utils import dense_case
+
+
+def _grad_fn_name(out):
+    return type(out.grad_fn).__name__
+
+
+@pytest.fixture
+def case():
+    t_in, w, b, t_min, t_max = dense_case(80, (4,), 5, 3)
+    return t_in, w.requires_grad_(), b, t_min, t_max
+
+
+def test_status_reports_build():
+    info = ttfs_ext.status()
+    for key in ("version", "compiled", "with_cuda", "cuda_arch_list", "built_with_torch", "built_with_cuda",
+                "torch_version", "cuda_available", "kernel_devices", "backend", "fallbacks"):
+        assert key in info
+    assert info["compiled"] and "cpu" in info["kernel_devices"]
+    assert info["version"] == ttfs_ext.__version__ == _backend._C.build_info()["version"]
+    assert info["built_with_torch"].split("+")[0].rsplit(".", 1)[0] == torch.__version__.split("+")[0].rsplit(".", 1)[0]
+    if not info["with_cuda"]:
+        assert info["cuda_arch_list"] is None and info["built_with_cuda"] is None
+
+
+def test_explicit_backends(case):
+    assert "ttfs_ext_dense" in _grad_fn_name(TF.linear(*case, backend="cpu"))
+    assert "ttfs_ext" not in _grad_fn_name(TF.linear(*case, backend="reference"))
+    torch.testing.assert_close(TF.linear(*case, backend="cpu"), TF.linear(*case, backend="reference"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        TF.linear(*case, backend="triton")
+    with pytest.raises(ValueError, match="backend 'cuda' was requested but t_in is on cpu"):
+        TF.linear(*case, backend="cuda")
+
+
+@pytest.mark.skipif(ttfs_ext.status()["with_cuda"], reason="this build has CUDA")
+def test_cuda_backend_unavailable_raises():
+    with pytest.raises(RuntimeError, match="backend 'cuda' was requested but is not available: .*without CUDA"):
+        _backend.use_kernel("ttfs_ext.functional.linear", torch.device("cuda", 0), "cuda")
+
+
+def test_set_backend(case):
+    ttfs_ext.set_backend("reference")
+    try:
+        assert ttfs_ext.get_backend() == "reference" and ttfs_ext.status()["backend"] == "reference"
+        assert "ttfs_ext" not in _grad_fn_name(TF.linear(*case))
+        assert "ttfs_ext" in _grad_fn_name(TF.linear(*case, backend="cpu"))  # per call wins
+    finally:
+        ttfs_ext.set_backend(None)
+    assert "ttfs_ext_dense" in _grad_fn_name(TF.linear(*case))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ttfs_ext.set_backend("gpu")
+
+
+def test_fallback_warns_once_and_is_visible(case, monkeypatch):
+    monkeypatch.setattr(_backend, "_KERNEL_DEVICES", frozenset())
+    monkeypatch.setattr(_backend, "_fallbacks", set())
+    with pytest.warns(RuntimeWarning, match="no compiled kernel for 'cpu' tensors"):
+        out = TF.linear(*case)
+    assert "ttfs_ext" not in _grad_fn_name(out)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TF.conv2d(torch.rand(1, 1, 3, 3, dtype=torch.float64), torch.rand(1, 1, 3, 3, dtype=torch.float64),
+                  None, 1.0, 2.0)
+    assert ttfs_ext.status()["fallbacks"] == ["cpu"]
+    with pytest.raises(RuntimeError, match="backend 'cpu' was requested but is not available"):
+        TF.linear(*case, backend="cpu")

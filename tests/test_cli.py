@@ -1,0 +1,34 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ttfs_ext.cli import main
+
+
+def test_info(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["compiled"] and "cpu" in info["kernel_devices"]
+
+
+def test_check_passes(capsys):
+    assert main(["check", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().endswith("PASS")
+    assert "linear" in out and "conv2d" in out and "FAIL" not in out
+
+
+def test_console_script_installed():
+    exe = shutil.which("ttfs")
+    if exe is None:
+        pytest.skip("console script not on PATH")
+    result = subprocess.run([exe, "info"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "kernel_devices" in result.stdout
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "ttfs_ext.cli", "info"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "version" in result.stdout

@@ -1,0 +1,114 @@
+"""Dense and readout ops: kernels against the float64 reference, values and all gradients."""
+import pytest
+import torch
+
+import ttfs_ext
+from ttfs_ext import functional as TF
+from ttfs_ext import reference as R
+
+from _utils import DEVICES, assert_close_scaled, dense_case, forward_backward
+
+SHAPES = [((16,), 20, 12), ((3, 5), 7, 33), ((1,), 1, 1), ((64,), 128, 10)]
+
+
+def _check_against_reference(op, ref, case, device, dtype, window):
+    t_in, w, b = case
+    out, grads = forward_backward(lambda t, w_, b_: op(t, w_, b_, *window, backend=device), (t_in, w, b),
+                                  device, dtype)
+    ref_out, ref_grads = forward_backward(lambda t, w_, b_: ref(t, w_, b_, *window), (t_in, w, b),
+                                          "cpu", torch.float64)
+    assert out.dtype == dtype and out.device.type == device
+    assert_close_scaled(out, ref_out, dtype, "output")
+    for name, g, rg in zip(("t_in", "weight", "bias"), grads, ref_grads):
+        assert g.dtype == dtype
+        assert_close_scaled(g, rg, dtype, f"grad {name}")
+    return ref_out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch_shape, n_in, n_out", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_linear_matches_reference(device, dtype, batch_shape, n_in, n_out, bias, seed):
+    t_in, w, b, t_min, t_max = dense_case(seed, batch_shape, n_in, n_out, bias)
+    ref_out = _check_against_reference(TF.linear, R.linear, (t_in, w, b), device, dtype, (t_min, t_max))
+    if ref_out.numel() >= 100:  # both spiking and silent neurons are exercised
+        spiking = (ref_out < t_max).double().mean()
+        assert 0.1 < spiking < 0.9
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch_shape, n_in, n_out", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_readout_matches_reference(device, dtype, batch_shape, n_in, n_out, bias, seed):
+    t_in, w, b, t_min, _ = dense_case(seed, batch_shape, n_in, n_out, bias)
+    # The readout reads its potential at the end of the window its inputs fired in.
+    _check_against_reference(TF.readout, R.readout, (t_in, w, b), device, dtype, (t_min,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_is_relu_of_activations(device):
+    """t_max - t_out = ReLU(W x + b) with x = t_min - t_in: the ReLU twin, to 1e-12."""
+    t_in, w, b, t_min, t_max = dense_case(7, (32,), 50, 40)
+    out = TF.linear(t_in.to(device), w.to(device), b.to(device), t_min, t_max).cpu()
+    relu = torch.relu(torch.nn.functional.linear(t_min - t_in, w, b))
+    torch.testing.assert_close(t_max - out, relu, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("op", ["linear", "readout"])
+def test_non_contiguous_inputs(device, op):
+    t_in, w, b, t_min, t_max = dense_case(11, (12,), 9, 6)
+    window = (t_min, t_max) if op == "linear" else (t_min,)
+    fn, ref = getattr(TF, op), getattr(R, op)
+    # t_in as a transposed view, weight as a transposed view, bias as a strided view.
+    t_nc = t_in.t().contiguous().t().to(device)
+    w_nc = w.t().contiguous().t().to(device)
+    b_nc = torch.stack([b, b], 1)[:, 0].to(device)
+    assert not (t_nc.is_contiguous() or w_nc.is_contiguous() or b_nc.is_contiguous())
+    leaves = [x.detach().requires_grad_() for x in (t_nc, w_nc, b_nc)]
+    out = fn(*leaves, *window)
+    # An expanded (stride-0) upstream gradient, as from out.sum().
+    out.sum().backward()
+    ref_leaves = [x.detach().cpu().requires_grad_() for x in (t_in, w, b)]
+    ref_out = ref(*ref_leaves, *window)
+    ref_out.sum().backward()
+    assert_close_scaled(out, ref_out, torch.float64, "output")
+    for x, rx in zip(leaves, ref_leaves):
+        assert_close_scaled(x.grad, rx.grad, torch.float64, "grad")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch_shape", [(0,), (2, 0)])
+@pytest.mark.parametrize("op", ["linear", "readout"])
+def test_empty_batch(device, batch_shape, op):
+    t_in, w, b, t_min, t_max = dense_case(5, batch_shape, 8, 3)
+    window = (t_min, t_max) if op == "linear" else (t_min,)
+    out, grads = forward_backward(lambda *a: getattr(TF, op)(*a, *window), (t_in, w, b), device, torch.float64)
+    assert out.shape == (*batch_shape, 3)
+    assert grads[0].shape == t_in.shape
+    assert torch.equal(grads[1].cpu(), torch.zeros_like(w)) and torch.equal(grads[2].cpu(), torch.zeros_like(b))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_needed_gradients(device):
+    """The backward computes just what autograd asks for; the others match the full run."""
+    t_in, w, b, t_min, t_max = dense_case(13)
+    t_in, w, b = (x.to(device) for x in (t_in, w, b))
+    wr = w.clone().requires_grad_()
+    (g_w,) = torch.autograd.grad(TF.linear(t_in, wr, b, t_min, t_max).sum(), wr)
+    wr2, tr = w.clone().requires_grad_(), t_in.clone().requires_grad_()
+    g_t, g_w2 = torch.autograd.grad(TF.linear(tr, wr2, b, t_min, t_max).sum(), (tr, wr2))
+    torch.testing.assert_close(g_w, g_w2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_window_as_tensors(device):
+    t_in, w, b, t_min, t_max = dense_case(17)
+    args = [x.to(device) for x in (t_in, w, b)]
+    a = TF.linear(*args, torch.tensor(t_min, dtype=torch.float64), torch.tensor(t_max, dtype=torch.float64, device=device))
+    torch.testing.assert_close(a, TF.linear(*args, t_min, t_max), rtol=0, atol=0)
+    assert ttfs_ext.functional.readout(*args, torch.tensor(t_min)).shape == (16, 12)

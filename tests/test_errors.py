@@ -1,0 +1,160 @@
+"""Bad input gets a clear error that names the argument, on every backend."""
+import pytest
+import torch
+
+from ttfs_ext import functional as TF
+import ttfs_ext
+
+from _utils import conv_case, dense_case
+
+BACKENDS = ["cpu", "reference"]
+
+
+@pytest.fixture
+def dense():
+    t_in, w, b, t_min, t_max = dense_case(60, (4,), 5, 3)
+    return t_in, w, b, t_min, t_max
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_bad_shapes(dense, backend):
+    t_in, w, b, t_min, t_max = dense
+    with pytest.raises(ValueError, match=r"t_in must have shape \(\.\.\., 5\)"):
+        TF.linear(t_in[:, :4], w, b, t_min, t_max, backend=backend)
+    with pytest.raises(ValueError, match="weight must be 2-D"):
+        TF.linear(t_in, w[None], b, t_min, t_max, backend=backend)
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        TF.linear(t_in, w, b[:2], t_min, t_max, backend=backend)
+    with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+        TF.readout(t_in, w, b[:2], t_min, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_dtypes(dense, backend):
+    t_in, w, b, t_min, t_max = dense
+    with pytest.raises(TypeError, match=r"t_in \(spike times\) must be float32 or float64"):
+        TF.linear(t_in.half(), w, b, t_min, t_max, backend=backend)
+    with pytest.raises(TypeError, match=r"t_in \(spike times\) must be float32 or float64"):
+        TF.linear(t_in.long(), w, b, t_min, t_max, backend=backend)
+    with pytest.raises(TypeError, match="weight must have the dtype of t_in"):
+        TF.linear(t_in, w.float(), b, t_min, t_max, backend=backend)
+    with pytest.raises(TypeError, match="weight must have the dtype of t_in"):
+        TF.linear(t_in.float(), w.bfloat16(), b, t_min, t_max, backend=backend)  # low precision: CUDA only
+    with pytest.raises(TypeError, match="bias must be a floating-point tensor"):
+        TF.linear(t_in, w, b.long(), t_min, t_max, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_and_inf_spike_times(dense, backend):
+    t_in, w, b, t_min, t_max = dense
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = t_in.clone()
+        t[1, 2] = bad
+        with pytest.raises(ValueError, match="t_in contains NaN or inf"):
+            TF.linear(t, w, b, t_min, t_max, backend=backend)
+        with pytest.raises(ValueError, match="t_in contains NaN or inf"):
+            TF.readout(t, w, b, t_min, backend=backend)
+        with pytest.raises(ValueError, match="t_in contains NaN or inf"):
+            TF.max_pool2d(t.view(1, 1, 4, 5), 2)
+        with pytest.raises(ValueError, match="x contains NaN or inf"):
+            TF.encode(t)
+
+
+def test_input_checks_can_be_turned_off(dense):
+    t_in, w, b, t_min, t_max = dense
+    t = t_in.clone()
+    t[0, 0] = float("nan")
+    ttfs_ext.set_input_checks(False)
+    try:
+        assert torch.isnan(TF.linear(t, w, b, t_min, t_max)[0]).all()
+    finally:
+        ttfs_ext.set_input_checks(True)
+    assert ttfs_ext.input_checks_enabled()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_windows(dense, backend):
+    t_in, w, b, t_min, t_max = dense
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        TF.linear(t_in, w, b, 3.0, 3.0, backend=backend)
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        TF.linear(t_in, w, b, 3.0, 2.0, backend=backend)
+    with pytest.raises(ValueError, match="t_max must be finite"):
+        TF.linear(t_in, w, b, 1.0, float("inf"), backend=backend)
+    with pytest.raises(ValueError, match="t_min must be finite"):
+        TF.readout(t_in, w, b, float("nan"), backend=backend)
+    with pytest.raises(ValueError, match="t_min must be a float or a 0-dim tensor"):
+        TF.linear(t_in, w, b, torch.ones(2), t_max, backend=backend)
+    with pytest.raises(TypeError, match="t_max must be a float or a 0-dim tensor"):
+        TF.linear(t_in, w, b, t_min, "2", backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv2d_bad_input(backend):
+    t_in, w, t_min, t_max, _ = conv_case(61)
+    with pytest.raises(ValueError, match="t_in has 3 channels"):
+        TF.conv2d(t_in[:, :3], w, None, t_min, t_max, backend=backend)
+    with pytest.raises(ValueError, match=r"t_in must be \(N, C, H, W\)"):
+        TF.conv2d(t_in[0, 0], w, None, t_min, t_max, backend=backend)
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        TF.conv2d(t_in, w[0], None, t_min, t_max, backend=backend)
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\) or \(6, 9, 8\)"):
+        TF.conv2d(t_in, w, torch.zeros(6, 9, 9, dtype=torch.float64), t_min, t_max, padding=1, backend=backend)
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        TF.conv2d(t_in, w, None, t_min, t_max, stride=0, backend=backend)
+    with pytest.raises(ValueError, match="groups must be a positive int"):
+        TF.conv2d(t_in, w, None, t_min, t_max, groups=0, backend=backend)
+    with pytest.raises(ValueError, match="does not fit"):
+        TF.conv2d(t_in[:, :, :2], w, None, t_min, t_max, backend=backend)
+
+
+def test_max_pool_and_encode_bad_input():
+    t = torch.rand(1, 2, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="padding"):
+        TF.max_pool2d(t, 2, padding=2)
+    with pytest.raises(ValueError, match="kernel_size"):
+        TF.max_pool2d(t, 0)
+    with pytest.raises(ValueError, match=r"t_in must be \(N, C, H, W\)"):
+        TF.max_pool2d(t[0, 0], 2)
+    with pytest.raises(ValueError, match="low < high"):
+        TF.encode(t, 1.0, 1.0)
+    with pytest.raises(TypeError, match="x must be a floating-point tensor"):
+        TF.encode(torch.ones(3, dtype=torch.uint8))
+
+
+def test_meta_device_mismatch():
+    t_in, w, b, t_min, t_max = dense_case(62, (4,), 5, 3)
+    with pytest.raises(ValueError, match="weight is on meta but t_in is on cpu"):
+        TF.linear(t_in, w.to("meta"), b, t_min, t_max)
+    with pytest.raises(ValueError, match="bias is on meta but t_in is on cpu"):
+        TF.linear(t_in, w, b.to("meta"), t_min, t_max)
+
+
+@pytest.mark.needs_cuda
+def test_mixed_devices_cuda():
+    t_in, w, b, t_min, t_max = dense_case(63, (4,), 5, 3)
+    with pytest.raises(ValueError, match="weight is on cuda:0 but t_in is on cpu"):
+        TF.linear(t_in, w.cuda(), b, t_min, t_max)
+    with pytest.raises(ValueError, match="bias is on cpu but t_in is on cuda:0"):
+        TF.linear(t_in.cuda(), w.cuda(), b, t_min, t_max)
+
+
+def test_compiled_ops_check_their_arguments():
+    """Direct calls of torch.ops.ttfs_ext.* (bypassing the Python checks) still get clear errors."""
+    t_in, w, b, t_min, t_max = dense_case(64, (4,), 5, 3)
+    ops = torch.ops.ttfs_ext
+    with pytest.raises(RuntimeError, match="t_in must have shape"):
+        ops.dense(t_in[:, :4], w, b, t_min, t_max)
+    with pytest.raises(RuntimeError, match="t_min < t_max"):
+        ops.dense(t_in, w, b, 2.0, 1.0)
+    with pytest.raises(RuntimeError, match="bias must have the dtype of t_in"):
+        ops.dense(t_in, w, b.float(), t_min, t_max)
+    with pytest.raises(RuntimeError, match="weight must have the dtype of t_in"):
+        ops.readout(t_in, w.float(), b, t_min)
+    with pytest.raises(RuntimeError, match="CPU kernels support float64 and float32 only"):
+        ops.dense(t_in.float(), w.half(), None, t_min, t_max)
+    t4, w4, t_min, t_max, _ = conv_case(65)
+    with pytest.raises(RuntimeError, match="channels"):
+        ops.conv2d(t4[:, :3], w4, None, t_min, t_max, [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="bias must have shape"):
+        ops.conv2d(t4, w4, torch.zeros(5, dtype=torch.float64), t_min, t_max, [1, 1], [0, 0], [1, 1], 1)

@@ -1,0 +1,150 @@
+"""Drop-in modules: checkpoint compatibility with nn.Linear/nn.Conv2d, window chaining,
+equality with the ReLU twin (outputs and gradients), reports."""
+import pytest
+import torch
+from torch import nn
+
+from ttfs_ext import nn as tnn
+
+from _utils import DEVICES, generator
+
+
+def _relu_net():
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 2 * 2, 20), nn.ReLU(), nn.Linear(20, 5),
+    ).double()
+
+
+def _ttfs_twin(relu: nn.Sequential, widths):
+    twin = tnn.TTFSSequential(
+        tnn.TTFSEncoder(),
+        tnn.TTFSConv2d(1, 6, 3, padding=1), tnn.TTFSMaxPool2d(2),
+        tnn.TTFSConv2d(6, 8, 3, stride=2, padding=1, groups=2),
+        nn.Flatten(), tnn.TTFSLinear(8 * 2 * 2, 20), tnn.TTFSReadout(20, 5),
+        widths=widths,
+    ).double()
+    pairs = [(1, 0), (3, 3), (5, 6), (6, 8)]  # (twin index, ReLU index)
+    for i, j in pairs:
+        twin[i].load_state_dict(relu[j].state_dict(), strict=True)  # same keys and shapes
+    return twin
+
+
+def _relu_maxima(relu, x):
+    maxima, out = [], x
+    for m in relu:
+        out = m(out)
+        if isinstance(m, nn.ReLU):
+            maxima.append(float(out.detach().max()))
+    return maxima
+
+
+def test_state_dict_keys_match_torch_modules():
+    assert tnn.TTFSLinear(3, 4).state_dict().keys() == nn.Linear(3, 4).state_dict().keys()
+    assert tnn.TTFSLinear(3, 4, bias=False).state_dict().keys() == nn.Linear(3, 4, bias=False).state_dict().keys()
+    assert tnn.TTFSReadout(3, 4).state_dict().keys() == nn.Linear(3, 4).state_dict().keys()
+    conv = nn.Conv2d(2, 4, 3, stride=2, padding=1, groups=2)
+    twin = tnn.TTFSConv2d(2, 4, 3, stride=2, padding=1, groups=2)
+    assert twin.state_dict().keys() == conv.state_dict().keys()
+    twin.load_state_dict(conv.state_dict(), strict=True)
+    assert torch.equal(twin.weight, conv.weight)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_twin_equals_relu_network(device):
+    """Exact mapping: same logits as the ReLU network, and every gradient equal too."""
+    relu = _relu_net().to(device)
+    x = torch.rand(8, 1, 8, 8, generator=generator(70), dtype=torch.float64).to(device)
+    widths = [1.5 * m + 0.1 for m in _relu_maxima(relu, x)]
+    twin = _ttfs_twin(relu, widths).to(device)
+    logits, twin_logits = relu(x), twin(x)
+    torch.testing.assert_close(twin_logits, logits, rtol=1e-12, atol=1e-12)
+    labels = torch.arange(8, device=device) % 5
+    grads = torch.autograd.grad(nn.functional.cross_entropy(logits, labels), list(relu.parameters()))
+    twin_grads = torch.autograd.grad(nn.functional.cross_entropy(twin_logits, labels), list(twin.parameters()))
+    assert len(grads) == len(twin_grads) == 8
+    for g, tg in zip(grads, twin_grads):
+        torch.testing.assert_close(tg, g, rtol=1e-10, atol=1e-12)
+    # Hidden spike times are t_max - ReLU activations.
+    t_hidden = twin[:6](x)
+    torch.testing.assert_close(twin[5].t_max - t_hidden, relu[:8](x), rtol=0, atol=1e-12)
+
+
+def test_windows_are_chained():
+    net = tnn.TTFSSequential(tnn.TTFSEncoder(), nn.Flatten(), tnn.TTFSLinear(4, 3), tnn.TTFSLinear(3, 3),
+                             tnn.TTFSReadout(3, 2), widths=[2.0, 0.5])
+    assert (net[2].t_min, net[2].t_max) == (1.0, 3.0)
+    assert (net[3].t_min, net[3].t_max) == (3.0, 3.5)
+    assert net[4].t_min == 3.5 == net.latency
+    net.set_widths(1.0)
+    assert net.widths == [1.0, 1.0] and net[4].t_min == 3.0
+    with pytest.raises(ValueError, match="got 3 widths for 2 spiking layers"):
+        net.set_widths([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="positive"):
+        net.set_widths([1.0, -2.0])
+
+
+def test_windows_saved_in_state_dict():
+    make = lambda w: tnn.TTFSSequential(tnn.TTFSLinear(4, 3), tnn.TTFSReadout(3, 2), widths=w)  # noqa: E731
+    net = make([2.5])
+    other = make([9.0])
+    other.load_state_dict(net.state_dict())
+    assert other.widths == [2.5] and other[1].t_min == 3.5
+    x = torch.rand(5, 4, generator=generator(71))
+    torch.testing.assert_close(other(x), net(x), rtol=0, atol=0)
+
+
+def test_report_spikes_latency_and_margin():
+    relu = _relu_net()
+    x = torch.rand(16, 1, 8, 8, generator=generator(72), dtype=torch.float64)
+    widths = [1.5 * m for m in _relu_maxima(relu, x)]
+    twin = _ttfs_twin(relu, widths)
+    out, report = twin.report(x)
+    torch.testing.assert_close(out, relu(x), rtol=1e-12, atol=1e-12)
+    assert report.latency == twin.latency == pytest.approx(1 + sum(widths))
+    assert [r.index for r in report.layers] == [1, 3, 5]
+    activations = [relu[:2](x), relu[:5](x), relu[:8](x)]
+    for r, a in zip(report.layers, activations):
+        assert r.spikes_per_neuron == pytest.approx(float((a > 0).double().mean()), abs=1e-12)
+        assert r.neurons == a[0].numel()
+        # margin = min(t) - t_min = width - max activation = width / 3 here
+        assert r.margin == pytest.approx((r.t_max - r.t_min) - float(a.max()), abs=1e-9) and r.margin > 0
+    assert 0 < report.spikes_per_neuron < 1
+    assert "latency" in str(report)
+
+
+def test_report_warns_when_a_spike_precedes_its_window():
+    relu = _relu_net()
+    x = torch.rand(16, 1, 8, 8, generator=generator(73), dtype=torch.float64)
+    widths = [1.5 * m for m in _relu_maxima(relu, x)]
+    widths[1] = 0.5 * _relu_maxima(relu, x)[1]  # too narrow for the second layer's activations
+    twin = _ttfs_twin(relu, widths)
+    with pytest.warns(RuntimeWarning, match="layer 3 .*before its window opens"):
+        _, report = twin.report(x)
+    assert report.layers[1].margin < 0 and report.layers[0].margin > 0
+
+
+def test_unset_window_and_bad_modules():
+    with pytest.raises(RuntimeError, match="window \\[t_min, t_max\\] is not set"):
+        tnn.TTFSLinear(3, 2)(torch.rand(1, 3))
+    with pytest.raises(RuntimeError, match="t_min is not set"):
+        tnn.TTFSReadout(3, 2)(torch.rand(1, 3))
+    with pytest.raises(ValueError, match="padding_mode must be 'zeros'"):
+        tnn.TTFSConv2d(1, 1, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        tnn.TTFSLinear(3, 2, t_min=2.0, t_max=1.0)
+    with pytest.raises(ValueError, match="kernel_size, stride and padding only"):
+        tnn.TTFSMaxPool2d(2, ceil_mode=True)
+
+
+def test_conv_same_padding_and_standalone_window():
+    conv = tnn.TTFSConv2d(2, 3, 5, padding="same", t_min=1.0, t_max=4.0).double()
+    t = torch.rand(1, 2, 6, 7, generator=generator(74), dtype=torch.float64)
+    out = conv(t)
+    assert out.shape == (1, 3, 6, 7)
+    explicit = tnn.TTFSConv2d(2, 3, 5, padding=2, t_min=1.0, t_max=4.0).double()
+    explicit.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(explicit(t), out, rtol=0, atol=0)
+    assert "window=[1.0, 4.0]" in repr(conv)

@@ -10,9 +10,11 @@ previous window [t_min_prev, t_min], integrates step currents without leak:
 Its spike time is the first t >= t_min_prev with V_i(t) >= theta_i, if that is < t_max
 (t_max otherwise: no spike). V is piecewise linear between the sorted input events, so the
 crossing is solved exactly segment by segment. When it happens at or after t_min it equals
-the closed form t_max - (W (t_min - t_in) + b) of ttfs_ext.reference; when the window is too
-narrow the closed form gives t < t_min (a negative margin) and the true crossing is earlier
-or later than that. Everything runs in float64; this is an oracle, not a fast path.
+the closed form t_max - (W (t_min - t_in) + b) of ttfs_ext.reference. It happens before t_min
+where the window is too narrow (the closed form gives t < t_min, a negative margin), and can
+also where V overshoots theta while inputs still arrive and falls back (alpha (t_min -
+t_min_prev) very negative, as in deep layers with long input windows), though the margin is
+non-negative. Everything runs in float64; this is an oracle, not a fast path.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -58,7 +59,10 @@ def cases(quick: bool) -> list[Case]:
             Case("conv 32x64->64 32x32 k3", "conv2d", (32, 64, 32, 32), (64, 64, 3, 3), padding=1)]
 
 
-def make_fns(case: Case, device: str, dtype: torch.dtype) -> tuple[dict[str, Callable[..., torch.Tensor]], list[torch.Tensor]]:
+Fn = Callable[..., torch.Tensor]
+
+
+def make_fns(case: Case, device: str, dtype: torch.dtype) -> tuple[dict[str, Fn], list[torch.Tensor]]:
     """Per implementation, a function of (input, weight, bias); and the shared tensors."""
     gen = torch.Generator().manual_seed(0)
     fan_in = case.gemm()[2]
@@ -78,7 +82,7 @@ def make_fns(case: Case, device: str, dtype: torch.dtype) -> tuple[dict[str, Cal
     return fns, tensors
 
 
-def check(fns: dict[str, Callable[..., torch.Tensor]], tensors: list[torch.Tensor]) -> dict[str, float]:
+def check(fns: dict[str, Fn], tensors: list[torch.Tensor]) -> dict[str, float]:
     """Kernel vs reference: values must be allclose (raises); gradient errors are reported."""
     dtype = tensors[0].dtype
     rtol, atol = (1e-4, 1e-4 * T_MAX) if dtype == torch.float32 else (1e-10, 1e-10 * T_MAX)
@@ -173,7 +177,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, short timing (smoke test)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op CPU threads")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/layers_<device>.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default: benchmarks/results/layers_<device>.json)")
     args = parser.parse_args()
     if args.device not in ttfs_ext.kernel_devices():
         raise SystemExit(f"no compiled ttfs_ext kernel for {args.device!r}; status: {ttfs_ext.status()}")
@@ -181,14 +186,16 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
     ttfs_ext.set_input_checks(False)  # the NaN/inf check reads the data (and syncs on a GPU)
+    load = os.getloadavg()  # other work on the machine skews CPU timings: recorded before and after
     print(f"ttfs_ext {ttfs_ext.__version__} on {device_name(args.device)} ({args.device}, {args.dtype}, "
-          f"{args.threads} threads), window [{T_MIN}, {T_MAX}], input checks off")
+          f"{args.threads} threads), window [{T_MIN}, {T_MAX}], input checks off, load {load[0]:.2f}")
     rows = [r for case in cases(args.quick) for r in bench(case, args.device, dtype, args.threads,
                                                             0.05 if args.quick else 0.5)]
     print_table(rows)
     report = {"device": args.device, "device_name": device_name(args.device), "torch_version": torch.__version__,
               "ttfs_ext_status": ttfs_ext.status(), "git_commit": git_commit(), "dtype": args.dtype,
-              "threads": args.threads, "quick": args.quick, "input_checks": False, "window": [T_MIN, T_MAX],
+              "threads": args.threads, "loadavg_1min_before_after": [load[0], os.getloadavg()[0]],
+              "quick": args.quick, "input_checks": False, "window": [T_MIN, T_MAX],
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "notes": "median of blocked_autorange; flops = 2*M*N*K GEMM part (x3 for fwd+bwd); min_bytes = "
                        "each tensor read/written once; relu = F.linear/F.conv2d + relu on x = t_min - t_in",

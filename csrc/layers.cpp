@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace ttfs_ext {
 namespace {
@@ -101,6 +103,19 @@ void check_linear_shapes(const char* op, const at::Tensor& t_in, const at::Tenso
 
 at::Tensor empty_grad() { return at::Tensor(); }
 
+// The upstream gradient, gated by the spike mask (gate != nullptr) or negated (readout), in
+// the spike-time dtype (for the bias gradient) and in the matrix dtype (for the GEMMs; a
+// cast only under low precision).
+std::pair<at::Tensor, at::Tensor> gated_grad(const ElementwiseBackend& be, const at::Tensor& grad_out,
+                                             const at::Tensor* gate, double scale, double t_max,
+                                             at::ScalarType matrix_dtype) {
+  const at::Tensor go = grad_out.contiguous();
+  at::Tensor gm_time = at::empty(go.sizes(), go.options());
+  run_prologue(be, go, gate, gm_time, 0.0, scale, t_max);
+  at::Tensor gm = matrix_dtype == go.scalar_type() ? gm_time : gm_time.to(matrix_dtype);
+  return {gm, gm_time};
+}
+
 int64_t rows_of(const at::Tensor& t) {  // product of all dimensions but the last
   int64_t m = 1;
   for (int64_t d = 0; d + 1 < t.dim(); ++d) m *= t.size(d);
@@ -141,19 +156,18 @@ Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Te
   TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(with_last(t_in.sizes(), out_f)), op,
               ": grad_out has shape ", grad_out.sizes(), ", expected ", with_last(t_in.sizes(), out_f));
   TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type(), op, ": grad_out must have the dtype of t_in");
-  const at::Tensor go = grad_out.contiguous();
   const at::Tensor gate = t_out != nullptr ? t_out->contiguous() : at::Tensor();
-  at::Tensor gm = at::empty({rows, out_f}, weight.options());
-  run_prologue(be, go, t_out != nullptr ? &gate : nullptr, gm, 0.0, t_out != nullptr ? 1.0 : -1.0, t_max);
+  const auto [gm, gm_time] = gated_grad(be, grad_out, t_out != nullptr ? &gate : nullptr,
+                                        t_out != nullptr ? 1.0 : -1.0, t_max, weight.scalar_type());
 
   at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
-  if (mask[0]) g_in = at::mm(gm, weight).to(t_in.scalar_type()).view(t_in.sizes());
+  if (mask[0]) g_in = at::mm(gm.view({rows, out_f}), weight).to(t_in.scalar_type()).view(t_in.sizes());
   if (mask[1]) {
     at::Tensor d = at::empty({rows, in_f}, weight.options());
     run_prologue(be, t_in.contiguous(), nullptr, d, t_min, 1.0, 0.0);
-    g_w = at::mm(gm.t(), d);
+    g_w = at::mm(gm.view({rows, out_f}).t(), d);
   }
-  if (mask[2]) g_b = at::sum(gm, {0}, false, t_in.scalar_type()).neg_();
+  if (mask[2]) g_b = gm_time.view({rows, out_f}).sum(0).neg_();
   return {g_in, g_w, g_b};
 }
 
@@ -247,10 +261,8 @@ Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, 
               t_out.sizes());
   TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type() && t_out.scalar_type() == t_in.scalar_type(),
               op, ": grad_out and t_out must have the dtype of t_in");
-  const at::Tensor go = grad_out.contiguous();
   const at::Tensor gate = t_out.contiguous();
-  at::Tensor gm = at::empty(go.sizes(), weight.options());
-  run_prologue(be, go, &gate, gm, 0.0, 1.0, t_max);
+  const auto [gm, gm_time] = gated_grad(be, grad_out, &gate, 1.0, t_max, weight.scalar_type());
 
   at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
   if (mask[0] || mask[1]) {
@@ -264,8 +276,7 @@ Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, 
     if (mask[1]) g_w = std::get<1>(grads);
   }
   if (mask[2]) {
-    g_b = bias_per_position ? at::sum(gm, {0}, false, t_in.scalar_type())
-                            : at::sum(gm, {0, 2, 3}, false, t_in.scalar_type());
+    g_b = bias_per_position ? gm_time.sum(0) : gm_time.sum({0, 2, 3});
     g_b.neg_();
   }
   return {g_in, g_w, g_b};

@@ -54,10 +54,6 @@ def conv_case(seed: int, n: int = 2, c_in: int = 4, c_out: int = 6, size=(9, 8),
     return t_in, weight, t_min, t_max, gen
 
 
-def to(tensors, device, dtype):
-    return [None if t is None else t.to(device=device, dtype=dtype) for t in tensors]
-
-
 def forward_backward(fn, tensors, device, dtype, grad_seed: int = 1234):
     """Runs fn on copies of `tensors` (None passes through) cast to (device, dtype) with
     requires_grad, and returns (output, [gradient of each non-None tensor]) for a random

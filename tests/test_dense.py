@@ -6,7 +6,7 @@ import ttfs_ext
 from ttfs_ext import functional as TF
 from ttfs_ext import reference as R
 
-from _utils import DEVICES, assert_close_scaled, dense_case, forward_backward
+from _utils import DEVICES, assert_close_scaled, conv_case, dense_case, forward_backward
 
 SHAPES = [((16,), 20, 12), ((3, 5), 7, 33), ((1,), 1, 1), ((64,), 128, 10)]
 
@@ -112,3 +112,42 @@ def test_window_as_tensors(device):
     a = TF.linear(*args, torch.tensor(t_min, dtype=torch.float64), torch.tensor(t_max, dtype=torch.float64, device=device))
     torch.testing.assert_close(a, TF.linear(*args, t_min, t_max), rtol=0, atol=0)
     assert ttfs_ext.functional.readout(*args, torch.tensor(t_min)).shape == (16, 12)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("low", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("op", ["linear", "readout", "conv2d"])
+def test_autocast_cuda(op, low):
+    """Under autocast the matrices are low precision, spike times stay float32. Error rule:
+    at most twice the error of the reference run with the same low-precision matrices."""
+    if op == "conv2d":
+        t_in, w, t_min, t_max, gen = conv_case(90)
+        b = 0.3 * torch.randn(6, generator=gen, dtype=torch.float64)
+        fn = lambda t, w_, b_, **kw: TF.conv2d(t, w_, b_, t_min, t_max, padding=1, **kw)  # noqa: E731
+        ref = lambda t, w_, b_: R.conv2d(t, w_, b_, t_min, t_max, 1, 1)  # noqa: E731
+    else:
+        t_in, w, b, t_min, t_max = dense_case(91, (64,), 96, 48)
+        window = (t_min, t_max) if op == "linear" else (t_min,)
+        fn = lambda t, w_, b_, **kw: getattr(TF, op)(t, w_, b_, *window, **kw)  # noqa: E731
+        ref = lambda t, w_, b_: getattr(R, op)(t, w_, b_, *window)  # noqa: E731
+    with torch.autocast("cuda", dtype=low):
+        out, grads = forward_backward(fn, (t_in, w, b), "cuda", torch.float32)
+    assert out.dtype == torch.float32 and grads[0].dtype == torch.float32
+    exact, exact_grads = forward_backward(ref, (t_in, w, b), "cpu", torch.float64)
+    lowp, lowp_grads = forward_backward(lambda t, w_, b_: ref(t.float(), w_.to(low), b_.float()),
+                                        (t_in, w, b), "cuda", torch.float64)
+    for what, a, lp, e in [("output", out, lowp, exact)] + list(zip(("t_in", "weight", "bias"), grads,
+                                                                       lowp_grads, exact_grads)):
+        err = float((a.double().cpu() - e).abs().max())
+        ref_err = float((lp.double().cpu() - e).abs().max())
+        assert err <= 2 * ref_err + 1e-5 * max(1.0, float(e.abs().max())), f"{what}: {err} vs {ref_err}"
+
+
+@pytest.mark.needs_cuda
+def test_cpu_and_cuda_agree():
+    t_in, w, b, t_min, t_max = dense_case(92, (128,), 200, 100)
+    cpu, cpu_grads = forward_backward(lambda *a: TF.linear(*a, t_min, t_max), (t_in, w, b), "cpu", torch.float64)
+    gpu, gpu_grads = forward_backward(lambda *a: TF.linear(*a, t_min, t_max), (t_in, w, b), "cuda", torch.float64)
+    assert_close_scaled(gpu, cpu, torch.float64, "output")
+    for g, c in zip(gpu_grads, cpu_grads):
+        assert_close_scaled(g, c, torch.float64, "grad")

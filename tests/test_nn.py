@@ -105,7 +105,8 @@ def test_report_spikes_latency_and_margin():
     torch.testing.assert_close(out, relu(x), rtol=1e-12, atol=1e-12)
     assert report.latency == twin.latency == pytest.approx(1 + sum(widths))
     assert [r.index for r in report.layers] == [1, 3, 5]
-    activations = [relu[:2](x), relu[:5](x), relu[:8](x)]
+    with torch.no_grad():
+        activations = [relu[:2](x), relu[:5](x), relu[:8](x)]
     for r, a in zip(report.layers, activations):
         assert r.spikes_per_neuron == pytest.approx(float((a > 0).double().mean()), abs=1e-12)
         assert r.neurons == a[0].numel()

@@ -11,6 +11,7 @@ import torch
 import ttfs_ext
 from ttfs_ext import events
 from ttfs_ext import functional as TF
+from ttfs_ext import nn as tnn
 from ttfs_ext import reference as R
 
 
@@ -64,6 +65,59 @@ def _run(fn, tensors, window, geometry, device, dtype, g):
     return out, grads
 
 
+def _random_network(seed: int) -> tnn.TTFSSequential:
+    torch.manual_seed(seed)
+    net = tnn.TTFSSequential(
+        tnn.TTFSEncoder(),
+        tnn.TTFSConv2d(1, 4, 3, padding=1), tnn.TTFSMaxPool2d(2),
+        tnn.TTFSConv2d(4, 6, 3, stride=2, padding=1, groups=2),
+        torch.nn.Flatten(), tnn.TTFSLinear(6 * 2 * 2, 12), tnn.TTFSReadout(12, 5),
+    ).double()
+    net.set_widths(_safe_widths(net))
+    return net
+
+
+def _safe_widths(net: tnn.TTFSSequential) -> list[float]:
+    """Windows wide enough that no neuron crosses its threshold before its window opens, for
+    any input: before t_min the potential is at most (max(-alpha, 0) + sum of positive weights)
+    times the previous width above its threshold's floor (alpha = 1 - sum of weights)."""
+    widths, previous = [], 1.0  # the input window [0, 1]
+    for layer in net.spiking_layers():
+        w = layer.weight.detach().flatten(1)
+        bound = ((w.sum(1) - 1).clamp_min(0) + w.clamp_min(0).sum(1)) * previous
+        if layer.bias is not None:
+            bound = bound + layer.bias.detach()
+        previous = 1.1 * float(bound.max().clamp_min(0)) + 0.1
+        widths.append(previous)
+    return widths
+
+
+def _check_network(seed: int, devices: list[str], rows: list) -> bool:
+    """A random conv/pool/dense network: kernels vs reference vs event simulation."""
+    net = _random_network(seed)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ttfs_ext.set_backend("reference")
+    try:
+        ref = net(x)
+        ref_grads = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
+    finally:
+        ttfs_ext.set_backend(None)
+    sim_err = _max_rel_err(events.simulate(net, x), ref)
+    ok = sim_err <= 1e-9
+    rows.append((seed, "network", "reference", "float64", 0.0, 0.0, sim_err, ok))
+    for device in devices:
+        net_d, x_d = net.to(device), x.to(device)
+        out = net_d(x_d)
+        grads = torch.autograd.grad(out.square().sum(), list(net_d.parameters()))
+        err = _max_rel_err(out, ref)
+        gerr = max(_max_rel_err(g, rg) for g, rg in zip(grads, ref_grads))
+        row_ok = err <= 1e-12 and gerr <= 1e-12
+        ok &= row_ok
+        rows.append((seed, "network", device, "float64", err, gerr, float("nan"), row_ok))
+    net.cpu()
+    return ok
+
+
 def _check(args: argparse.Namespace) -> int:
     devices = [d for d in ("cpu", "cuda") if d in ttfs_ext.kernel_devices()
                and (d != "cuda" or torch.cuda.is_available())]
@@ -98,15 +152,20 @@ def _check(args: argparse.Namespace) -> int:
                     row_ok = err <= tolerance[dtype] and gerr <= tolerance[dtype]
                     ok &= row_ok
                     rows.append((seed, kind, device, str(dtype).replace("torch.", ""), err, gerr, float("nan"), row_ok))
-    print(f"{'seed':>4}  {'op':<7} {'backend':<10}{'dtype':<9}{'value err':>11}{'grad err':>11}{'event err':>11}  result")
+        ok &= _check_network(seed, devices, rows)
+    _print_table(rows, ok)
+    return 0 if ok else 1
+
+
+def _print_table(rows: list, ok: bool) -> None:
+    print(f"{'seed':>4}  {'op':<8} {'backend':<10}{'dtype':<9}{'value err':>11}{'grad err':>11}{'event err':>11}  result")
     for seed, kind, backend, dtype, err, gerr, sim_err, row_ok in rows:
         sim_col = "" if sim_err != sim_err else f"{sim_err:.1e}"
-        print(f"{seed:>4}  {kind:<7} {backend:<10}{dtype:<9}{err:>11.1e}{gerr:>11.1e}{sim_col:>11}  "
-              f"{'ok' if row_ok else 'FAIL'}")
+        errs = f"{'':>22}" if backend == "reference" else f"{err:>11.1e}{gerr:>11.1e}"
+        print(f"{seed:>4}  {kind:<8} {backend:<10}{dtype:<9}{errs}{sim_col:>11}  {'ok' if row_ok else 'FAIL'}")
     print("errors: max |x - reference| / max(1, max |reference|); event err: closed form vs simulated "
           "first threshold crossings")
     print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -116,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
     check = sub.add_parser("check", help="self-test: kernels vs reference vs event simulation on every device")
-    check.add_argument("--seeds", type=int, default=3, help="random networks per op (default 3)")
+    check.add_argument("--seeds", type=int, default=3, help="random layers and networks per op (default 3)")
     check.set_defaults(func=_check)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -40,24 +40,29 @@ __device__ __forceinline__ float cast_to<float, __nv_bfloat16>(__nv_bfloat16 v) 
   return __bfloat162float(v);
 }
 
-template <typename in_t, typename out_t>
+template <typename in_t, typename out_t, bool kGate, bool kNegate>
 __global__ void prologue_kernel(PrologueParams p) {
   const in_t* __restrict__ in = static_cast<const in_t*>(p.in);
   const in_t* __restrict__ gate = static_cast<const in_t*>(p.gate);
   out_t* __restrict__ out = static_cast<out_t*>(p.out);
   const in_t offset = static_cast<in_t>(p.offset);
   const in_t t_max = static_cast<in_t>(p.t_max);
-  const bool negate = p.scale < 0;
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
-    in_t v = in[i] - offset;
-    v = negate ? -v : v;
-    if (gate != nullptr && !(gate[i] < t_max)) v = in_t(0);
+    in_t v = kNegate ? offset - in[i] : in[i] - offset;
+    if (kGate) v = gate[i] < t_max ? v : in_t(0);
     out[i] = cast_to<out_t>(v);
   }
 }
 
-template <typename u_t, typename time_t>
+template <typename time_t, bool kSpiking>
+__device__ __forceinline__ time_t fire(time_t v, time_t t_max) {
+  if (!kSpiking) return v;
+  const time_t t = t_max - v;
+  return t >= t_max ? t_max : t;  // no spike in the window: t_max (NaN stays NaN)
+}
+
+template <typename u_t, typename time_t, bool kSpiking>
 __global__ void epilogue_kernel(EpilogueParams p) {
   const u_t* u = static_cast<const u_t*>(p.u);  // may alias out
   const time_t* __restrict__ bias = static_cast<const time_t*>(p.bias);
@@ -67,28 +72,35 @@ __global__ void epilogue_kernel(EpilogueParams p) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
     time_t v = cast_to<time_t>(u[i]);
     if (bias != nullptr) {
-      const int64_t pos = i % p.positions;
-      const int64_t c = (i / p.positions) % p.channels;
-      v += bias[c * p.bias_stride_c + pos * p.bias_stride_p];
+      if (p.positions == 1) {  // dense
+        v += bias[(i % p.channels) * p.bias_stride_c];
+      } else {
+        const int64_t pos = i % p.positions;
+        const int64_t c = (i / p.positions) % p.channels;
+        v += bias[c * p.bias_stride_c + pos * p.bias_stride_p];
+      }
     }
-    if (p.spiking) {
-      const time_t t = t_max - v;
-      v = t >= t_max ? t_max : t;  // no spike in the window: t_max (NaN stays NaN)
-    }
-    out[i] = v;
+    out[i] = fire<time_t, kSpiking>(v, t_max);
   }
 }
 
 template <typename in_t, typename out_t>
 const char* launch_prologue(const PrologueParams& p, cudaStream_t stream) {
-  prologue_kernel<in_t, out_t><<<blocks_for(p.numel), kThreads, 0, stream>>>(p);
+  const bool gate = p.gate != nullptr, negate = p.scale < 0;
+  const unsigned int blocks = blocks_for(p.numel);
+  if (gate && negate) prologue_kernel<in_t, out_t, true, true><<<blocks, kThreads, 0, stream>>>(p);
+  else if (gate) prologue_kernel<in_t, out_t, true, false><<<blocks, kThreads, 0, stream>>>(p);
+  else if (negate) prologue_kernel<in_t, out_t, false, true><<<blocks, kThreads, 0, stream>>>(p);
+  else prologue_kernel<in_t, out_t, false, false><<<blocks, kThreads, 0, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
 template <typename u_t, typename time_t>
 const char* launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
-  epilogue_kernel<u_t, time_t><<<blocks_for(p.numel), kThreads, 0, stream>>>(p);
+  const unsigned int blocks = blocks_for(p.numel);
+  if (p.spiking) epilogue_kernel<u_t, time_t, true><<<blocks, kThreads, 0, stream>>>(p);
+  else epilogue_kernel<u_t, time_t, false><<<blocks, kThreads, 0, stream>>>(p);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }

@@ -3,7 +3,6 @@ import pytest
 import torch
 from torch.library import opcheck
 
-import ttfs_ext
 from ttfs_ext import functional as TF
 from ttfs_ext import nn as tnn
 

@@ -6,7 +6,7 @@ in C++, everything the compiler stack needs lives here):
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 

@@ -12,7 +12,6 @@ import torch
 
 from .functional import conv2d_output_size
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # --- fake kernels ---------------------------------------------------------------------

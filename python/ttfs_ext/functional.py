@@ -15,7 +15,7 @@ import torch
 
 from . import _backend, reference
 
-__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode"]
+__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode", "first_spike_linear", "first_spike_conv2d"]
 
 Window = Union[float, torch.Tensor]
 IntPair = Union[int, tuple[int, int], list[int]]
@@ -205,3 +205,81 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
     if _backend.input_checks_enabled() and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{op}: x contains NaN or inf")
     return reference.encode(x, low, high)
+
+
+# --- the general neuron, event-exact ------------------------------------------------------
+
+def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
+                       t_start: Window, t_max: Window, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Exact first spike times of a layer of general non-leaky integrate-and-fire neurons,
+    without assuming that every input arrives before a neuron fires:
+
+        dV_i/dt = alpha_i H(t - t_start) + sum_j W_ij H(t - t_j),   V_i(t_start) = 0,
+
+    neuron i fires at the first t >= t_start with V_i(t) >= threshold_i, or not before t_max
+    (then t = t_max). An input with t_j < t_start acts from t_start. Exact gradients with
+    respect to t_in, weight, alpha and threshold (for a firing neuron with causal set C and
+    slope B_i = alpha_i + sum_C W_ij: dt_i/dt_j = W_ij/B_i, dt_i/dW_ij = (t_j - t_i)/B_i,
+    dt_i/dtheta_i = 1/B_i, dt_i/dalpha_i = (t_start - t_i)/B_i; zero where it does not fire).
+
+    t_in: (..., N); weight: (O, N); alpha, threshold: (O,). Returns (..., O). The kernels
+    accumulate in float64 and need memory proportional to batch x (N + O).
+    """
+    op = "ttfs_ext.functional.first_spike_linear"
+    start, end = _window(op, t_start, t_max)
+    _check_neuron_params(op, t_in, weight, alpha, threshold)
+    _check_linear_shapes(op, t_in, weight, None)
+    for name, p in (("alpha", alpha), ("threshold", threshold)):
+        if tuple(p.shape) != (weight.shape[0],):
+            raise ValueError(f"{op}: {name} must have shape ({weight.shape[0]},), got {tuple(p.shape)}")
+    if _backend.use_kernel(op, t_in.device, backend):
+        lead = t_in.shape[:-1]
+        out, _ = torch.ops.ttfs_ext.first_spike_dense(t_in.reshape(-1, t_in.shape[-1]), weight, alpha, threshold,
+                                                      start, end)
+        return out.reshape(*lead, weight.shape[0])
+    return reference.first_spike_linear(t_in, weight, alpha, threshold, start, end)
+
+
+def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
+                       t_start: Window, t_max: Window, stride: IntPair = 1, padding: IntPair = 0,
+                       dilation: IntPair = 1, groups: int = 1, *, backend: Optional[str] = None) -> torch.Tensor:
+    """first_spike_linear for a convolution: each output position is a neuron over its patch;
+    padding never spikes (a padded tap adds no current). t_in: (N, C_in, H, W) or (C_in, H, W);
+    weight: (C_out, C_in/groups, kH, kW); alpha, threshold: (C_out,) or per output position
+    (C_out, H_out, W_out), each on its own. Returns (N, C_out, H_out, W_out)."""
+    op = "ttfs_ext.functional.first_spike_conv2d"
+    start, end = _window(op, t_start, t_max)
+    _check_neuron_params(op, t_in, weight, alpha, threshold)
+    stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
+    dilation = _pair(op, "dilation", dilation, 1)
+    unbatched = t_in.dim() == 3
+    if unbatched:
+        t_in = t_in.unsqueeze(0)
+    _check_conv_shapes(op, t_in, weight, None, stride, padding, dilation, groups)
+    c_out = weight.shape[0]
+    out_size = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    for name, p in (("alpha", alpha), ("threshold", threshold)):
+        if tuple(p.shape) not in ((c_out,), (c_out, *out_size)):
+            raise ValueError(f"{op}: {name} must have shape ({c_out},) or ({c_out}, {out_size[0]}, {out_size[1]}), "
+                             f"got {tuple(p.shape)}")
+    if _backend.use_kernel(op, t_in.device, backend):
+        out, _ = torch.ops.ttfs_ext.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding,
+                                                       dilation, groups)
+    else:
+        out = reference.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding, dilation,
+                                           groups)
+    return out.squeeze(0) if unbatched else out
+
+
+def _check_neuron_params(op: str, t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor,
+                         threshold: torch.Tensor) -> None:
+    _check_times(op, t_in)
+    for name, p in (("weight", weight), ("alpha", alpha), ("threshold", threshold)):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(p).__name__}")
+        if p.dtype != t_in.dtype:
+            raise TypeError(f"{op}: {name} must have the dtype of t_in ({t_in.dtype}), got {p.dtype}")
+        if p.device != t_in.device:
+            raise ValueError(f"{op}: {name} is on {p.device} but t_in is on {t_in.device}")
+        if _backend.input_checks_enabled() and p.numel() and not bool(torch.isfinite(p).all()):
+            raise ValueError(f"{op}: {name} contains NaN or inf")

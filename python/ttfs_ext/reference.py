@@ -15,7 +15,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode"]
+__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode", "first_spike_linear", "first_spike_conv2d"]
 
 Window = Union[float, torch.Tensor]
 IntPair = Union[int, tuple[int, int]]
@@ -65,3 +65,84 @@ def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPai
 def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Input spike times in the window [0, 1]: t = 1 - clamp((x - low) / (high - low), 0, 1)."""
     return 1.0 - ((x - low) / (high - low)).clamp(0.0, 1.0)
+
+
+# --- the general neuron, event-exact -------------------------------------------------------
+# dV_i/dt = alpha_i H(t - t_start) + sum_j W_ij H(t - t_j), V_i(t_start) = 0; the neuron fires at
+# the first t >= t_start with V_i(t) >= theta_i if that is before t_max, else t = t_max. V is
+# piecewise linear between the sorted arrivals, so with k inputs arrived (prefix sums
+# S_k = sum W, P_k = sum W tau over them, tau = t - t_start) the segment's crossing is
+#     tau* = (theta + P_k) / (alpha + S_k),
+# and the spike is the first segment whose slope alpha + S_k is positive and whose crossing
+# falls before the next arrival. This reference materialises every prefix of every neuron,
+# memory batch x inputs x outputs (the sort-and-gather method of Stanojevic et al. 2022);
+# the compiled kernels keep batch x (inputs + outputs).
+
+def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
+                       t_start: float, t_max: float) -> torch.Tensor:
+    """First spike times of a layer of general neurons: t_in (..., N), weight (O, N),
+    alpha and threshold (O,). Returns (..., O), t_max where a neuron does not fire."""
+    lead = t_in.shape[:-1]
+    tau = (t_in.reshape(-1, t_in.shape[-1]) - t_start).clamp_min(0.0)
+    out = _first_spike_rows(tau, weight, alpha.unsqueeze(0), threshold.unsqueeze(0), t_start, t_max)
+    return out.reshape(*lead, weight.shape[0])
+
+
+def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
+                       t_start: float, t_max: float, stride: IntPair = 1, padding: IntPair = 0,
+                       dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+    """first_spike_linear over the patches of a convolution; padding never spikes. t_in
+    (B, C_in, H, W); weight (C_out, C_in/groups, kH, kW); alpha and threshold (C_out,) or per
+    output position (C_out, H_out, W_out). Returns (B, C_out, H_out, W_out)."""
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    batch, c_in = t_in.shape[:2]
+    kernel = tuple(weight.shape[2:])
+    tau = (t_in - t_start).clamp_min(0.0)
+    tau = F.pad(tau, (padding[1], padding[1], padding[0], padding[0]), value=float("inf"))
+    patches = F.unfold(tau, kernel, dilation=dilation, stride=stride)  # (B, C_in*kH*kW, L)
+    positions = patches.shape[-1]
+    h_out = (tau.shape[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    c_out = weight.shape[0]
+    o_group, k_group = c_out // groups, weight[0].numel()
+
+    def per_row(p: torch.Tensor) -> torch.Tensor:  # (C_out,) or (C_out, H_out, W_out) -> (rows or 1, C_out)
+        if p.dim() == 1:
+            return p.unsqueeze(0)
+        return p.reshape(c_out, positions).T.repeat(batch, 1)
+
+    alpha_rows, theta_rows = per_row(alpha), per_row(threshold)
+    outs = []
+    for g in range(groups):
+        rows = patches[:, g * k_group:(g + 1) * k_group].transpose(1, 2).reshape(batch * positions, k_group)
+        o = slice(g * o_group, (g + 1) * o_group)
+        out = _first_spike_rows(rows, weight[o].reshape(o_group, k_group), alpha_rows[:, o], theta_rows[:, o],
+                                t_start, t_max)
+        outs.append(out.reshape(batch, positions, o_group))
+    return torch.cat(outs, dim=2).transpose(1, 2).reshape(batch, c_out, h_out, positions // h_out)
+
+
+def _pair(value: IntPair) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
+
+
+def _first_spike_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, theta: torch.Tensor,
+                      t_start: float, t_max: float) -> torch.Tensor:
+    """tau (R, K): arrival times relative to t_start, >= 0, +inf for padding (never arrives);
+    weight (O, K); alpha, theta (R or 1, O). Returns absolute spike times (R, O)."""
+    tau_sorted, order = tau.sort(dim=1, stable=True)
+    arrived = torch.isfinite(tau_sorted).unsqueeze(1)                               # (R, 1, K)
+    w = torch.where(arrived, weight[:, order].permute(1, 0, 2), 0.0)                 # (R, O, K)
+    wt = w * torch.where(arrived, tau_sorted.unsqueeze(1), 0.0)
+    zero = w.new_zeros(w.shape[:2] + (1,))
+    slope = alpha.unsqueeze(-1) + torch.cat([zero, w.cumsum(-1)], dim=-1)            # (R, O, K+1)
+    rising = slope > 0
+    cand = (theta.unsqueeze(-1) + torch.cat([zero, wt.cumsum(-1)], dim=-1)) / torch.where(rising, slope, 1.0)
+    start = F.pad(tau_sorted, (1, 0), value=0.0).unsqueeze(1)                        # segment k: [start, end]
+    end = F.pad(tau_sorted, (0, 1), value=float("inf")).unsqueeze(1)
+    valid = rising & (cand <= end)                                                   # crossing of segment k
+    k = valid.to(torch.int8).argmax(dim=-1, keepdim=True)                            # first valid segment
+    fired = valid.any(dim=-1)
+    t_rel = torch.maximum(cand.gather(-1, k), start.expand_as(cand).gather(-1, k)).squeeze(-1)
+    t_rel = torch.where(theta <= 0, torch.zeros_like(t_rel), t_rel)  # at threshold when integration starts
+    t = t_start + t_rel
+    return torch.where(((theta <= 0) | fired) & (t < t_max), t, torch.full_like(t, t_max))

@@ -23,8 +23,11 @@ if _backend._C is not None:
 
 from . import functional, reference  # noqa: E402
 from . import nn  # noqa: E402
+from .convert import ConversionError, agreement, convert  # noqa: E402
+from .events import simulate  # noqa: E402
 
 __all__ = [
     "functional", "reference", "nn", "status", "set_backend", "get_backend", "kernel_devices",
-    "set_input_checks", "input_checks_enabled", "__version__",
+    "set_input_checks", "input_checks_enabled", "__version__", "convert", "agreement", "simulate",
+    "ConversionError",
 ]

@@ -1,146 +1,173 @@
-"""Exact event-driven simulation of B1 TTFS layers (tau_c = 1), independent of the closed form.
+"""Exact event-driven simulation of TTFS networks.
 
-A neuron i of a layer firing in [t_min, t_max], whose inputs spike at times t_j of the
-previous window [t_min_prev, t_min], integrates step currents without leak:
+Every spiking neuron is the general non-leaky integrate-and-fire neuron of
+ttfs_ext.functional.first_spike_linear / first_spike_conv2d,
 
-    dV_i/dt = alpha_i H(t - t_min_prev) + sum_j W_ij H(t - t_j),    V_i(t_min_prev) = 0,
-    alpha_i = 1 - sum_j W_ij                 (slope exactly 1 once every input has arrived),
-    theta_i = (t_max - t_min) - b_i + alpha_i (t_min - t_min_prev).
+    dV_i/dt = alpha_i H(t - t_start) + sum_j W_ij H(t - t_j),    V_i(t_start) = 0,
 
-Its spike time is the first t >= t_min_prev with V_i(t) >= theta_i, if that is < t_max
-(t_max otherwise: no spike). V is piecewise linear between the sorted input events, so the
-crossing is solved exactly segment by segment. When it happens at or after t_min it equals
-the closed form t_max - (W (t_min - t_in) + b) of ttfs_ext.reference. It happens before t_min
-where the window is too narrow (the closed form gives t < t_min, a negative margin), and can
-also where V overshoots theta while inputs still arrive and falls back (alpha (t_min -
-t_min_prev) very negative, as in deep layers with long input windows), though the margin is
-non-negative. Everything runs in float64; this is an oracle, not a fast path.
+firing at the first t >= t_start with V_i(t) >= theta_i (t_max: no spike), with t_start the
+t_min of the spiking layer before (0 for the first). A neuron that does not fire emits its
+spike at t_max (it is forced to, as in Stanojevic et al. 2022); padding never spikes.
+
+A B1 layer (ttfs_ext.nn.TTFSLinear / TTFSConv2d, weights W, bias b, window [t_min, t_max])
+is the neuron with alpha = 1 - S_in and theta = (t_max - t_start - b) - S_in (t_min - t_start),
+S_in = the sum of the neuron's weights (of the taps inside the image for a convolution):
+once every input has arrived the potential rises with slope 1 and crosses at the closed form
+t_max - (W (t_min - t_in) + b). It can cross earlier, before t_min, where the window is too
+narrow for the activation (the closed form gives t < t_min) and also where V overshoots
+theta while inputs still arrive and falls back (a strongly negative alpha (t_min - t_start),
+as in deep layers with long input windows), even when every activation fits. simulate()
+finds these spikes and counts them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import reference
-from .nn import TTFSConv2d, TTFSEncoder, TTFSLinear, TTFSMaxPool2d, TTFSReadout
+from . import functional as TF
+from .nn import (TTFSAlphaConv2d, TTFSAlphaLinear, TTFSConv2d, TTFSEncoder, TTFSLinear, TTFSMaxPool2d, TTFSReadout,
+                 _Windowed)
 
-__all__ = ["first_spike_times", "conv2d_first_spike_times", "simulate"]
+__all__ = ["simulate", "SimulationResult", "LayerSimulation", "neuron_parameters", "first_spike_times",
+           "conv2d_first_spike_times"]
 
 IntPair = Union[int, tuple[int, int]]
-_F64 = torch.float64
+_PASSTHROUGH = (TTFSEncoder, TTFSMaxPool2d, TTFSReadout, nn.Flatten, nn.Identity, nn.Dropout)
 
 
-def _first_crossing(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                    t_min_prev: float, t_min: float, t_max: float) -> torch.Tensor:
-    """Core of the simulation. t_in (R, N), weight (O, N), bias broadcastable to (R, O) or
-    None; returns (R, O) first threshold-crossing times (t_max: none before t_max)."""
-    # Integration starts at t_min_prev: an input before it acts as if it arrived then.
-    t = t_in.detach().to(_F64).clamp_min(t_min_prev)
-    w = weight.detach().to(_F64)
-    rows, n_in = t.shape
-    alpha = 1.0 - w.sum(dim=1)                                            # (O,)
-    theta = (t_max - t_min) + alpha * (t_min - t_min_prev)                # (O,)
-    if bias is not None:
-        theta = theta - bias.detach().to(_F64)
-    theta = theta.expand(rows, w.shape[0])
-    times, order = t.sort(dim=1, stable=True)                             # events in time order
+def _b1_parameters(weight: torch.Tensor, bias: Optional[torch.Tensor], weight_sum: torch.Tensor,
+                   t_start: float, t_min: float, t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, threshold) of B1 neurons; weight_sum (O,) or per position (O, H_out, W_out)."""
+    b = torch.zeros((), dtype=weight.dtype, device=weight.device) if bias is None else bias.detach()
+    if weight_sum.dim() == 3 and b.dim() == 1:
+        b = b.view(-1, 1, 1)
+    alpha = 1.0 - weight_sum
+    return alpha, (t_max - t_start - b) - weight_sum * (t_min - t_start)
 
-    spike = torch.full_like(theta, float("inf"))
-    v = torch.zeros_like(theta)
-    slope = alpha.expand_as(theta).clone()
-    start = torch.full((rows, 1), float(t_min_prev), dtype=_F64, device=t.device)
-    for k in range(n_in + 1):
-        # Segment [start, end): V = v + slope (t - start); ties give empty segments.
-        end = times[:, k:k + 1] if k < n_in else torch.full_like(start, float("inf"))
-        above = v >= theta  # already at threshold when the segment opens
-        cand = torch.where(above, start, start + (theta - v) / slope)
-        hit = spike.isinf() & (above | ((slope > 0) & (cand <= end)))
-        spike = torch.where(hit, cand, spike)
-        if k == n_in:
-            break
-        v = v + slope * (end - start)
-        slope = slope + w[:, order[:, k]].T                               # input k arrives
-        start = end
-    return torch.where(spike < t_max, spike, torch.full_like(spike, float(t_max)))
+
+def _inside_sum(weight: torch.Tensor, in_shape: tuple, stride, padding, dilation, groups) -> torch.Tensor:
+    """Per output position, the sum of the kernel taps that fall inside the image."""
+    ones = torch.ones((1, *in_shape), dtype=weight.dtype, device=weight.device)
+    return F.conv2d(ones, weight.detach(), None, stride, padding, dilation, groups)[0]
+
+
+def neuron_parameters(layer: nn.Module, in_shape: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weight, alpha, threshold) of the general neurons of a spiking layer in a chained
+    window, for inputs of per-sample shape in_shape. Conv layers get per-position alpha and
+    threshold where padding makes them depend on the position."""
+    (t_min, t_max), t_start = layer._window(), layer._start()
+    if isinstance(layer, (TTFSAlphaLinear, TTFSAlphaConv2d)):
+        return layer.weight.detach(), layer.alpha.detach(), layer.threshold.detach()
+    w = layer.weight.detach()
+    if isinstance(layer, TTFSLinear):
+        s_in = w.sum(dim=1)
+    elif isinstance(layer, TTFSConv2d):
+        s_in = _inside_sum(w, in_shape, layer.stride, layer._padding_pair(), layer.dilation, layer.groups)
+        flat = s_in.reshape(s_in.shape[0], -1)
+        if bool((flat == flat[:, :1]).all()) and (layer.bias is None or layer.bias.dim() == 1):
+            s_in = flat[:, 0].clone()  # no padding: the same for every position
+    else:
+        raise TypeError(f"neuron_parameters: {type(layer).__name__} is not a spiking layer")
+    alpha, theta = _b1_parameters(w, layer.bias, s_in, t_start, t_min, t_max)
+    return w, alpha.to(w.dtype), theta.to(w.dtype)
 
 
 def first_spike_times(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                      t_min_prev: float, t_min: float, t_max: float) -> torch.Tensor:
-    """True first spike times of a dense layer firing in [t_min, t_max] (see the module
-    docstring for the ODE). t_in (..., N_in) in [t_min_prev, t_min]; weight (N_out, N_in);
-    bias (N_out,) or None. Returns float64 (..., N_out), t_max where the neuron does not fire."""
-    lead = t_in.shape[:-1]
-    out = _first_crossing(t_in.reshape(-1, t_in.shape[-1]), weight, bias,
-                          float(t_min_prev), float(t_min), float(t_max))
-    return out.reshape(*lead, weight.shape[0])
-
-
-def _pair(value: IntPair) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
+                      t_start: float, t_min: float, t_max: float) -> torch.Tensor:
+    """Exact event-driven spike times of a dense B1 layer firing in [t_min, t_max] whose
+    neurons integrate from t_start. t_in (..., N); weight (O, N); bias (O,) or None."""
+    alpha, theta = _b1_parameters(weight, bias, weight.detach().sum(dim=1), t_start, t_min, t_max)
+    return TF.first_spike_linear(t_in, weight, alpha.to(t_in.dtype), theta.to(t_in.dtype), t_start, t_max)
 
 
 def conv2d_first_spike_times(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                             t_min_prev: float, t_min: float, t_max: float, stride: IntPair = 1,
-                             padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
-    """first_spike_times for a convolution: each output position is a dense neuron over its
-    patch, padding being silent inputs (spike time t_min). t_in (B, C_in, H, W) or (C_in, H, W);
-    weight (C_out, C_in/groups, kH, kW); bias (C_out,), (C_out, H_out, W_out) or None.
-    Returns float64 (B, C_out, H_out, W_out)."""
-    unbatched = t_in.dim() == 3
-    t = t_in.unsqueeze(0) if unbatched else t_in
-    (ph, pw), kernel = _pair(padding), tuple(weight.shape[2:])
-    t = F.pad(t.to(_F64), (pw, pw, ph, ph), value=float(t_min))
-    patches = F.unfold(t, kernel, dilation=_pair(dilation), stride=_pair(stride))  # (B, C_in*kH*kW, L)
-    batch, _, positions = patches.shape
-    h_out = (t.shape[2] - _pair(dilation)[0] * (kernel[0] - 1) - 1) // _pair(stride)[0] + 1
-    c_out, k_group = weight.shape[0], weight[0].numel()
-    o_group = c_out // groups
-    if bias is not None:  # per (position, channel), so that row (b, l) sees its own bias
-        bias = (bias.view(-1, 1) if bias.dim() == 1 else bias.reshape(c_out, positions)).T.detach().to(_F64)
-        bias = bias.expand(batch, positions, c_out).reshape(batch * positions, c_out)
-    outs = []
-    for g in range(groups):
-        rows = patches[:, g * k_group:(g + 1) * k_group].transpose(1, 2).reshape(batch * positions, k_group)
-        channels = slice(g * o_group, (g + 1) * o_group)
-        out = _first_crossing(rows, weight[channels].reshape(o_group, k_group),
-                              None if bias is None else bias[:, channels],
-                              float(t_min_prev), float(t_min), float(t_max))
-        outs.append(out.reshape(batch, positions, o_group).transpose(1, 2))
-    out = torch.cat(outs, dim=1).reshape(batch, c_out, h_out, positions // h_out)
-    return out.squeeze(0) if unbatched else out
+                             t_start: float, t_min: float, t_max: float, stride: IntPair = 1, padding: IntPair = 0,
+                             dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+    """first_spike_times for a convolutional B1 layer; bias (C_out,), (C_out, H_out, W_out) or
+    None. Padding never spikes; alpha and threshold follow the taps inside the image."""
+    s_in = _inside_sum(weight, tuple(t_in.shape[-3:]), stride, padding, dilation, groups)
+    alpha, theta = _b1_parameters(weight, bias, s_in, t_start, t_min, t_max)
+    return TF.first_spike_conv2d(t_in, weight, alpha.to(t_in.dtype), theta.to(t_in.dtype), t_start, t_max,
+                                 stride, padding, dilation, groups)
+
+
+@dataclass
+class LayerSimulation:
+    index: int                 # position in the network
+    name: str
+    t_min: float
+    t_max: float
+    spike_times: torch.Tensor  # event-driven; t_max = no spike
+    spikes: int                # neurons that fired (t < t_max)
+    early_spikes: int          # fired before the window opened (t < t_min)
+    deviating: int             # differ from the closed form of the layer on the same inputs
+    max_deviation: float       # max |t_event - t_closed|
+
+    @property
+    def neurons(self) -> int:
+        return self.spike_times.numel()
+
+
+@dataclass
+class SimulationResult:
+    logits: torch.Tensor                      # the readout's potentials (or the last spike times)
+    layers: list[LayerSimulation] = field(default_factory=list)
+
+    @property
+    def spike_times(self) -> list[torch.Tensor]:
+        return [layer.spike_times for layer in self.layers]
+
+    @property
+    def exact(self) -> bool:
+        """True where every event-driven spike equals the closed form of its layer."""
+        return all(layer.deviating == 0 for layer in self.layers)
+
+    def __str__(self) -> str:
+        rows = [f"{'layer':>5}  {'name':<18}{'window':>24}{'spikes':>10}{'early':>8}{'off closed form':>17}"
+                f"{'max |dt|':>11}"]
+        for r in self.layers:
+            window = f"[{r.t_min:.4g}, {r.t_max:.4g}]"
+            rows.append(f"{r.index:>5}  {r.name:<18}{window:>24}{r.spikes:>10}{r.early_spikes:>8}{r.deviating:>17}"
+                        f"{r.max_deviation:>11.3g}")
+        return "\n".join(rows)
 
 
 @torch.no_grad()
-def simulate(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run a ttfs_ext.nn.TTFSSequential on x in float64, simulating every spiking layer
-    event by event (with t_min_prev the t_min of the spiking layer before, 0 for the first)
-    and applying the reference ops for the encoder, pooling, flatten and readout. Returns
-    the readout's potentials (the logits), or the last spike times if there is no readout."""
-    def f64(p: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if p is None else p.detach().to(_F64)
-
-    out, t_min_prev = x.to(_F64), 0.0
-    for m in model:
-        if isinstance(m, TTFSLinear):
-            out = first_spike_times(out, m.weight, f64(m.bias), t_min_prev, *m._window())
-            t_min_prev = m._window()[0]
-        elif isinstance(m, TTFSConv2d):
-            out = conv2d_first_spike_times(out, m.weight, f64(m.bias), t_min_prev, *m._window(), m.stride,
-                                           m._padding_pair(), m.dilation, m.groups)
-            t_min_prev = m._window()[0]
-        elif isinstance(m, TTFSMaxPool2d):
-            out = reference.max_pool2d(out, m.kernel_size, m.stride, m.padding)
-        elif isinstance(m, TTFSReadout):
-            if m.t_min is None:
-                raise RuntimeError("simulate: the TTFSReadout has no t_min")
-            out = reference.readout(out, f64(m.weight), f64(m.bias), m.t_min)
-        elif isinstance(m, TTFSEncoder):
-            out = reference.encode(out, m.low, m.high)
-        elif isinstance(m, nn.Flatten):
+def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float] = None) -> SimulationResult:
+    """Run a TTFS network (a TTFSSequential from ttfs_ext.convert or built by hand) on x with
+    every spiking layer simulated event by event (the exact first_spike ops), instead of the
+    closed form. Returns the logits, and per spiking layer the spike times, the number of
+    spikes, of early spikes (before the layer's window opens: the window is too narrow, or V
+    overshot) and of neurons whose event-driven spike differs from the closed form of the
+    layer given the same (event-driven) inputs, by more than `tolerance` (default 1e-9 in
+    float64, 1e-4 in float32, relative to max(1, t_max))."""
+    param = next(network.parameters(), None)  # x is cast to the network's dtype
+    out = x if param is None else x.to(param.dtype)
+    result = SimulationResult(logits=out)
+    for index, m in enumerate(network):
+        if isinstance(m, _Windowed):
+            t_in = out
+            weight, alpha, theta = neuron_parameters(m, tuple(t_in.shape[1:]))
+            (t_min, t_max), t_start = m._window(), m._start()
+            if isinstance(m, (TTFSLinear, TTFSAlphaLinear)):
+                out = TF.first_spike_linear(t_in, weight, alpha, theta, t_start, t_max)
+            else:
+                out = TF.first_spike_conv2d(t_in, weight, alpha, theta, t_start, t_max, m.stride,
+                                            m._padding_pair(),
+                                            m.dilation, m.groups)
+            closed = m(t_in)
+            tol = tolerance if tolerance is not None else (1e-9 if out.dtype == torch.float64 else 1e-4)
+            diff = (out - closed).abs()
+            result.layers.append(LayerSimulation(
+                index, type(m).__name__, t_min, t_max, out, int((out < t_max).sum()), int((out < t_min).sum()),
+                int((diff > tol * max(1.0, abs(t_max))).sum()), float(diff.max()) if diff.numel() else 0.0))
+        elif isinstance(m, _PASSTHROUGH):
             out = m(out)
         else:
-            raise TypeError(f"simulate: unsupported module {type(m).__name__}")
-    return out
+            raise TypeError(f"ttfs_ext.simulate: unsupported module {type(m).__name__} at index {index}")
+    result.logits = out
+    return result

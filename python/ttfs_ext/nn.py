@@ -18,21 +18,36 @@ from torch import nn
 
 from . import functional as TF
 
-__all__ = ["TTFSLinear", "TTFSConv2d", "TTFSMaxPool2d", "TTFSReadout", "TTFSEncoder", "TTFSSequential",
-           "LayerReport", "TTFSReport"]
+__all__ = ["TTFSLinear", "TTFSConv2d", "TTFSAlphaLinear", "TTFSAlphaConv2d", "TTFSMaxPool2d", "TTFSReadout",
+           "TTFSEncoder", "TTFSSequential", "LayerReport", "TTFSReport"]
 
 
 class _Windowed:
-    """A layer that fires in [t_min, t_max]; both None until set by the user or a container."""
+    """A layer that fires in [t_min, t_max]; both None until set by the user or a container.
+    t_start is when its neurons start integrating: the t_min of the spiking layer before
+    (0, the start of the input window, for the first). The closed forms of the B1 layers do
+    not need it; the event-driven simulation (ttfs_ext.simulate) and the alpha layers do."""
 
     t_min: Optional[float]
     t_max: Optional[float]
+    t_start: Optional[float] = None
 
-    def set_window(self, t_min: float, t_max: float) -> None:
+    def set_window(self, t_min: float, t_max: float, t_start: Optional[float] = None) -> None:
         t_min, t_max = float(t_min), float(t_max)
         if not (math.isfinite(t_min) and math.isfinite(t_max) and t_max > t_min):
             raise ValueError(f"{type(self).__name__}: the window must satisfy t_min < t_max, got [{t_min}, {t_max}]")
+        if t_start is not None and not (math.isfinite(float(t_start)) and float(t_start) <= t_min):
+            raise ValueError(f"{type(self).__name__}: t_start must satisfy t_start <= t_min, got t_start={t_start} "
+                             f"and t_min={t_min}")
         self.t_min, self.t_max = t_min, t_max
+        if t_start is not None:
+            self.t_start = float(t_start)
+
+    def _start(self) -> float:
+        if self.t_start is None:
+            raise RuntimeError(f"{type(self).__name__}: t_start (when integration starts, the t_min of the spiking "
+                               "layer before) is not set; pass it to set_window() or put the layer in a TTFSSequential")
+        return self.t_start
 
     def _window(self) -> tuple[float, float]:
         if self.t_min is None or self.t_max is None:
@@ -94,18 +109,149 @@ class TTFSConv2d(_Windowed, nn.Conv2d):
         return f"{super().extra_repr()}, window=[{self.t_min}, {self.t_max}]"
 
 
+class _AlphaNeurons(_Windowed):
+    """Layers of general alpha-model neurons (Stanojevic et al. 2022): synaptic weights J
+    (`weight`), a constant bias current `alpha` from t_start (a buffer: fixed, 1 in the
+    alpha1 mapping) and a firing threshold `threshold` (a parameter: absolute, so it belongs
+    to the window it was set for). dV/dt = alpha H(t - t_start) + sum_j J_j H(t - t_j).
+
+    mode="closed" (default) evaluates the closed form that assumes every input arrived before
+    the spike, t = t_start + (threshold + sum_j J_j (t_j - t_start)) / (alpha + sum_j J_j),
+    as fast tensor ops; mode="event" runs the exact event-driven neuron
+    (ttfs_ext.functional.first_spike_*). Both clamp at t_max (no spike)."""
+
+    mode: str
+
+    def _check_mode(self, mode: str) -> str:
+        if mode not in ("closed", "event"):
+            raise ValueError(f"{type(self).__name__}: mode must be 'closed' or 'event', got {mode!r}")
+        return mode
+
+    @staticmethod
+    def _fire(t_start: float, t_max: float, numerator: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        rising = slope > 0  # after the last input the potential must rise, or the neuron never fires
+        t = t_start + numerator / torch.where(rising, slope, torch.ones_like(slope))
+        return torch.where(rising & (t < t_max), t, torch.full_like(t, t_max))
+
+
+class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
+    """Dense layer of general alpha-model neurons (see _AlphaNeurons): weight (out, in),
+    alpha and threshold (out,). Built by ttfs_ext.convert(..., mapping="alpha1")."""
+
+    def __init__(self, in_features: int, out_features: int, device=None, dtype=None, *,
+                 t_min: Optional[float] = None, t_max: Optional[float] = None, t_start: Optional[float] = None,
+                 mode: str = "closed") -> None:
+        super().__init__()
+        factory = dict(device=device, dtype=dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Linear
+        self.threshold = nn.Parameter(torch.ones(out_features, **factory))
+        self.register_buffer("alpha", torch.ones(out_features, **factory))
+        self.mode = self._check_mode(mode)
+        self.t_min, self.t_max, self.t_start = None, None, None
+        if t_min is not None or t_max is not None:
+            self.set_window(t_min, t_max, t_start)
+
+    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        (t_min, t_max), t_start = self._window(), self._start()
+        if self.mode == "event":
+            return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, t_start, t_max)
+        tau = (t_in - t_start).clamp_min(0.0)  # an input before t_start acts from t_start
+        numerator = self.threshold + nn.functional.linear(tau, self.weight)
+        return self._fire(t_start, t_max, numerator, self.alpha + self.weight.sum(dim=1))
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
+                f"window=[{self.t_min}, {self.t_max}], t_start={self.t_start}")
+
+
+class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
+    """Convolutional layer of general alpha-model neurons (see _AlphaNeurons): weight
+    (C_out, C_in/groups, kH, kW); alpha and threshold (C_out,) or per output position
+    (C_out, H_out, W_out). Padding never spikes: a padded tap adds no current."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, device=None, dtype=None, *, t_min: Optional[float] = None,
+                 t_max: Optional[float] = None, t_start: Optional[float] = None, mode: str = "closed") -> None:
+        super().__init__()
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        factory = dict(device=device, dtype=dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding, self.dilation = pair(padding), pair(dilation)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Conv2d
+        self.threshold = nn.Parameter(torch.ones(out_channels, **factory))
+        self.register_buffer("alpha", torch.ones(out_channels, **factory))
+        self.mode = self._check_mode(mode)
+        self.t_min, self.t_max, self.t_start = None, None, None
+        if t_min is not None or t_max is not None:
+            self.set_window(t_min, t_max, t_start)
+
+    def _padding_pair(self) -> tuple[int, int]:
+        return self.padding  # type: ignore[return-value]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # alpha and threshold may be per position: take the shapes of the checkpoint.
+        for name in ("alpha", "threshold"):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.shape != getattr(self, name).shape:
+                getattr(self, name).data = torch.empty_like(value, device=self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        (t_min, t_max), t_start = self._window(), self._start()
+        geometry = (self.stride, self.padding, self.dilation, self.groups)
+        if self.mode == "event":
+            return TF.first_spike_conv2d(t_in, self.weight, self.alpha, self.threshold, t_start, t_max, *geometry)
+        tau = (t_in - t_start).clamp_min(0.0)
+        numerator = nn.functional.conv2d(tau, self.weight, None, *geometry)  # zero padding: never arrives
+        ones = torch.ones_like(t_in[..., :1, :, :, :] if t_in.dim() == 4 else t_in[None])
+        weight_sum = nn.functional.conv2d(ones, self.weight, None, *geometry)  # taps inside the image
+        per_channel = lambda p: p.view(-1, 1, 1) if p.dim() == 1 else p  # noqa: E731
+        slope = per_channel(self.alpha) + weight_sum
+        out = self._fire(t_start, t_max, per_channel(self.threshold) + numerator, slope)
+        return out if t_in.dim() == 4 else out.squeeze(0)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, mode={self.mode}, "
+                f"window=[{self.t_min}, {self.t_max}], t_start={self.t_start}")
+
+
 class TTFSMaxPool2d(nn.MaxPool2d):
     """Max-pooling of activations = the earliest spike of each window. Spike times keep the
-    window of the layer before."""
+    window of the layer before.
+
+    channel_sign (C,) of +1/-1, optional: channels with -1 pool the latest spike instead
+    (min-pooling of activations). Conversion needs it where a batch norm with a negative
+    scale is folded across the pool (max(k x) = k min(x) for k < 0)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
-                 ceil_mode: bool = False) -> None:
+                 ceil_mode: bool = False, *, channel_sign: Optional[torch.Tensor] = None) -> None:
         if dilation != 1 or return_indices or ceil_mode:
             raise ValueError("TTFSMaxPool2d supports kernel_size, stride and padding only")
         super().__init__(kernel_size, stride, padding)
+        if channel_sign is not None:
+            channel_sign = torch.as_tensor(channel_sign)
+            if channel_sign.dim() != 1 or not bool(((channel_sign == 1) | (channel_sign == -1)).all()):
+                raise ValueError("TTFSMaxPool2d: channel_sign must be a 1-D tensor of +1 and -1")
+        self.register_buffer("channel_sign", channel_sign)
 
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        return TF.max_pool2d(t_in, self.kernel_size, self.stride, self.padding)
+        if self.channel_sign is None:
+            return TF.max_pool2d(t_in, self.kernel_size, self.stride, self.padding)
+        channels = t_in.shape[-3]
+        if self.channel_sign.numel() != channels:
+            raise ValueError(f"TTFSMaxPool2d: channel_sign has {self.channel_sign.numel()} entries but t_in has "
+                             f"{channels} channels")
+        sign = self.channel_sign.to(t_in).view(channels, 1, 1)  # x -1 is exact: the pooling stays exact
+        return sign * TF.max_pool2d(sign * t_in, self.kernel_size, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        extra = "" if self.channel_sign is None else f", latest-spike channels={int((self.channel_sign < 0).sum())}"
+        return super().extra_repr() + extra
 
 
 class TTFSReadout(nn.Linear):
@@ -210,13 +356,13 @@ class TTFSSequential(nn.Sequential):
             raise ValueError(f"TTFSSequential: got {len(widths)} widths for {len(layers)} spiking layers")
         if not all(math.isfinite(w) and w > 0 for w in widths):
             raise ValueError(f"TTFSSequential: widths must be positive and finite, got {widths}")
-        t_min = 1.0  # the input window is [0, 1]
+        t_start, t_min = 0.0, 1.0  # the input window is [0, 1]
         it = iter(widths)
         for m in self:
             if isinstance(m, _Windowed):
                 width = next(it)
-                m.set_window(t_min, t_min + width)
-                t_min = m.t_max
+                m.set_window(t_min, t_min + width, t_start)
+                t_start, t_min = t_min, m.t_max
             elif isinstance(m, TTFSReadout):
                 m.t_min = t_min
 

@@ -1,5 +1,6 @@
-"""The closed form of the B1 model against an exact event-driven simulation of its ODE
-(ttfs_ext.events): dense and conv layers, a deep layer, a too-narrow window, whole networks."""
+"""The closed form of the B1 model against the exact event-driven simulation of its ODE
+(ttfs_ext.events, on the first_spike ops): hand-computed neurons, dense and conv layers, a deep
+layer, a too-narrow window, whole networks."""
 from __future__ import annotations
 
 import pytest
@@ -227,7 +228,7 @@ def test_simulate_dense_network(seed):
                            TTFSReadout(12, 5), widths=[4.0, 4.0]).double()
     x = torch.rand(8, 1, 4, 4, dtype=F64)
     fit_widths(model, x)
-    out = events.simulate(model, x)
+    out = events.simulate(model, x).logits
     assert out.shape == (8, 5) and out.dtype == F64
     assert_close(out, model(x).detach())
 
@@ -239,7 +240,7 @@ def test_simulate_conv_network():
                            TTFSLinear(16, 10), TTFSReadout(10, 3), widths=4.0).double()
     x = torch.rand(4, 1, 8, 8, dtype=F64)
     fit_widths(model, x)
-    assert_close(events.simulate(model, x), model(x).detach())
+    assert_close(events.simulate(model, x).logits, model(x).detach())
 
 
 def test_simulate_sees_narrow_windows():
@@ -250,13 +251,16 @@ def test_simulate_sees_narrow_windows():
                            TTFSReadout(12, 5), widths=1.0).double()
     x = torch.rand(8, 1, 4, 4, dtype=F64)
     fit_widths(model, x)
-    assert_close(events.simulate(model, x), model(x).detach())
+    assert_close(events.simulate(model, x).logits, model(x).detach())
     model.set_widths([0.3, 0.2])
     with torch.no_grad():
         out, rep = model.report(x, warn=False)
     assert rep.layers[0].margin < 0 and rep.layers[1].margin < 0
-    sim = events.simulate(model, x)
+    result = events.simulate(model, x)
+    sim = result.logits
     assert float((sim - out).abs().max()) > 1e-3
+    assert all(layer.early_spikes > 0 and layer.deviating > 0 for layer in result.layers)
+    assert not result.exact
     l1, l2, ro = model[2], model[3], model[4]
     assert (l1.t_min, l2.t_min) == (1.0, l1.t_max)
     t1 = events.first_spike_times(1.0 - x.flatten(1), l1.weight, l1.bias, 0.0, l1.t_min, l1.t_max)

@@ -150,6 +150,7 @@ class _Folder:
         self.kappa = torch.full(in_shape, high - low, dtype=_F64)
         self.beta = torch.full(in_shape, low, dtype=_F64)
         self.pending_pools: list[_MaxPool] = []  # pools between the last affine step and its ReLU
+        self.name = ""  # short name of the node being folded, for the report
 
     # helpers
     def _refuse(self, where: str, why: str) -> None:
@@ -178,7 +179,7 @@ class _Folder:
             if len(self.shape) != 1:
                 self._refuse(where, f"a Linear applied to a {len(self.shape) + 1}-D tensor (flatten first)")
             kappa, beta = self.kappa.reshape(-1), self.beta.reshape(-1)
-            step = _Affine([where], weight * kappa, bias + weight @ beta, None, self.shape, out_shape)
+            step = _Affine([self.name], weight * kappa, bias + weight @ beta, None, self.shape, out_shape)
         else:
             if module.padding_mode != "zeros":
                 self._refuse(where, f"padding_mode={module.padding_mode!r} (only zero padding is exact)")
@@ -194,7 +195,7 @@ class _Folder:
             b = bias.view(-1, 1, 1) + shift
             flat = b.reshape(b.shape[0], -1)
             b = flat[:, 0].clone() if bool((flat == flat[:, :1]).all()) else b
-            step = _Affine([where], w, b, conv, self.shape, out_shape)
+            step = _Affine([self.name], w, b, conv, self.shape, out_shape)
         self.steps.append(step)
         self.stage, self.shape = "pre", out_shape
         self.kappa = self.beta = None  # type: ignore[assignment]
@@ -211,7 +212,7 @@ class _Folder:
             step = self._last_affine()
             if len(self.shape) == 1 and step.conv is not None and len(step.out_shape) != 1:
                 self._refuse(where, "a BatchNorm1d on the flattened output of a convolution before its ReLU")
-            step.source.append(where)
+            step.source.append(self.name)
             step.weight = step.weight * kappa.view(-1, *([1] * (step.weight.dim() - 1)))
             k = kappa.view(-1, *([1] * (step.bias.dim() - 1)))
             step.bias = step.bias * k + beta.view_as(k)
@@ -227,7 +228,7 @@ class _Folder:
         if self.stage == "pre":
             step = self._last_affine()
             step.relu = True
-            step.source.append(where)
+            step.source.append(self.name)
             self.stage, self.pending_pools = "post", []
             self.kappa = torch.ones(self.shape, dtype=_F64)
             self.beta = torch.zeros(self.shape, dtype=_F64)
@@ -263,7 +264,7 @@ class _Folder:
         conv = dict(stride=stride, padding=padding, dilation=(1, 1), groups=channels)
         # avgpool(kappa x + beta) = kappa avgpool(x) + avgpool(beta): a spiking depthwise
         # convolution of x >= 0 (its ReLU is exact), with the affine map carried on.
-        self.steps.append(_Affine([where], weight, torch.zeros(channels, dtype=_F64), conv, self.shape, out_shape,
+        self.steps.append(_Affine([self.name], weight, torch.zeros(channels, dtype=_F64), conv, self.shape, out_shape,
                                   relu=True))
         self.beta = F.conv2d(self.beta.unsqueeze(0), weight, None, stride, padding, groups=channels)[0]
         self.kappa = kappa.view(-1, 1, 1).expand(out_shape).clone()
@@ -319,6 +320,10 @@ def _trace(model: nn.Module, sample: torch.Tensor):
     from torch.fx import symbolic_trace
     from torch.fx.passes.shape_prop import ShapeProp
 
+    for name, m in model.named_modules():
+        if isinstance(m, (tnn._Windowed, tnn.TTFSReadout, tnn.TTFSEncoder, tnn.TTFSMaxPool2d)):
+            raise ConversionError(f"ttfs_ext.convert: cannot map layer '{name or 'the model'}' "
+                                  f"({type(m).__name__}): it is already a TTFS layer")
     try:
         gm = symbolic_trace(model)
     except Exception as err:  # data-dependent control flow and the like
@@ -347,6 +352,14 @@ def _describe(node, gm) -> str:
     return f"'{node.op} {node.target}' (node {node.name})"
 
 
+def _short_name(node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    if node.op == "call_function":
+        return f"{getattr(node.target, '__name__', node.name)}()"
+    return f".{node.target}()"
+
+
 def _fold(model: nn.Module, sample: torch.Tensor, low: float, high: float) -> list[Any]:
     gm = _trace(model, sample)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -373,6 +386,7 @@ def _fold(model: nn.Module, sample: torch.Tensor, low: float, high: float) -> li
         if len(data_users) != 1:
             raise ConversionError(f"ttfs_ext.convert: cannot map the model exactly: the output of {current.name} "
                                   "feeds several layers (branches and residual connections are not supported)")
+        folder.name = _short_name(node)
         _fold_node(folder, gm, node, where)
         current = node
     return folder.finish()
@@ -574,7 +588,7 @@ def _first_batch(data: Data) -> torch.Tensor:
 # --- public API ----------------------------------------------------------------------------------
 
 def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tuple[float, float]] = None,
-            zeta: float = 0.5, mapping: str = "b1") -> tnn.TTFSSequential:
+            zeta: float = 0.5, mapping: str = "b1", windows: str = "activation") -> tnn.TTFSSequential:
     """Convert a trained ReLU network into an exact TTFS network (float64, CPU).
 
     calibration_data: a tensor of model inputs, or an iterable of tensors or (input, ...)
@@ -585,6 +599,12 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
     zeta: safety margin, each window is (1 + zeta) x its layer's largest activation.
     mapping: "b1" (W = w, slope 1; Stanojevic et al. 2024) or "alpha1" (alpha = 1, J = B w;
     Stanojevic et al. 2022).
+    windows: "activation" (the papers' rule: (1 + zeta) x the largest activation) or "event"
+    ((1 + zeta) x the smallest width at which no neuron's potential reaches its threshold
+    before its window opens, on the calibration data: the event-driven network is then exact
+    there too, at the cost of latency). The closed form is exact with either; with
+    "activation", a neuron whose inputs drive its potential over the threshold while they
+    still arrive fires early in the true dynamics (ttfs_ext.simulate counts such spikes).
 
     Returns a TTFSSequential whose attribute `conversion` (a ConversionReport) lists the
     windows, the spikes per neuron and the agreement on the calibration data. Raises
@@ -594,6 +614,8 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
         raise ValueError(f"ttfs_ext.convert: mapping must be 'b1' or 'alpha1', got {mapping!r}")
     if not (isinstance(zeta, (int, float)) and math.isfinite(zeta) and zeta > -1):
         raise ValueError(f"ttfs_ext.convert: zeta must be a number > -1, got {zeta!r}")
+    if windows not in ("activation", "event"):
+        raise ValueError(f"ttfs_ext.convert: windows must be 'activation' or 'event', got {windows!r}")
     model = _float64_copy(model)
     low, high = _input_range(calibration_data, input_range)
 
@@ -617,6 +639,9 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
                         max_act[k] = max(max_act[k], float(m.t_max - t.min()))
                     k += 1
     net.set_widths([(1.0 + zeta) * a if a > 0 else 1.0 for a in max_act])
+    if windows == "event":
+        _event_safe_widths(net, [s for s in steps if isinstance(s, _Affine) and s.relu], calibration_data, zeta,
+                           mapping)
 
     if mapping == "alpha1":
         affines = iter(s for s in steps if isinstance(s, _Affine))
@@ -635,6 +660,45 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
     report.calibration = agreement(model, net, calibration_data)
     net.conversion = report
     return net
+
+
+def _event_safe_widths(net: tnn.TTFSSequential, spiking_steps: list[_Affine], data: Data, zeta: float,
+                       mapping: str) -> None:
+    """Widen each window, in order, to (1 + zeta) x the width at which the neurons' potential
+    stays below threshold until the window opens, on the data. With slope B, bias current
+    alpha and inside-weight sum of the mapping, threshold = B T + alpha T_prev - B b, so the
+    condition max V < threshold on [t_start, t_min] is T > (max V - alpha T_prev) / B + b."""
+    from .events import peak_potential
+
+    widths = net.widths
+    layer_index = [i for i, m in enumerate(net) if isinstance(m, tnn._Windowed)]
+    for n, (i, step) in enumerate(zip(layer_index, spiking_steps)):
+        layer = net[i]
+        w = step.weight
+        slope = 1.0 / (1.0 - w.reshape(step.rows(), -1).sum(dim=1)) if mapping == "alpha1" else torch.ones(
+            step.rows(), dtype=_F64)
+        j = w * slope.view(-1, *([1] * (w.dim() - 1)))
+        conv = step.conv
+        if conv is None:
+            s_in, per, b = j.sum(dim=1), slope, step.bias
+        else:
+            ones = torch.ones((1, *step.in_shape), dtype=_F64)
+            s_in = F.conv2d(ones, j, None, conv["stride"], conv["padding"], conv["dilation"], conv["groups"])[0]
+            per, b = slope.view(-1, 1, 1), step.bias.view(-1, 1, 1) if step.bias.dim() == 1 else step.bias
+        alpha = per - s_in
+        t_start, t_min = layer._start(), layer.t_min
+        need = 0.0
+        with torch.no_grad():
+            for x in _batches(data):
+                if not x.numel():
+                    continue
+                t = x.to(_F64).cpu()
+                for m in net[:i]:
+                    t = m(t)
+                peak = peak_potential(t, j, alpha, t_start, t_min, conv)
+                need = max(need, float(((peak - alpha * (t_min - t_start)) / per + b).max()))
+        widths[n] = max(widths[n], (1.0 + zeta) * need)
+        net.set_widths(widths)
 
 
 def agreement(model: nn.Module, net: nn.Module, data: Data, event: bool = False) -> Agreement:

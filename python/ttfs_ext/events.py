@@ -33,7 +33,7 @@ from .nn import (TTFSAlphaConv2d, TTFSAlphaLinear, TTFSConv2d, TTFSEncoder, TTFS
                  _Windowed)
 
 __all__ = ["simulate", "SimulationResult", "LayerSimulation", "neuron_parameters", "first_spike_times",
-           "conv2d_first_spike_times"]
+           "conv2d_first_spike_times", "peak_potential"]
 
 IntPair = Union[int, tuple[int, int]]
 _PASSTHROUGH = (TTFSEncoder, TTFSMaxPool2d, TTFSReadout, nn.Flatten, nn.Identity, nn.Dropout)
@@ -171,3 +171,51 @@ def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float]
             raise TypeError(f"ttfs_ext.simulate: unsupported module {type(m).__name__} at index {index}")
     result.logits = out
     return result
+
+
+@torch.no_grad()
+def peak_potential(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, t_start: float, t_end: float,
+                   conv: Optional[dict] = None) -> torch.Tensor:
+    """max over t in [t_start, t_end] of the potential V(t) of general neurons (threshold
+    ignored): where it reaches the threshold before t_end, the neuron fires before t_end.
+    Dense: t_in (B, N), weight (O, N), alpha (O,); conv (conv = dict(stride, padding,
+    dilation, groups)): t_in (B, C, H, W), alpha (C_out,) or (C_out, H_out, W_out). V is
+    piecewise linear, so its maximum is at an input arrival or at an end; the scan keeps
+    memory rows x outputs (one Python step per input)."""
+    if conv is None:
+        return _peak_rows((t_in - t_start).clamp_min(0.0), weight, alpha.unsqueeze(0), t_end - t_start)
+    stride, padding, dilation, groups = (conv["stride"], conv["padding"], conv["dilation"], conv["groups"])
+    batch = t_in.shape[0]
+    tau = F.pad((t_in - t_start).clamp_min(0.0), (padding[1], padding[1], padding[0], padding[0]),
+                value=float("inf"))
+    patches = F.unfold(tau, tuple(weight.shape[2:]), dilation=dilation, stride=stride)  # (B, K, L)
+    positions, c_out = patches.shape[-1], weight.shape[0]
+    o_group, k_group = c_out // groups, weight[0].numel()
+    rows_alpha = (alpha.unsqueeze(0) if alpha.dim() == 1 else alpha.reshape(c_out, positions).T.repeat(batch, 1))
+    peaks = []
+    for g in range(groups):
+        rows = patches[:, g * k_group:(g + 1) * k_group].transpose(1, 2).reshape(batch * positions, k_group)
+        o = slice(g * o_group, (g + 1) * o_group)
+        peak = _peak_rows(rows, weight[o].reshape(o_group, k_group), rows_alpha[:, o], t_end - t_start)
+        peaks.append(peak.reshape(batch, positions, o_group))
+    h_out = (tau.shape[2] - dilation[0] * (weight.shape[2] - 1) - 1) // stride[0] + 1
+    return torch.cat(peaks, dim=2).transpose(1, 2).reshape(batch, c_out, h_out, positions // h_out)
+
+
+def _peak_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, span: float) -> torch.Tensor:
+    """tau (R, K) relative arrivals (+inf: never); weight (O, K); alpha (R or 1, O). Returns the
+    max of V over [0, span], (R, O)."""
+    tau_sorted, order = tau.sort(dim=1)
+    rows, outputs = tau.shape[0], weight.shape[0]
+    v = tau.new_zeros(rows, outputs)
+    peak = v.clone()
+    slope = alpha.expand(rows, outputs).clone()
+    now = tau.new_zeros(rows, 1)
+    for k in range(tau.shape[1]):
+        arrival = tau_sorted[:, k:k + 1]
+        when = arrival.clamp_max(span)
+        v = v + slope * (when - now)
+        peak = torch.maximum(peak, v)
+        now = when
+        slope = slope + torch.where(arrival <= span, weight[:, order[:, k]].T, 0.0)
+    return torch.maximum(peak, v + slope * (span - now))

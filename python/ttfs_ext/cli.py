@@ -1,4 +1,5 @@
-"""The `ttfs` command line: `ttfs info` (build status) and `ttfs check` (self-test)."""
+"""The `ttfs` command line: `ttfs info` (build status), `ttfs check` (self-test) and
+`ttfs convert` (train, convert and verify a ReLU network on the bundled digits)."""
 from __future__ import annotations
 
 import argparse
@@ -102,7 +103,7 @@ def _check_network(seed: int, devices: list[str], rows: list) -> bool:
         ref_grads = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
     finally:
         ttfs_ext.set_backend(None)
-    sim_err = _max_rel_err(events.simulate(net, x), ref)
+    sim_err = _max_rel_err(events.simulate(net, x).logits, ref)
     ok = sim_err <= 1e-9
     rows.append((seed, "network", "reference", "float64", 0.0, 0.0, sim_err, ok))
     for device in devices:
@@ -177,6 +178,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check = sub.add_parser("check", help="self-test: kernels vs reference vs event simulation on every device")
     check.add_argument("--seeds", type=int, default=3, help="random layers and networks per op (default 3)")
     check.set_defaults(func=_check)
+    convert = sub.add_parser("convert", help="train a ReLU network on scikit-learn's digits, convert it to TTFS "
+                                             "and verify that it is exact")
+    from . import demo
+    demo.add_arguments(convert)
+    convert.set_defaults(func=lambda a: (demo.run(a), 0)[1])
     args = parser.parse_args(argv)
     return args.func(args)
 

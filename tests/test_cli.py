@@ -32,3 +32,18 @@ def test_console_script_installed():
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "ttfs_ext.cli", "info"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "version" in result.stdout
+
+
+@pytest.mark.parametrize("argv", [["--model", "mlp", "--epochs", "3"],
+                                  ["--model", "mlp", "--epochs", "3", "--mapping", "alpha1", "--windows", "activation"]])
+def test_convert_demo(capsys, argv):
+    pytest.importorskip("sklearn")
+    assert main(["convert", "--json", *argv]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["agreement"] == 1.0 and result["max_logit_diff"] < 1e-9
+    assert result["ttfs_test_accuracy"] == result["relu_test_accuracy"] > 0.5
+    assert 0 < result["spikes_per_neuron"] < 1 and result["latency"] > 1
+    assert len(result["early_spikes_per_layer"]) == 2
+    if "--windows" not in argv:  # event-safe windows: the event-driven network is exact as well
+        assert result["event_agreement"] == 1.0 and result["event_max_logit_diff"] < 1e-9
+        assert result["early_spikes_per_layer"] == [0, 0]

@@ -18,4 +18,22 @@ TORCH_LIBRARY(ttfs_ext, m) {
       "_conv2d_backward(Tensor grad_out, Tensor t_in, Tensor weight, Tensor t_out, float t_min, "
       "float t_max, int[2] stride, int[2] padding, int[2] dilation, int groups, bool bias_per_position, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The event-exact general neuron. The forward ops also return the slope dV/dt at each spike
+  // (0 where a neuron has no gradient) for their backward. `workspace` bounds the elements of
+  // the im2col/sort buffers of one chunk of the conv batch (a knob for tests).
+  m.def(
+      "first_spike_dense(Tensor t_in, Tensor weight, Tensor alpha, Tensor threshold, float t_start, "
+      "float t_max) -> (Tensor, Tensor)");
+  m.def(
+      "_first_spike_dense_backward(Tensor grad_out, Tensor t_in, Tensor weight, Tensor t_out, Tensor slope, "
+      "float t_start, bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "first_spike_conv2d(Tensor t_in, Tensor weight, Tensor alpha, Tensor threshold, float t_start, "
+      "float t_max, int[2] stride, int[2] padding, int[2] dilation, int groups, int workspace=8388608) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "_first_spike_conv2d_backward(Tensor grad_out, Tensor t_in, Tensor weight, Tensor t_out, Tensor slope, "
+      "float t_start, int[2] stride, int[2] padding, int[2] dilation, int groups, bool alpha_per_position, "
+      "bool threshold_per_position, bool[4] output_mask, int workspace=8388608) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }

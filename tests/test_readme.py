@@ -7,8 +7,12 @@ def test_readme_example_runs():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     assert blocks
+    namespaces = []
     for code in blocks:
         namespace: dict = {}
         exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["logits"].shape == (8, 10)
-    assert namespace["report"].latency == 13.0
+        namespaces.append(namespace)
+    modules, conversion = namespaces
+    assert modules["logits"].shape == (8, 10)
+    assert modules["report"].latency == 13.0
+    assert conversion["check"].agreement == 1.0 and conversion["check"].max_logit_diff < 1e-9

@@ -1,13 +1,18 @@
-// CPU registrations: the device-generic layers with the CPU element-wise passes.
-// Mirrors cuda/ops_cuda.cpp.
+// CPU registrations: the device-generic layers with the CPU element-wise passes, and the
+// general neuron with the CPU scans. Mirrors cuda/ops_cuda.cpp.
 #include <torch/library.h>
 
+#include "first_spike_layers.h"
 #include "layers.h"
 
 namespace ttfs_ext {
 namespace {
 
 ElementwiseBackend cpu_backend() { return {prologue_cpu, epilogue_cpu, nullptr}; }
+
+FirstSpikeBackend first_spike_cpu_backend() {
+  return {first_spike_forward_cpu, first_spike_grad_input_cpu, first_spike_grad_weight_cpu, nullptr};
+}
 
 at::Tensor dense_cpu(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                      double t_min, double t_max) {
@@ -43,6 +48,38 @@ Grads conv2d_backward_cpu(const at::Tensor& grad_out, const at::Tensor& t_in, co
                          dilation, groups, bias_per_position, mask);
 }
 
+std::tuple<at::Tensor, at::Tensor> first_spike_dense_cpu(const at::Tensor& t_in, const at::Tensor& weight,
+                                                         const at::Tensor& alpha, const at::Tensor& threshold,
+                                                         double t_start, double t_max) {
+  return first_spike_dense_forward(first_spike_cpu_backend(), t_in, weight, alpha, threshold, t_start, t_max);
+}
+
+FirstSpikeGrads first_spike_dense_backward_cpu(const at::Tensor& grad_out, const at::Tensor& t_in,
+                                               const at::Tensor& weight, const at::Tensor& t_out,
+                                               const at::Tensor& slope, double t_start, std::array<bool, 4> mask) {
+  return first_spike_dense_backward(first_spike_cpu_backend(), grad_out, t_in, weight, t_out, slope, t_start, mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_cpu(const at::Tensor& t_in, const at::Tensor& weight,
+                                                          const at::Tensor& alpha, const at::Tensor& threshold,
+                                                          double t_start, double t_max, at::IntArrayRef stride,
+                                                          at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                          int64_t groups, int64_t workspace) {
+  return first_spike_conv2d_forward(first_spike_cpu_backend(), t_in, weight, alpha, threshold, t_start, t_max,
+                                    stride, padding, dilation, groups, workspace);
+}
+
+FirstSpikeGrads first_spike_conv2d_backward_cpu(const at::Tensor& grad_out, const at::Tensor& t_in,
+                                                const at::Tensor& weight, const at::Tensor& t_out,
+                                                const at::Tensor& slope, double t_start, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                                bool alpha_per_position, bool threshold_per_position,
+                                                std::array<bool, 4> mask, int64_t workspace) {
+  return first_spike_conv2d_backward(first_spike_cpu_backend(), grad_out, t_in, weight, t_out, slope, t_start,
+                                     stride, padding, dilation, groups, alpha_per_position, threshold_per_position,
+                                     mask, workspace);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ttfs_ext, CPU, m) {
@@ -52,6 +89,10 @@ TORCH_LIBRARY_IMPL(ttfs_ext, CPU, m) {
   m.impl("_readout_backward", &readout_backward_cpu);
   m.impl("conv2d", &conv2d_cpu);
   m.impl("_conv2d_backward", &conv2d_backward_cpu);
+  m.impl("first_spike_dense", &first_spike_dense_cpu);
+  m.impl("_first_spike_dense_backward", &first_spike_dense_backward_cpu);
+  m.impl("first_spike_conv2d", &first_spike_conv2d_cpu);
+  m.impl("_first_spike_conv2d_backward", &first_spike_conv2d_backward_cpu);
 }
 
 }  // namespace ttfs_ext

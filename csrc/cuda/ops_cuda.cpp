@@ -1,10 +1,12 @@
-// CUDA registrations: the device-generic layers with the CUDA element-wise passes,
-// launched on the current stream of the input's device. Mirrors cpu/ops_cpu.cpp.
+// CUDA registrations: the device-generic layers with the CUDA element-wise passes, and the
+// general neuron with the CUDA scans, launched on the current stream of the input's device.
+// Mirrors cpu/ops_cpu.cpp.
 // Built only in CUDA builds (it needs torch's CUDA headers).
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "first_spike_layers.h"
 #include "layers.h"
 
 namespace ttfs_ext {
@@ -12,6 +14,11 @@ namespace {
 
 ElementwiseBackend cuda_backend() {
   return {prologue_cuda, epilogue_cuda, static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream())};
+}
+
+FirstSpikeBackend first_spike_cuda_backend() {
+  return {first_spike_forward_cuda, first_spike_grad_input_cuda, first_spike_grad_weight_cuda,
+          static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream())};
 }
 
 at::Tensor dense_cuda(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -54,6 +61,42 @@ Grads conv2d_backward_cuda(const at::Tensor& grad_out, const at::Tensor& t_in, c
                          dilation, groups, bias_per_position, mask);
 }
 
+std::tuple<at::Tensor, at::Tensor> first_spike_dense_cuda(const at::Tensor& t_in, const at::Tensor& weight,
+                                                          const at::Tensor& alpha, const at::Tensor& threshold,
+                                                          double t_start, double t_max) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return first_spike_dense_forward(first_spike_cuda_backend(), t_in, weight, alpha, threshold, t_start, t_max);
+}
+
+FirstSpikeGrads first_spike_dense_backward_cuda(const at::Tensor& grad_out, const at::Tensor& t_in,
+                                                const at::Tensor& weight, const at::Tensor& t_out,
+                                                const at::Tensor& slope, double t_start, std::array<bool, 4> mask) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return first_spike_dense_backward(first_spike_cuda_backend(), grad_out, t_in, weight, t_out, slope, t_start, mask);
+}
+
+std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_cuda(const at::Tensor& t_in, const at::Tensor& weight,
+                                                           const at::Tensor& alpha, const at::Tensor& threshold,
+                                                           double t_start, double t_max, at::IntArrayRef stride,
+                                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                           int64_t groups, int64_t workspace) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return first_spike_conv2d_forward(first_spike_cuda_backend(), t_in, weight, alpha, threshold, t_start, t_max,
+                                    stride, padding, dilation, groups, workspace);
+}
+
+FirstSpikeGrads first_spike_conv2d_backward_cuda(const at::Tensor& grad_out, const at::Tensor& t_in,
+                                                 const at::Tensor& weight, const at::Tensor& t_out,
+                                                 const at::Tensor& slope, double t_start, at::IntArrayRef stride,
+                                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                                 bool alpha_per_position, bool threshold_per_position,
+                                                 std::array<bool, 4> mask, int64_t workspace) {
+  const c10::cuda::CUDAGuard guard(t_in.device());
+  return first_spike_conv2d_backward(first_spike_cuda_backend(), grad_out, t_in, weight, t_out, slope, t_start,
+                                     stride, padding, dilation, groups, alpha_per_position, threshold_per_position,
+                                     mask, workspace);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ttfs_ext, CUDA, m) {
@@ -63,6 +106,10 @@ TORCH_LIBRARY_IMPL(ttfs_ext, CUDA, m) {
   m.impl("_readout_backward", &readout_backward_cuda);
   m.impl("conv2d", &conv2d_cuda);
   m.impl("_conv2d_backward", &conv2d_backward_cuda);
+  m.impl("first_spike_dense", &first_spike_dense_cuda);
+  m.impl("_first_spike_dense_backward", &first_spike_dense_backward_cuda);
+  m.impl("first_spike_conv2d", &first_spike_conv2d_cuda);
+  m.impl("_first_spike_conv2d_backward", &first_spike_conv2d_backward_cuda);
 }
 
 }  // namespace ttfs_ext

@@ -58,6 +58,45 @@ def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, p
     return _grads_fake(t_in, weight, bias_shape, output_mask)
 
 
+@torch.library.register_fake("ttfs_ext::first_spike_dense")
+def _first_spike_dense_fake(t_in, weight, alpha, threshold, t_start, t_max):
+    torch._check(t_in.dim() == 2 and weight.dim() == 2 and t_in.shape[1] == weight.shape[1],
+                 lambda: "ttfs_ext.first_spike_dense: t_in (rows, in) does not match weight (out, in)")
+    shape = (t_in.shape[0], weight.shape[0])
+    return t_in.new_empty(shape), t_in.new_empty(shape)
+
+
+@torch.library.register_fake("ttfs_ext::first_spike_conv2d")
+def _first_spike_conv2d_fake(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups,
+                             workspace=1 << 23):
+    torch._check(t_in.dim() == 4 and weight.dim() == 4,
+                 lambda: "ttfs_ext.first_spike_conv2d: t_in and weight must be 4-D")
+    h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    shape = (t_in.shape[0], weight.shape[0], h, w)
+    return t_in.new_empty(shape), t_in.new_empty(shape)
+
+
+def _neuron_grads_fake(t_in, weight, alpha_shape, threshold_shape, mask):
+    return (t_in.new_empty(t_in.shape) if mask[0] else None,
+            weight.new_empty(weight.shape) if mask[1] else None,
+            t_in.new_empty(alpha_shape) if mask[2] else None,
+            t_in.new_empty(threshold_shape) if mask[3] else None)
+
+
+@torch.library.register_fake("ttfs_ext::_first_spike_dense_backward")
+def _first_spike_dense_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, output_mask):
+    return _neuron_grads_fake(t_in, weight, (weight.shape[0],), (weight.shape[0],), output_mask)
+
+
+@torch.library.register_fake("ttfs_ext::_first_spike_conv2d_backward")
+def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, stride, padding, dilation,
+                                      groups, alpha_per_position, threshold_per_position, output_mask,
+                                      workspace=1 << 23):
+    per_position, per_channel = tuple(grad_out.shape[1:]), (weight.shape[0],)
+    return _neuron_grads_fake(t_in, weight, per_position if alpha_per_position else per_channel,
+                              per_position if threshold_per_position else per_channel, output_mask)
+
+
 # --- autograd -------------------------------------------------------------------------
 
 def _grad_mask(ctx, has_bias: bool) -> list[bool]:
@@ -106,6 +145,41 @@ def _conv2d_backward(ctx, grad):
     return (*grads, None, None, None, None, None, None)
 
 
+# The general neuron: the forward returns (t_out, slope); the slope (dV/dt at the spike) only
+# feeds the backward and takes no gradient.
+
+def _first_spike_dense_setup(ctx, inputs, output):
+    t_in, weight, alpha, threshold, t_start, t_max = inputs
+    t_out, slope = output
+    ctx.save_for_backward(t_in, weight, t_out, slope)
+    ctx.mark_non_differentiable(slope)
+    ctx.t_start = t_start
+
+
+def _first_spike_dense_backward(ctx, grad, _grad_slope):
+    t_in, weight, t_out, slope = ctx.saved_tensors
+    mask = [bool(n) for n in ctx.needs_input_grad[:4]]
+    grads = torch.ops.ttfs_ext._first_spike_dense_backward(grad, t_in, weight, t_out, slope, ctx.t_start, mask)
+    return (*grads, None, None)
+
+
+def _first_spike_conv2d_setup(ctx, inputs, output):
+    t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups, workspace = inputs
+    t_out, slope = output
+    ctx.save_for_backward(t_in, weight, t_out, slope)
+    ctx.mark_non_differentiable(slope)
+    ctx.args = (t_start, stride, padding, dilation, groups, alpha.dim() == 3, threshold.dim() == 3)
+    ctx.workspace = workspace
+
+
+def _first_spike_conv2d_backward(ctx, grad, _grad_slope):
+    t_in, weight, t_out, slope = ctx.saved_tensors
+    mask = [bool(n) for n in ctx.needs_input_grad[:4]]
+    grads = torch.ops.ttfs_ext._first_spike_conv2d_backward(grad, t_in, weight, t_out, slope, *ctx.args, mask,
+                                                            ctx.workspace)
+    return (*grads, None, None, None, None, None, None, None)
+
+
 def _no_double_backward(name: str):
     def backward(ctx, *grads):
         raise RuntimeError(f"ttfs_ext: double backward through {name} is not supported "
@@ -116,7 +190,12 @@ def _no_double_backward(name: str):
 torch.library.register_autograd("ttfs_ext::dense", _dense_backward, setup_context=_dense_setup)
 torch.library.register_autograd("ttfs_ext::readout", _readout_backward, setup_context=_readout_setup)
 torch.library.register_autograd("ttfs_ext::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
-for _name in ("_dense_backward", "_readout_backward", "_conv2d_backward"):
+torch.library.register_autograd("ttfs_ext::first_spike_dense", _first_spike_dense_backward,
+                                setup_context=_first_spike_dense_setup)
+torch.library.register_autograd("ttfs_ext::first_spike_conv2d", _first_spike_conv2d_backward,
+                                setup_context=_first_spike_conv2d_setup)
+for _name in ("_dense_backward", "_readout_backward", "_conv2d_backward", "_first_spike_dense_backward",
+              "_first_spike_conv2d_backward"):
     torch.library.register_autograd(f"ttfs_ext::{_name}", _no_double_backward(_name[1:]),
                                     setup_context=lambda ctx, inputs, output: None)
 

@@ -119,6 +119,56 @@ def _check_network(seed: int, devices: list[str], rows: list) -> bool:
     return ok
 
 
+def _random_neurons(kind: str, gen: torch.Generator):
+    """General neurons (first_spike ops) with a mix of early, late and no spikes."""
+    f64 = torch.float64
+    if kind == "event_linear":
+        t_in = 1.2 * torch.rand(16, 30, generator=gen, dtype=f64)
+        w = 1.5 * torch.randn(20, 30, generator=gen, dtype=f64) / 30 ** 0.5
+        alpha, theta = torch.randn(20, generator=gen, dtype=f64), 0.2 + torch.rand(20, generator=gen, dtype=f64)
+        return (t_in, w, alpha, theta), ()
+    t_in = 1.2 * torch.rand(2, 4, 7, 6, generator=gen, dtype=f64)
+    w = torch.randn(6, 2, 3, 3, generator=gen, dtype=f64) / 3.0
+    alpha = torch.randn(6, 4, 3, generator=gen, dtype=f64)  # per output position
+    theta = 0.2 + torch.rand(6, generator=gen, dtype=f64)
+    return (t_in, w, alpha, theta), (2, 1, 1, 2)  # stride, padding, dilation, groups
+
+
+def _event_op(kind: str, backend: Optional[str]) -> Callable:
+    if kind == "event_linear":
+        return lambda t, w, a, th, geometry: TF.first_spike_linear(t, w, a, th, 0.0, 2.5, backend=backend)
+    return lambda t, w, a, th, geometry: TF.first_spike_conv2d(t, w, a, th, 0.0, 2.5, *geometry, backend=backend)
+
+
+def _check_event_ops(seed: int, devices: list[str], tolerance: dict, rows: list) -> bool:
+    """The event-exact general neuron: kernels vs the reference (values and the gradients of
+    t_in, weight, alpha and threshold)."""
+    ok = True
+    for kind in ("event_linear", "event_conv2d"):
+        gen = torch.Generator().manual_seed(seed)
+        tensors, geometry = _random_neurons(kind, gen)
+        reference = _event_op(kind, "reference")
+        with torch.no_grad():
+            shape = reference(*tensors, geometry).shape
+        g = torch.randn(shape, generator=gen, dtype=torch.float64)
+
+        def run(fn, device, dtype):
+            leaves = [x.to(device=device, dtype=dtype).requires_grad_() for x in tensors]
+            out = fn(*leaves, geometry)
+            return out, torch.autograd.grad(out, leaves, g.to(out))
+
+        ref, ref_grads = run(reference, "cpu", torch.float64)
+        for device in devices:
+            for dtype in (torch.float64, torch.float32):
+                out, grads = run(_event_op(kind, device), device, dtype)
+                err = _max_rel_err(out, ref)
+                gerr = max(_max_rel_err(a, e) for a, e in zip(grads, ref_grads))
+                row_ok = err <= tolerance[dtype] and gerr <= 100 * tolerance[dtype]
+                ok &= row_ok
+                rows.append((seed, kind, device, str(dtype).replace("torch.", ""), err, gerr, float("nan"), row_ok))
+    return ok
+
+
 def _check(args: argparse.Namespace) -> int:
     devices = [d for d in ("cpu", "cuda") if d in ttfs_ext.kernel_devices()
                and (d != "cuda" or torch.cuda.is_available())]
@@ -154,18 +204,19 @@ def _check(args: argparse.Namespace) -> int:
                     ok &= row_ok
                     rows.append((seed, kind, device, str(dtype).replace("torch.", ""), err, gerr, float("nan"), row_ok))
         ok &= _check_network(seed, devices, rows)
+        ok &= _check_event_ops(seed, devices, tolerance, rows)
     _print_table(rows, ok)
     return 0 if ok else 1
 
 
 def _print_table(rows: list, ok: bool) -> None:
-    print(f"{'seed':>4}  {'op':<8} {'backend':<10}{'dtype':<9}{'value err':>11}{'grad err':>11}{'event err':>11}  result")
+    print(f"{'seed':>4}  {'op':<13} {'backend':<10}{'dtype':<9}{'value err':>11}{'grad err':>11}{'event err':>11}  result")
     for seed, kind, backend, dtype, err, gerr, sim_err, row_ok in rows:
         sim_col = "" if sim_err != sim_err else f"{sim_err:.1e}"
         errs = f"{'':>22}" if backend == "reference" else f"{err:>11.1e}{gerr:>11.1e}"
-        print(f"{seed:>4}  {kind:<8} {backend:<10}{dtype:<9}{errs}{sim_col:>11}  {'ok' if row_ok else 'FAIL'}")
+        print(f"{seed:>4}  {kind:<13} {backend:<10}{dtype:<9}{errs}{sim_col:>11}  {'ok' if row_ok else 'FAIL'}")
     print("errors: max |x - reference| / max(1, max |reference|); event err: closed form vs simulated "
-          "first threshold crossings")
+          "first threshold crossings; event_*: the event-exact general neuron (first_spike ops)")
     print("PASS" if ok else "FAIL")
 
 

@@ -710,6 +710,8 @@ def agreement(model: nn.Module, net: nn.Module, data: Data, event: bool = False)
     from .events import simulate
 
     model = _float64_copy(model)
+    param = next(net.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     samples, agree, diff, scale = 0, 0, 0.0, 0.0
     ev_agree, ev_diff, early, deviating = 0, 0.0, None, None
     with torch.no_grad():
@@ -717,13 +719,14 @@ def agreement(model: nn.Module, net: nn.Module, data: Data, event: bool = False)
             x = x.to(_F64).cpu()
             if not x.numel():
                 continue
-            ref, out = model(x), net(x)
+            ref, out = model(x), net(x.to(device)).cpu()
             samples += x.shape[0]
             agree += int((out.argmax(dim=1) == ref.argmax(dim=1)).sum())
             diff = max(diff, float((out - ref).abs().max()))
             scale = max(scale, float(ref.abs().max()))
             if event:
-                sim = simulate(net, x)
+                sim = simulate(net, x.to(device))
+                sim.logits = sim.logits.cpu()
                 ev_agree += int((sim.logits.argmax(dim=1) == ref.argmax(dim=1)).sum())
                 ev_diff = max(ev_diff, float((sim.logits - ref).abs().max()))
                 counts = [layer.early_spikes for layer in sim.layers]

@@ -1,0 +1,187 @@
+// CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_cuda.cu.
+// A task owns whole rows (forward, grad_input) or whole splits of rows (grad_weight), and
+// the inner loops run over outputs or inputs so that they vectorise.
+#include "first_spike.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace ttfs_ext {
+namespace {
+
+constexpr int64_t kGrainWork = 32768;  // multiply-adds per parallel task, at least
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+int64_t grain_rows(int64_t work_per_row) { return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_row)); }
+
+// x[0, n) as float64: x itself, or converted into buf. The inner loops then run on doubles
+// only, which vectorises.
+template <typename scalar_t>
+const double* as_double(const scalar_t* x, int64_t n, std::vector<double>& buf) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    return x;
+  } else {
+    buf.resize(n);
+    for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<double>(x[i]);
+    return buf.data();
+  }
+}
+
+// Per row: walk the segments between arrivals (k outer) and test every neuron (o inner,
+// branch-free, so that it vectorises). Segment k, [start, end] with k inputs arrived, has
+// slope alpha + S and crosses the threshold at (theta + P) / (alpha + S); the first segment
+// with a positive slope and a crossing <= end holds the spike. t_rel = +inf marks a neuron
+// still silent; the row stops once every neuron has fired.
+template <typename scalar_t>
+void forward_impl(const FirstSpikeForwardParams& p) {
+  const auto* tau = static_cast<const scalar_t*>(p.tau_sorted);
+  const auto* wt = static_cast<const scalar_t*>(p.weight_t);
+  const auto* alpha = static_cast<const scalar_t*>(p.alpha);
+  const auto* theta = static_cast<const scalar_t*>(p.threshold);
+  auto* t_out = static_cast<scalar_t*>(p.t_out);
+  auto* slope_out = static_cast<scalar_t*>(p.slope);
+  const int64_t K = p.k, O = p.outputs;
+  at::parallel_for(0, p.rows, grain_rows(K * O), [&](int64_t begin, int64_t end_row) {
+    std::vector<double> wt_buf;
+    const double* w = as_double(wt, K * O, wt_buf);
+    // Per neuron: alpha, theta, prefix sums S and P, spike time relative to t_start, slope there.
+    std::vector<double> A(O), Th(O), S(O), P(O), t_rel(O), slope(O);
+    for (int64_t r = begin; r < end_row; ++r) {
+      const scalar_t* alpha_r = alpha + (r % p.param_rows) * p.param_ld;
+      const scalar_t* theta_r = theta + (r % p.param_rows) * p.param_ld;
+      const scalar_t* tau_r = tau + r * K;
+      const int64_t* order_r = p.order + r * K;
+      for (int64_t o = 0; o < O; ++o) {
+        A[o] = static_cast<double>(alpha_r[o]);
+        Th[o] = static_cast<double>(theta_r[o]);
+        S[o] = 0.0;
+        P[o] = 0.0;
+        slope[o] = 0.0;
+        // theta <= 0: at threshold when integration starts; fires at t_start without gradient.
+        t_rel[o] = Th[o] <= 0.0 ? 0.0 : kInf;
+      }
+      double start = 0.0;
+      int64_t first_silent = 0;  // the neurons before it have all fired
+      for (int64_t k = 0;; ++k) {
+        while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
+        if (first_silent == O) break;
+        const double end = k < K ? static_cast<double>(tau_r[k]) : kInf;  // +inf: last segment
+        for (int64_t o = first_silent; o < O; ++o) {
+          const double b = A[o] + S[o];
+          const double cross = (Th[o] + P[o]) / b;
+          // & and selects rather than && and branches: the loop vectorises.
+          const bool hit = (t_rel[o] == kInf) & (b > 0.0) & (cross <= end);
+          const double t_hit = cross < start ? start : cross;
+          t_rel[o] = hit ? t_hit : t_rel[o];
+          slope[o] = hit ? b : slope[o];
+        }
+        if (end == kInf) break;  // padding sorts last and never arrives
+        const double* w_k = w + order_r[k] * O;
+        for (int64_t o = first_silent; o < O; ++o) {
+          S[o] += w_k[o];
+          P[o] += w_k[o] * end;
+        }
+        start = end;
+      }
+      scalar_t* t_out_r = t_out + r * p.out_ld;
+      scalar_t* slope_r = slope_out + r * p.out_ld;
+      for (int64_t o = 0; o < O; ++o) {
+        const double t = p.t_start + t_rel[o];
+        const bool fired = t < p.t_max;
+        t_out_r[o] = static_cast<scalar_t>(fired ? t : p.t_max);
+        slope_r[o] = static_cast<scalar_t>(fired ? slope[o] : 0.0);
+      }
+    }
+  });
+}
+
+// grad_patch[r, k] = sum_o g[r, o] W[o, k] [t'[r, k] < t_out[r, o]]; o outer, k inner.
+template <typename scalar_t>
+void grad_input_impl(const FirstSpikeGradInputParams& p) {
+  const auto* g = static_cast<const scalar_t*>(p.grad);
+  const auto* t_out = static_cast<const scalar_t*>(p.t_out);
+  const auto* t_patch = static_cast<const scalar_t*>(p.t_patch);
+  auto* grad_patch = static_cast<scalar_t*>(p.grad_patch);
+  const int64_t K = p.k, O = p.outputs;
+  at::parallel_for(0, p.rows, grain_rows(K * O), [&](int64_t begin, int64_t end) {
+    std::vector<double> w_buf, tp_buf, acc(K);
+    const double* weight = as_double(static_cast<const scalar_t*>(p.weight), O * K, w_buf);
+    for (int64_t r = begin; r < end; ++r) {
+      const double* tp = as_double(t_patch + r * K, K, tp_buf);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t o = 0; o < O; ++o) {
+        const double go = static_cast<double>(g[r * p.out_ld + o]);
+        if (go == 0.0) continue;  // silent neurons and those without gradient
+        const double to = static_cast<double>(t_out[r * p.out_ld + o]);
+        const double* w_o = weight + o * K;
+        // bool times double, not ?:, which GCC (trapping math) does not vectorise well
+        for (int64_t k = 0; k < K; ++k) acc[k] += (tp[k] < to) * (go * w_o[k]);
+      }
+      for (int64_t k = 0; k < K; ++k) grad_patch[r * K + k] = static_cast<scalar_t>(acc[k]);
+    }
+  });
+}
+
+// partial[s, o, k] = sum over the rows r of split s of g[r, o] (t'[r, k] - t_out[r, o]) [t' < t_out].
+template <typename scalar_t>
+void grad_weight_impl(const FirstSpikeGradWeightParams& p) {
+  const auto* g = static_cast<const scalar_t*>(p.grad);
+  const auto* t_out = static_cast<const scalar_t*>(p.t_out);
+  const auto* t_patch = static_cast<const scalar_t*>(p.t_patch);
+  const int64_t K = p.k, O = p.outputs;
+  const int64_t rows_per_split = (p.rows + p.splits - 1) / p.splits;
+  at::parallel_for(0, p.splits, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> tp_buf;
+    for (int64_t s = begin; s < end; ++s) {
+      double* acc = p.partial + s * O * K;
+      std::fill(acc, acc + O * K, 0.0);
+      const int64_t r_end = std::min(p.rows, (s + 1) * rows_per_split);
+      for (int64_t r = s * rows_per_split; r < r_end; ++r) {
+        const double* tp = as_double(t_patch + r * K, K, tp_buf);
+        for (int64_t o = 0; o < O; ++o) {
+          const double go = static_cast<double>(g[r * p.out_ld + o]);
+          if (go == 0.0) continue;
+          const double to = static_cast<double>(t_out[r * p.out_ld + o]);
+          double* acc_o = acc + o * K;
+          // min(t', t_out) - t_out: t' - t_out where t' < t_out, else 0 (also for +inf padding)
+          for (int64_t k = 0; k < K; ++k) acc_o[k] += go * (std::min(tp[k], to) - to);
+        }
+      }
+    }
+  });
+}
+
+constexpr const char* kDtypeError = "first_spike kernels support float64 and float32 only";
+
+}  // namespace
+
+const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* /*stream*/) {
+  if (p.rows == 0 || p.outputs == 0) return nullptr;
+  if (p.dtype == Dtype::Float64) forward_impl<double>(p);
+  else if (p.dtype == Dtype::Float32) forward_impl<float>(p);
+  else return kDtypeError;
+  return nullptr;
+}
+
+const char* first_spike_grad_input_cpu(const FirstSpikeGradInputParams& p, void* /*stream*/) {
+  if (p.rows == 0 || p.k == 0) return nullptr;
+  if (p.dtype == Dtype::Float64) grad_input_impl<double>(p);
+  else if (p.dtype == Dtype::Float32) grad_input_impl<float>(p);
+  else return kDtypeError;
+  return nullptr;
+}
+
+const char* first_spike_grad_weight_cpu(const FirstSpikeGradWeightParams& p, void* /*stream*/) {
+  if (p.outputs == 0 || p.k == 0) return nullptr;
+  if (p.dtype == Dtype::Float64) grad_weight_impl<double>(p);
+  else if (p.dtype == Dtype::Float32) grad_weight_impl<float>(p);
+  else return kDtypeError;
+  return nullptr;
+}
+
+}  // namespace ttfs_ext

@@ -1,0 +1,170 @@
+// CUDA kernels of the event-exact general neuron; mirrors cpu/first_spike_cpu.cpp.
+// Includes only CUDA and project headers so that nvcc can compile it anywhere.
+// One thread per output element: (r, o) for the forward scan, (r, k) for grad_input and
+// (split, o, k) for grad_weight; consecutive threads take consecutive o or k, so a warp
+// reads the weight and the patches coalesced. Products go through __dmul_rn so that nvcc
+// does not contract them into FMAs: the sums round as on the CPU and in the reference.
+#include "first_spike.h"
+
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace ttfs_ext {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Bounded grid with grid-stride loops: enough blocks to fill any current GPU.
+inline unsigned int blocks_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned int>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
+}
+
+__device__ __forceinline__ int64_t thread_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ int64_t thread_stride() { return static_cast<int64_t>(blockDim.x) * gridDim.x; }
+
+// Thread (r, o) walks the segments between the sorted arrivals of row r until neuron o
+// crosses its threshold: segment k, [start, end] with k inputs arrived, has slope
+// alpha + S and crossing (theta + P) / (alpha + S); the first segment with a positive slope
+// and a crossing <= end holds the spike.
+template <typename scalar_t>
+__global__ void forward_kernel(FirstSpikeForwardParams p) {
+  const auto* __restrict__ tau = static_cast<const scalar_t*>(p.tau_sorted);
+  const int64_t* __restrict__ order = p.order;
+  const auto* __restrict__ wt = static_cast<const scalar_t*>(p.weight_t);
+  const auto* __restrict__ alpha = static_cast<const scalar_t*>(p.alpha);
+  const auto* __restrict__ theta = static_cast<const scalar_t*>(p.threshold);
+  auto* __restrict__ t_out = static_cast<scalar_t*>(p.t_out);
+  auto* __restrict__ slope_out = static_cast<scalar_t*>(p.slope);
+  const int64_t K = p.k, O = p.outputs;
+  const double inf = CUDART_INF;
+  for (int64_t i = thread_index(); i < p.rows * O; i += thread_stride()) {
+    const int64_t r = i / O, o = i % O;
+    const int64_t param = (r % p.param_rows) * p.param_ld + o;
+    const double a = static_cast<double>(alpha[param]);
+    const double th = static_cast<double>(theta[param]);
+    // theta <= 0: at threshold when integration starts; fires at t_start without gradient.
+    double t_rel = th <= 0.0 ? 0.0 : inf;
+    double slope = 0.0;
+    if (th > 0.0) {
+      const scalar_t* tau_r = tau + r * K;
+      const int64_t* order_r = order + r * K;
+      double S = 0.0, P = 0.0, start = 0.0;
+      for (int64_t k = 0;; ++k) {
+        const double end = k < K ? static_cast<double>(tau_r[k]) : inf;  // +inf: last segment
+        const double b = a + S;
+        if (b > 0.0) {
+          const double cross = (th + P) / b;
+          if (cross <= end) {
+            t_rel = cross < start ? start : cross;
+            slope = b;
+            break;
+          }
+        }
+        if (end == inf) break;  // padding sorts last and never arrives
+        const double w = static_cast<double>(wt[order_r[k] * O + o]);
+        S += w;
+        P += __dmul_rn(w, end);
+        start = end;
+      }
+    }
+    const double t = p.t_start + t_rel;
+    const bool fired = t < p.t_max;
+    t_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? t : p.t_max);
+    slope_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? slope : 0.0);
+  }
+}
+
+// grad_patch[r, k] = sum_o g[r, o] W[o, k] [t'[r, k] < t_out[r, o]].
+template <typename scalar_t>
+__global__ void grad_input_kernel(FirstSpikeGradInputParams p) {
+  const auto* __restrict__ g = static_cast<const scalar_t*>(p.grad);
+  const auto* __restrict__ t_out = static_cast<const scalar_t*>(p.t_out);
+  const auto* __restrict__ t_patch = static_cast<const scalar_t*>(p.t_patch);
+  const auto* __restrict__ weight = static_cast<const scalar_t*>(p.weight);
+  auto* __restrict__ grad_patch = static_cast<scalar_t*>(p.grad_patch);
+  const int64_t K = p.k, O = p.outputs;
+  for (int64_t i = thread_index(); i < p.rows * K; i += thread_stride()) {
+    const int64_t r = i / K, k = i % K;
+    const double tp = static_cast<double>(t_patch[i]);
+    double acc = 0.0;
+    for (int64_t o = 0; o < O; ++o) {
+      const double go = static_cast<double>(g[r * p.out_ld + o]);
+      if (go != 0.0 && tp < static_cast<double>(t_out[r * p.out_ld + o])) {
+        acc += __dmul_rn(go, static_cast<double>(weight[o * K + k]));
+      }
+    }
+    grad_patch[i] = static_cast<scalar_t>(acc);
+  }
+}
+
+// partial[s, o, k] = sum over the rows r of split s of g[r, o] (t'[r, k] - t_out[r, o]) [t' < t_out].
+template <typename scalar_t>
+__global__ void grad_weight_kernel(FirstSpikeGradWeightParams p) {
+  const auto* __restrict__ g = static_cast<const scalar_t*>(p.grad);
+  const auto* __restrict__ t_out = static_cast<const scalar_t*>(p.t_out);
+  const auto* __restrict__ t_patch = static_cast<const scalar_t*>(p.t_patch);
+  const int64_t K = p.k, O = p.outputs;
+  const int64_t rows_per_split = (p.rows + p.splits - 1) / p.splits;
+  for (int64_t i = thread_index(); i < p.splits * O * K; i += thread_stride()) {
+    const int64_t s = i / (O * K), o = (i / K) % O, k = i % K;
+    const int64_t r_end = min(p.rows, (s + 1) * rows_per_split);
+    double acc = 0.0;
+    for (int64_t r = s * rows_per_split; r < r_end; ++r) {
+      const double go = static_cast<double>(g[r * p.out_ld + o]);
+      if (go == 0.0) continue;
+      const double to = static_cast<double>(t_out[r * p.out_ld + o]);
+      const double tp = static_cast<double>(t_patch[r * K + k]);
+      // min(t', t_out) - t_out: t' - t_out where t' < t_out, else 0 (also for +inf padding)
+      acc += __dmul_rn(go, fmin(tp, to) - to);
+    }
+    p.partial[i] = acc;
+  }
+}
+
+const char* last_error() {
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+constexpr const char* kDtypeError = "first_spike kernels support float64 and float32 only";
+
+}  // namespace
+
+const char* first_spike_forward_cuda(const FirstSpikeForwardParams& p, void* stream) {
+  if (p.rows == 0 || p.outputs == 0) return nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  const unsigned int blocks = blocks_for(p.rows * p.outputs);
+  if (p.dtype == Dtype::Float64) forward_kernel<double><<<blocks, kThreads, 0, s>>>(p);
+  else if (p.dtype == Dtype::Float32) forward_kernel<float><<<blocks, kThreads, 0, s>>>(p);
+  else return kDtypeError;
+  return last_error();
+}
+
+const char* first_spike_grad_input_cuda(const FirstSpikeGradInputParams& p, void* stream) {
+  if (p.rows == 0 || p.k == 0) return nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  const unsigned int blocks = blocks_for(p.rows * p.k);
+  if (p.dtype == Dtype::Float64) grad_input_kernel<double><<<blocks, kThreads, 0, s>>>(p);
+  else if (p.dtype == Dtype::Float32) grad_input_kernel<float><<<blocks, kThreads, 0, s>>>(p);
+  else return kDtypeError;
+  return last_error();
+}
+
+const char* first_spike_grad_weight_cuda(const FirstSpikeGradWeightParams& p, void* stream) {
+  if (p.outputs == 0 || p.k == 0) return nullptr;
+  auto s = static_cast<cudaStream_t>(stream);
+  const unsigned int blocks = blocks_for(p.splits * p.outputs * p.k);
+  if (p.dtype == Dtype::Float64) grad_weight_kernel<double><<<blocks, kThreads, 0, s>>>(p);
+  else if (p.dtype == Dtype::Float32) grad_weight_kernel<float><<<blocks, kThreads, 0, s>>>(p);
+  else return kDtypeError;
+  return last_error();
+}
+
+}  // namespace ttfs_ext

@@ -1,0 +1,379 @@
+// Device-generic ATen side of the general neuron (see first_spike_layers.h): checks, the sort,
+// im2col with +inf padding, groups, batch chunks and the parameter reductions; the kernels
+// come from the FirstSpikeBackend of the tensors' device.
+#include "first_spike_layers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+namespace ttfs_ext {
+namespace {
+
+// --- argument checks: every message names the argument -------------------------------
+
+Dtype kernel_dtype(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? Dtype::Float64 : Dtype::Float32; }
+
+void check_launch(const char* err, const char* what) {
+  TORCH_CHECK(err == nullptr, "ttfs_ext: first_spike ", what, " kernel failed: ", err == nullptr ? "" : err);
+}
+
+void check_window(const char* op, double t_start, double t_max) {
+  TORCH_CHECK(std::isfinite(t_start), op, ": t_start must be finite, got ", t_start);
+  TORCH_CHECK(std::isfinite(t_max), op, ": t_max must be finite, got ", t_max);
+  TORCH_CHECK(t_max > t_start, op, ": the window must satisfy t_start < t_max, got t_start=", t_start,
+              " and t_max=", t_max);
+}
+
+void check_time_dtype(const char* op, const at::Tensor& t_in) {
+  const auto ts = t_in.scalar_type();
+  TORCH_CHECK(ts == at::kDouble || ts == at::kFloat, op, ": t_in (spike times) must be float32 or float64, got ",
+              ts);
+}
+
+// Same dtype and device as t_in.
+void check_like(const char* op, const char* name, const at::Tensor& x, const at::Tensor& t_in) {
+  TORCH_CHECK(x.scalar_type() == t_in.scalar_type(), op, ": ", name, " must have the dtype of t_in (",
+              t_in.scalar_type(), "), got ", x.scalar_type());
+  TORCH_CHECK(x.device() == t_in.device(), op, ": ", name, " is on ", x.device(), " but t_in is on ",
+              t_in.device());
+}
+
+void check_neuron(const char* op, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
+                  const at::Tensor& threshold) {
+  check_time_dtype(op, t_in);
+  check_like(op, "weight", weight, t_in);
+  check_like(op, "alpha", alpha, t_in);
+  check_like(op, "threshold", threshold, t_in);
+}
+
+// The tensors the backward receives from the forward: grad_out, t_out and slope.
+void check_outputs(const char* op, const at::Tensor& t_in, const at::Tensor& grad_out, const at::Tensor& t_out,
+                   const at::Tensor& slope, at::IntArrayRef expected) {
+  check_time_dtype(op, t_in);
+  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out},
+                                {"t_out", t_out}, {"slope", slope}}) {
+    check_like(op, name, x, t_in);
+    TORCH_CHECK(x.sizes() == expected, op, ": ", name, " has shape ", x.sizes(), ", expected ", expected);
+  }
+}
+
+// --- the kernels on rows ---------------------------------------------------------------
+
+// dL/dt_out over dV/dt at the spike; 0 where a neuron has no gradient (slope 0).
+at::Tensor grad_over_slope(const at::Tensor& grad_out, const at::Tensor& slope) {
+  return at::where(slope > 0, grad_out / slope, 0.0).contiguous();
+}
+
+// Sorts the relative arrivals tau (rows, K) and scans them. weight_t (K, O) contiguous;
+// alpha, threshold (param_rows, O) and t_out, slope (rows, O) are row-major views whose rows
+// may be longer than O (a group's columns).
+void scan_rows(const FirstSpikeBackend& be, const at::Tensor& tau, const at::Tensor& weight_t,
+               const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& t_out,
+               const at::Tensor& slope, double t_start, double t_max) {
+  const auto [sorted, order] = at::sort(tau, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+  const at::Tensor s = sorted.contiguous(), idx = order.contiguous();
+  FirstSpikeForwardParams p;
+  p.tau_sorted = s.const_data_ptr();
+  p.order = idx.const_data_ptr<int64_t>();
+  p.weight_t = weight_t.const_data_ptr();
+  p.alpha = alpha.const_data_ptr();
+  p.threshold = threshold.const_data_ptr();
+  p.t_out = t_out.data_ptr();
+  p.slope = slope.data_ptr();
+  p.dtype = kernel_dtype(tau);
+  p.rows = tau.size(0);
+  p.k = tau.size(1);
+  p.outputs = weight_t.size(1);
+  p.param_rows = alpha.size(0);
+  p.param_ld = alpha.stride(0);
+  p.out_ld = t_out.stride(0);
+  p.t_start = t_start;
+  p.t_max = t_max;
+  check_launch(be.forward(p, be.stream), "forward");
+}
+
+// grad (rows, k) of the patches t_patch (rows, K) through weight (O, K); g and t_out are
+// (rows, O) row-major views.
+at::Tensor grad_patch_rows(const FirstSpikeBackend& be, const at::Tensor& g, const at::Tensor& t_out,
+                           const at::Tensor& t_patch, const at::Tensor& weight) {
+  at::Tensor grad_patch = at::empty(t_patch.sizes(), t_patch.options());
+  FirstSpikeGradInputParams p;
+  p.grad = g.const_data_ptr();
+  p.t_out = t_out.const_data_ptr();
+  p.t_patch = t_patch.const_data_ptr();
+  p.weight = weight.const_data_ptr();
+  p.grad_patch = grad_patch.data_ptr();
+  p.dtype = kernel_dtype(t_patch);
+  p.rows = t_patch.size(0);
+  p.k = t_patch.size(1);
+  p.outputs = weight.size(0);
+  p.out_ld = g.stride(0);
+  check_launch(be.grad_input(p, be.stream), "grad_input");
+  return grad_patch;
+}
+
+// dL/dW (O, K) in float64 from partial sums over splits of the rows: enough splits to keep
+// the device busy, few enough that the partials stay small.
+at::Tensor grad_weight_rows(const FirstSpikeBackend& be, const at::Tensor& g, const at::Tensor& t_out,
+                            const at::Tensor& t_patch, int64_t outputs) {
+  constexpr int64_t kRowsPerSplit = 256, kMaxPartial = int64_t(1) << 20;
+  const int64_t rows = t_patch.size(0), k = t_patch.size(1);
+  const int64_t by_rows = (rows + kRowsPerSplit - 1) / kRowsPerSplit;
+  const int64_t by_memory = kMaxPartial / std::max<int64_t>(1, outputs * k);
+  const int64_t splits = std::max<int64_t>(1, std::min(by_rows, by_memory));
+  at::Tensor partial = at::empty({splits, outputs, k}, t_patch.options().dtype(at::kDouble));
+  FirstSpikeGradWeightParams p;
+  p.grad = g.const_data_ptr();
+  p.t_out = t_out.const_data_ptr();
+  p.t_patch = t_patch.const_data_ptr();
+  p.partial = partial.data_ptr<double>();
+  p.dtype = kernel_dtype(t_patch);
+  p.rows = rows;
+  p.k = k;
+  p.outputs = outputs;
+  p.out_ld = g.stride(0);
+  p.splits = splits;
+  check_launch(be.grad_weight(p, be.stream), "grad_weight");
+  return partial.sum(0);
+}
+
+}  // namespace
+
+// --- dense ---------------------------------------------------------------------------------
+
+namespace {
+
+void check_dense(const char* op, const at::Tensor& t_in, const at::Tensor& weight) {
+  TORCH_CHECK(t_in.dim() == 2, op, ": t_in must be 2-D (rows, in_features), got shape ", t_in.sizes());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == t_in.size(1), op,
+              ": weight must have shape (out_features, ", t_in.size(1), ") to match t_in, got ", weight.sizes());
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBackend& be, const at::Tensor& t_in,
+                                                             const at::Tensor& weight, const at::Tensor& alpha,
+                                                             const at::Tensor& threshold, double t_start,
+                                                             double t_max) {
+  const char* op = "ttfs_ext.first_spike_dense";
+  check_window(op, t_start, t_max);
+  check_neuron(op, t_in, weight, alpha, threshold);
+  check_dense(op, t_in, weight);
+  const int64_t rows = t_in.size(0), out_f = weight.size(0);
+  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"alpha", alpha}, {"threshold", threshold}}) {
+    TORCH_CHECK(x.dim() == 1 && x.size(0) == out_f, op, ": ", name, " must have shape (", out_f, ",), got ",
+                x.sizes());
+  }
+  at::Tensor t_out = at::empty({rows, out_f}, t_in.options());
+  at::Tensor slope = at::empty({rows, out_f}, t_in.options());
+  const at::Tensor tau = (t_in.contiguous() - t_start).clamp_min_(0.0);  // inputs before t_start act from it
+  scan_rows(be, tau, weight.t().contiguous(), alpha.contiguous().view({1, out_f}),
+            threshold.contiguous().view({1, out_f}), t_out, slope, t_start, t_max);
+  return {t_out, slope};
+}
+
+FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
+                                           const at::Tensor& t_in, const at::Tensor& weight,
+                                           const at::Tensor& t_out, const at::Tensor& slope, double t_start,
+                                           std::array<bool, 4> mask) {
+  const char* op = "ttfs_ext.first_spike_dense backward";
+  check_time_dtype(op, t_in);
+  check_like(op, "weight", weight, t_in);
+  check_dense(op, t_in, weight);
+  check_outputs(op, t_in, grad_out, t_out, slope, {t_in.size(0), weight.size(0)});
+  const at::Tensor g = grad_over_slope(grad_out, slope);
+  const at::Tensor t_o = t_out.contiguous();
+  at::Tensor g_in, g_w, g_alpha, g_theta;
+  if (mask[0] || mask[1]) {
+    const at::Tensor t = t_in.contiguous();
+    const at::Tensor t_arrive = t.clamp_min(t_start);
+    if (mask[0]) {
+      g_in = grad_patch_rows(be, g, t_o, t_arrive, weight.contiguous());
+      g_in.masked_fill_(t < t_start, 0.0);  // clamped inputs: as torch.clamp_min's gradient
+    }
+    if (mask[1]) g_w = grad_weight_rows(be, g, t_o, t_arrive, weight.size(0)).to(weight.scalar_type());
+  }
+  if (mask[2]) g_alpha = (g * (t_o - t_start)).sum(0).neg_();
+  if (mask[3]) g_theta = g.sum(0);
+  return {g_in, g_w, g_alpha, g_theta};
+}
+
+// --- conv2d --------------------------------------------------------------------------------
+
+namespace {
+
+struct ConvShape {
+  int64_t batch, c_in, height, width, c_out, kh, kw, h_out, w_out, positions;
+  int64_t groups, k_group, o_group;
+  int64_t chunk;  // samples per chunk of the batch
+  std::array<int64_t, 2> stride, padding, dilation;
+};
+
+std::array<int64_t, 2> pair_arg(const char* op, const char* name, at::IntArrayRef v, int64_t minimum) {
+  TORCH_CHECK(v.size() == 2 && v[0] >= minimum && v[1] >= minimum, op, ": ", name,
+              " must be two ints >= ", minimum, ", got ", v);
+  return {v[0], v[1]};
+}
+
+ConvShape conv_shape(const char* op, const at::Tensor& t_in, const at::Tensor& weight, at::IntArrayRef stride,
+                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
+  TORCH_CHECK(t_in.dim() == 4, op, ": t_in must be 4-D (N, C, H, W), got shape ", t_in.sizes());
+  TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in/groups, kH, kW), got shape ",
+              weight.sizes());
+  TORCH_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
+  TORCH_CHECK(t_in.size(1) == weight.size(1) * groups, op, ": t_in has ", t_in.size(1), " channels but weight ",
+              weight.sizes(), " with groups=", groups, " expects ", weight.size(1) * groups);
+  TORCH_CHECK(weight.size(0) % groups == 0, op, ": out channels (", weight.size(0),
+              ") must be divisible by groups (", groups, ")");
+  TORCH_CHECK(workspace >= 1, op, ": workspace must be positive, got ", workspace);
+  ConvShape c;
+  c.stride = pair_arg(op, "stride", stride, 1);
+  c.padding = pair_arg(op, "padding", padding, 0);
+  c.dilation = pair_arg(op, "dilation", dilation, 1);
+  c.batch = t_in.size(0);
+  c.c_in = t_in.size(1);
+  c.height = t_in.size(2);
+  c.width = t_in.size(3);
+  c.c_out = weight.size(0);
+  c.kh = weight.size(2);
+  c.kw = weight.size(3);
+  const int64_t span_h = c.height + 2 * c.padding[0] - c.dilation[0] * (c.kh - 1) - 1;
+  const int64_t span_w = c.width + 2 * c.padding[1] - c.dilation[1] * (c.kw - 1) - 1;
+  TORCH_CHECK(c.kh >= 1 && c.kw >= 1 && span_h >= 0 && span_w >= 0, op, ": kernel ", weight.sizes().slice(2),
+              " with dilation ", dilation, " does not fit the padded input ", t_in.sizes().slice(2));
+  c.h_out = span_h / c.stride[0] + 1;
+  c.w_out = span_w / c.stride[1] + 1;
+  c.positions = c.h_out * c.w_out;
+  c.groups = groups;
+  c.k_group = weight.size(1) * c.kh * c.kw;
+  c.o_group = c.c_out / groups;
+  c.chunk = std::max<int64_t>(1, workspace / std::max<int64_t>(1, c.c_in * c.kh * c.kw * c.positions));
+  return c;
+}
+
+// alpha and threshold as row-major (param_rows, C_out): (1, C_out) when both are per channel,
+// else (positions, C_out) with a per-channel one broadcast over the positions.
+std::pair<at::Tensor, at::Tensor> neuron_params(const char* op, const ConvShape& c, const at::Tensor& alpha,
+                                                const at::Tensor& threshold) {
+  bool per_position = false;
+  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"alpha", alpha}, {"threshold", threshold}}) {
+    const bool channel = x.dim() == 1 && x.size(0) == c.c_out;
+    const bool position = x.dim() == 3 && x.size(0) == c.c_out && x.size(1) == c.h_out && x.size(2) == c.w_out;
+    TORCH_CHECK(channel || position, op, ": ", name, " must have shape (", c.c_out, ",) or (", c.c_out, ", ",
+                c.h_out, ", ", c.w_out, "), got ", x.sizes());
+    per_position = per_position || position;
+  }
+  const int64_t rows = per_position ? c.positions : 1;
+  auto layout = [&](const at::Tensor& x) {
+    return (x.dim() == 1 ? x.view({1, c.c_out}) : x.reshape({c.c_out, c.positions}).t()).expand({rows, c.c_out})
+        .contiguous();
+  };
+  return {layout(alpha), layout(threshold)};
+}
+
+// Patches (n, C_in*kH*kW, positions) of x (n, C_in, H, W), padded with +inf: never arrives.
+at::Tensor patches(const ConvShape& c, const at::Tensor& x) {
+  const at::Tensor padded = at::constant_pad_nd(
+      x, {c.padding[1], c.padding[1], c.padding[0], c.padding[0]}, std::numeric_limits<double>::infinity());
+  return at::im2col(padded, {c.kh, c.kw}, c.dilation, {0, 0}, c.stride);
+}
+
+// Group g's rows (n * positions, K_group), contiguous, of patches (n, K_total, positions).
+at::Tensor group_rows(const ConvShape& c, const at::Tensor& cols, int64_t g) {
+  return cols.narrow(1, g * c.k_group, c.k_group).transpose(1, 2).reshape({-1, c.k_group}).contiguous();
+}
+
+// (B, C_out, H_out, W_out) <-> rows (B * positions, C_out).
+at::Tensor to_rows(const ConvShape& c, const at::Tensor& x) {
+  return x.reshape({c.batch, c.c_out, c.positions}).transpose(1, 2).reshape({-1, c.c_out}).contiguous();
+}
+at::Tensor from_rows(const ConvShape& c, const at::Tensor& x) {
+  return x.view({c.batch, c.positions, c.c_out}).transpose(1, 2).contiguous().view({c.batch, c.c_out, c.h_out, c.w_out});
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
+    const FirstSpikeBackend& be, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
+    const at::Tensor& threshold, double t_start, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
+    at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
+  const char* op = "ttfs_ext.first_spike_conv2d";
+  check_window(op, t_start, t_max);
+  check_neuron(op, t_in, weight, alpha, threshold);
+  const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
+  const auto [alpha_rows, theta_rows] = neuron_params(op, c, alpha, threshold);
+  // Per group, the weight transposed to (K_group, O_group): a row per input.
+  const at::Tensor weight_t = weight.reshape({groups, c.o_group, c.k_group}).transpose(1, 2).contiguous();
+  at::Tensor t_out = at::empty({c.batch * c.positions, c.c_out}, t_in.options());
+  at::Tensor slope = at::empty({c.batch * c.positions, c.c_out}, t_in.options());
+  const at::Tensor t = t_in.contiguous();
+  for (int64_t b0 = 0; b0 < c.batch; b0 += c.chunk) {
+    const int64_t n = std::min(c.chunk, c.batch - b0);
+    // A chunk starts at a sample, so that row r of the chunk is at position r % positions.
+    const at::Tensor cols = patches(c, (t.narrow(0, b0, n) - t_start).clamp_min_(0.0));
+    const int64_t r0 = b0 * c.positions, rows = n * c.positions;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t o0 = g * c.o_group;
+      scan_rows(be, group_rows(c, cols, g), weight_t[g], alpha_rows.narrow(1, o0, c.o_group),
+                theta_rows.narrow(1, o0, c.o_group), t_out.narrow(0, r0, rows).narrow(1, o0, c.o_group),
+                slope.narrow(0, r0, rows).narrow(1, o0, c.o_group), t_start, t_max);
+    }
+  }
+  return {from_rows(c, t_out), from_rows(c, slope)};
+}
+
+FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
+                                            const at::Tensor& t_in, const at::Tensor& weight,
+                                            const at::Tensor& t_out, const at::Tensor& slope, double t_start,
+                                            at::IntArrayRef stride, at::IntArrayRef padding,
+                                            at::IntArrayRef dilation, int64_t groups, bool alpha_per_position,
+                                            bool threshold_per_position, std::array<bool, 4> mask,
+                                            int64_t workspace) {
+  const char* op = "ttfs_ext.first_spike_conv2d backward";
+  check_time_dtype(op, t_in);
+  check_like(op, "weight", weight, t_in);
+  const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
+  check_outputs(op, t_in, grad_out, t_out, slope, {c.batch, c.c_out, c.h_out, c.w_out});
+  const at::Tensor g = grad_over_slope(grad_out, slope);
+  at::Tensor g_in, g_w, g_alpha, g_theta;
+  // Per position: sum over the batch; per channel: over the batch and the positions.
+  auto reduce = [](const at::Tensor& x, bool per_position) {
+    return per_position ? x.sum(0) : x.sum(at::IntArrayRef{0, 2, 3});
+  };
+  if (mask[2]) g_alpha = reduce(g * (t_out - t_start), alpha_per_position).neg_();
+  if (mask[3]) g_theta = reduce(g, threshold_per_position);
+  if (!mask[0] && !mask[1]) return {g_in, g_w, g_alpha, g_theta};
+
+  const at::Tensor g_rows = to_rows(c, g), t_out_rows = to_rows(c, t_out);
+  const at::Tensor weight_rows = weight.reshape({groups, c.o_group, c.k_group}).contiguous();
+  const at::Tensor t = t_in.contiguous();
+  at::Tensor w_acc = mask[1] ? at::zeros({groups, c.o_group, c.k_group}, t.options().dtype(at::kDouble)) : at::Tensor();
+  if (mask[0]) g_in = at::empty(t.sizes(), t.options());
+  for (int64_t b0 = 0; b0 < c.batch; b0 += c.chunk) {
+    const int64_t n = std::min(c.chunk, c.batch - b0);
+    const at::Tensor cols = patches(c, t.narrow(0, b0, n).clamp_min(t_start));  // t' = max(t_in, t_start)
+    at::Tensor grad_cols = mask[0] ? at::empty(cols.sizes(), cols.options()) : at::Tensor();
+    const int64_t r0 = b0 * c.positions, rows = n * c.positions;
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      const at::Tensor t_patch = group_rows(c, cols, grp);
+      const at::Tensor g_grp = g_rows.narrow(0, r0, rows).narrow(1, grp * c.o_group, c.o_group);
+      const at::Tensor t_out_grp = t_out_rows.narrow(0, r0, rows).narrow(1, grp * c.o_group, c.o_group);
+      if (mask[0]) {
+        const at::Tensor grad_patch = grad_patch_rows(be, g_grp, t_out_grp, t_patch, weight_rows[grp]);
+        grad_cols.narrow(1, grp * c.k_group, c.k_group).copy_(grad_patch.view({n, c.positions, c.k_group}).transpose(1, 2));
+      }
+      if (mask[1]) w_acc[grp].add_(grad_weight_rows(be, g_grp, t_out_grp, t_patch, c.o_group));
+    }
+    if (mask[0]) {
+      g_in.narrow(0, b0, n).copy_(at::col2im(grad_cols, {c.height, c.width}, {c.kh, c.kw}, c.dilation, c.padding,
+                                             c.stride));
+    }
+  }
+  if (mask[0]) g_in.masked_fill_(t < t_start, 0.0);  // clamped inputs: as torch.clamp_min's gradient
+  if (mask[1]) g_w = w_acc.view(weight.sizes()).to(weight.scalar_type());
+  return {g_in, g_w, g_alpha, g_theta};
+}
+
+}  // namespace ttfs_ext

@@ -158,3 +158,46 @@ def test_compiled_ops_check_their_arguments():
         ops.conv2d(t4[:, :3], w4, None, t_min, t_max, [1, 1], [0, 0], [1, 1], 1)
     with pytest.raises(RuntimeError, match="bias must have shape"):
         ops.conv2d(t4, w4, torch.zeros(5, dtype=torch.float64), t_min, t_max, [1, 1], [0, 0], [1, 1], 1)
+
+
+# --- the event-exact general neuron ---------------------------------------------------------
+
+def _neurons(dtype=torch.float64):
+    t = torch.rand(4, 5, dtype=dtype)
+    return t, torch.randn(3, 5, dtype=dtype), torch.ones(3, dtype=dtype), torch.ones(3, dtype=dtype)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: {**a, "t_start": 2.0, "t_max": 1.0}, "t_start < t_max"),
+    (lambda a: {**a, "t_start": float("nan")}, "t_start must be finite"),
+    (lambda a: {**a, "alpha": torch.ones(4, dtype=torch.float64)}, r"alpha must have shape \(3,\)"),
+    (lambda a: {**a, "threshold": torch.ones(3, 1, dtype=torch.float64)}, r"threshold must have shape \(3,\)"),
+    (lambda a: {**a, "alpha": torch.ones(3)}, "alpha must have the dtype of t_in"),
+    (lambda a: {**a, "weight": a["weight"].float()}, "weight must have the dtype of t_in"),
+    (lambda a: {**a, "weight": torch.randn(3, 4, dtype=torch.float64)}, r"t_in must have shape \(\.\.\., 4\)"),
+    (lambda a: {**a, "threshold": torch.tensor([1.0, float("inf"), 1.0], dtype=torch.float64)},
+     "threshold contains NaN or inf"),
+    (lambda a: {**a, "t_in": torch.full((4, 5), float("nan"), dtype=torch.float64)}, "t_in contains NaN"),
+    (lambda a: {**a, "t_in": a["t_in"].half()}, "must be float32 or float64"),
+])
+def test_first_spike_linear_errors(change, match):
+    t, w, alpha, theta = _neurons()
+    args = change(dict(t_in=t, weight=w, alpha=alpha, threshold=theta, t_start=0.0, t_max=3.0))
+    with pytest.raises((ValueError, TypeError), match=match):
+        TF.first_spike_linear(**args)
+
+
+def test_first_spike_conv2d_errors():
+    t = torch.rand(2, 4, 6, 6, dtype=torch.float64)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64)
+    one = torch.ones(6, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(6,\) or \(6, 4, 4\)"):
+        TF.first_spike_conv2d(t, w, torch.ones(6, 5, 5, dtype=torch.float64), one, 0.0, 3.0, groups=2)
+    with pytest.raises(ValueError, match="groups=1 expects 2"):
+        TF.first_spike_conv2d(t, w, one, one, 0.0, 3.0)
+    with pytest.raises(ValueError, match="stride must be an int >= 1"):
+        TF.first_spike_conv2d(t, w, one, one, 0.0, 3.0, stride=0, groups=2)
+    with pytest.raises(ValueError, match="t_start < t_max"):
+        TF.first_spike_conv2d(t, w, one, one, 3.0, 3.0, groups=2)
+    with pytest.raises(ValueError, match="backend 'cuda' was requested"):
+        TF.first_spike_conv2d(t, w, one, one, 0.0, 3.0, groups=2, backend="cuda")

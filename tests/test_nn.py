@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import ttfs_ext
 from ttfs_ext import nn as tnn
 
 from _utils import DEVICES, generator
@@ -149,3 +150,56 @@ def test_conv_same_padding_and_standalone_window():
     explicit.load_state_dict(conv.state_dict())
     torch.testing.assert_close(explicit(t), out, rtol=0, atol=0)
     assert "window=[1.0, 4.0]" in repr(conv)
+
+
+# --- general (alpha-model) layers and the signed max-pool ---------------------------------------
+
+def _alpha1_net(seed: int):
+    torch.manual_seed(seed)
+    relu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, stride=2),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.rand(12, 1, 8, 8, generator=generator(seed), dtype=torch.float64)
+    return relu, ttfs_ext.convert(relu, x, input_range=(0, 1), mapping="alpha1", windows="event"), x
+
+
+def test_alpha_layers_event_mode_equals_closed_form_with_gradients():
+    """On a network whose neurons fire after all their inputs, the exact event-driven layers
+    give the closed form's spike times and the same gradients for weights and thresholds."""
+    relu, net, x = _alpha1_net(80)
+    labels = torch.arange(12) % 3
+    out_closed = net(x)
+    grads_closed = torch.autograd.grad(nn.functional.cross_entropy(out_closed, labels), list(net.parameters()))
+    for m in net.spiking_layers():
+        m.mode = "event"
+    out_event = net(x)
+    grads_event = torch.autograd.grad(nn.functional.cross_entropy(out_event, labels), list(net.parameters()))
+    torch.testing.assert_close(out_event, out_closed, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out_event, relu.double()(x), rtol=0, atol=1e-12)
+    for ge, gc in zip(grads_event, grads_closed):
+        torch.testing.assert_close(ge, gc, rtol=1e-9, atol=1e-12)
+
+
+def test_alpha_layer_arguments():
+    with pytest.raises(ValueError, match="mode must be 'closed' or 'event'"):
+        tnn.TTFSAlphaLinear(3, 2, mode="exact")
+    with pytest.raises(ValueError, match="t_start <= t_min"):
+        tnn.TTFSAlphaLinear(3, 2, t_min=1.0, t_max=2.0, t_start=1.5)
+    layer = tnn.TTFSAlphaConv2d(2, 3, 3, t_min=1.0, t_max=2.0)
+    with pytest.raises(RuntimeError, match="t_start .* is not set"):
+        layer(torch.rand(1, 2, 5, 5))
+    layer.set_window(1.0, 2.0, 0.0)
+    assert layer(torch.rand(1, 2, 5, 5)).shape == (1, 3, 3, 3)
+    assert layer(torch.rand(2, 5, 5)).shape == (3, 3, 3)
+
+
+def test_signed_max_pool():
+    t = torch.rand(2, 3, 4, 4, generator=generator(81))
+    pool = tnn.TTFSMaxPool2d(2, channel_sign=torch.tensor([1.0, -1.0, 1.0]))
+    out = pool(t)
+    torch.testing.assert_close(out[:, 0::2], -nn.functional.max_pool2d(-t[:, 0::2], 2), rtol=0, atol=0)
+    torch.testing.assert_close(out[:, 1], nn.functional.max_pool2d(t[:, 1:2], 2)[:, 0], rtol=0, atol=0)
+    assert "latest-spike channels=1" in repr(pool)
+    with pytest.raises(ValueError, match="channel_sign must be a 1-D tensor of \\+1 and -1"):
+        tnn.TTFSMaxPool2d(2, channel_sign=torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="channel_sign has 3 entries but t_in has 2 channels"):
+        pool(torch.rand(1, 2, 4, 4))

@@ -38,10 +38,11 @@ def _scalar(op: str, name: str, value: Window) -> float:
     return value
 
 
-def _window(op: str, t_min: Window, t_max: Window) -> tuple[float, float]:
-    lo, hi = _scalar(op, "t_min", t_min), _scalar(op, "t_max", t_max)
+def _window(op: str, t_min: Window, t_max: Window, names: tuple[str, str] = ("t_min", "t_max")) -> tuple[float, float]:
+    lo, hi = _scalar(op, names[0], t_min), _scalar(op, names[1], t_max)
     if not hi > lo:
-        raise ValueError(f"{op}: the window must satisfy t_min < t_max, got t_min={lo} and t_max={hi}")
+        raise ValueError(f"{op}: the window must satisfy {names[0]} < {names[1]}, got {names[0]}={lo} and "
+                         f"{names[1]}={hi}")
     return lo, hi
 
 
@@ -226,7 +227,7 @@ def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     accumulate in float64 and need memory proportional to batch x (N + O).
     """
     op = "ttfs_ext.functional.first_spike_linear"
-    start, end = _window(op, t_start, t_max)
+    start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
     _check_neuron_params(op, t_in, weight, alpha, threshold)
     _check_linear_shapes(op, t_in, weight, None)
     for name, p in (("alpha", alpha), ("threshold", threshold)):
@@ -248,7 +249,7 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     weight: (C_out, C_in/groups, kH, kW); alpha, threshold: (C_out,) or per output position
     (C_out, H_out, W_out), each on its own. Returns (N, C_out, H_out, W_out)."""
     op = "ttfs_ext.functional.first_spike_conv2d"
-    start, end = _window(op, t_start, t_max)
+    start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
     _check_neuron_params(op, t_in, weight, alpha, threshold)
     stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
     dilation = _pair(op, "dilation", dilation, 1)

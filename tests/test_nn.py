@@ -177,6 +177,9 @@ def test_alpha_layers_event_mode_equals_closed_form_with_gradients():
     torch.testing.assert_close(out_event, relu.double()(x), rtol=0, atol=1e-12)
     for ge, gc in zip(grads_event, grads_closed):
         torch.testing.assert_close(ge, gc, rtol=1e-9, atol=1e-12)
+    sim = ttfs_ext.simulate(net, x)  # compares with the closed form even in event mode
+    assert sim.exact and all(layer.max_deviation < 1e-12 for layer in sim.layers)
+    assert [m.mode for m in net.spiking_layers()] == ["event"] * 3
 
 
 def test_alpha_layer_arguments():

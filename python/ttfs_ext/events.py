@@ -136,6 +136,18 @@ class SimulationResult:
         return "\n".join(rows)
 
 
+def _closed_form(layer: nn.Module, t_in: torch.Tensor) -> torch.Tensor:
+    """The layer's closed form, also for an alpha layer set to mode="event"."""
+    mode = getattr(layer, "mode", None)
+    if mode is None:
+        return layer(t_in)
+    layer.mode = "closed"
+    try:
+        return layer(t_in)
+    finally:
+        layer.mode = mode
+
+
 @torch.no_grad()
 def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float] = None) -> SimulationResult:
     """Run a TTFS network (a TTFSSequential from ttfs_ext.convert or built by hand) on x with
@@ -159,7 +171,7 @@ def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float]
                 out = TF.first_spike_conv2d(t_in, weight, alpha, theta, t_start, t_max, m.stride,
                                             m._padding_pair(),
                                             m.dilation, m.groups)
-            closed = m(t_in)
+            closed = _closed_form(m, t_in)
             tol = tolerance if tolerance is not None else (1e-9 if out.dtype == torch.float64 else 1e-4)
             diff = (out - closed).abs()
             result.layers.append(LayerSimulation(

@@ -57,23 +57,14 @@ def _inside_sum(weight: torch.Tensor, in_shape: tuple, stride, padding, dilation
 
 def neuron_parameters(layer: nn.Module, in_shape: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(weight, alpha, threshold) of the general neurons of a spiking layer in a chained
-    window, for inputs of per-sample shape in_shape. Conv layers get per-position alpha and
-    threshold where padding makes them depend on the position."""
-    (t_min, t_max), t_start = layer._window(), layer._start()
+    window, for inputs of per-sample shape in_shape (detached). Conv layers get per-position
+    alpha and threshold where padding makes them depend on the position."""
     if isinstance(layer, (TTFSAlphaLinear, TTFSAlphaConv2d)):
         return layer.weight.detach(), layer.alpha.detach(), layer.threshold.detach()
-    w = layer.weight.detach()
-    if isinstance(layer, TTFSLinear):
-        s_in = w.sum(dim=1)
-    elif isinstance(layer, TTFSConv2d):
-        s_in = _inside_sum(w, in_shape, layer.stride, layer._padding_pair(), layer.dilation, layer.groups)
-        flat = s_in.reshape(s_in.shape[0], -1)
-        if bool((flat == flat[:, :1]).all()) and (layer.bias is None or layer.bias.dim() == 1):
-            s_in = flat[:, 0].clone()  # no padding: the same for every position
-    else:
+    if not isinstance(layer, (TTFSLinear, TTFSConv2d)):
         raise TypeError(f"neuron_parameters: {type(layer).__name__} is not a spiking layer")
-    alpha, theta = _b1_parameters(w, layer.bias, s_in, t_start, t_min, t_max)
-    return w, alpha.to(w.dtype), theta.to(w.dtype)
+    weight, alpha, theta = layer.neuron_parameters(in_shape)
+    return weight.detach(), alpha.detach().to(weight.dtype), theta.detach().to(weight.dtype)
 
 
 def first_spike_times(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -137,7 +128,7 @@ class SimulationResult:
 
 
 def _closed_form(layer: nn.Module, t_in: torch.Tensor) -> torch.Tensor:
-    """The layer's closed form, also for an alpha layer set to mode="event"."""
+    """The layer's closed form, also for a layer set to mode="event"."""
     mode = getattr(layer, "mode", None)
     if mode is None:
         return layer(t_in)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import functional as TF
+from .robust import Robustness, fake_quantize, quantize_weight
 
 __all__ = ["TTFSLinear", "TTFSConv2d", "TTFSAlphaLinear", "TTFSAlphaConv2d", "TTFSMaxPool2d", "TTFSReadout",
            "TTFSEncoder", "TTFSSequential", "LayerReport", "TTFSReport"]
@@ -56,9 +57,39 @@ class _Windowed:
         return self.t_min, self.t_max
 
 
-class TTFSLinear(_Windowed, nn.Linear):
+class _B1Neurons(_Windowed):
+    """B1 layers as general neurons: alpha = 1 - S_in (slope 1 once every input has arrived)
+    and threshold = (t_max - t_start - b) - S_in (t_min - t_start), S_in the sum of a neuron's
+    weights (of the taps inside the image for a convolution). mode="closed" (default) computes
+    the closed form t_max - (W (t_min - t_in) + b); mode="event" the exact event-driven
+    neuron (ttfs_ext.functional.first_spike_*), with exact gradients for W and b through
+    alpha and the threshold: spikes before the window opens are then what the real network
+    would do (latency fine-tuning trains through them)."""
+
+    mode: str = "closed"
+
+    def _weight_sum(self, in_shape: tuple) -> torch.Tensor:
+        raise NotImplementedError
+
+    def neuron_parameters(self, in_shape: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weight, alpha, threshold) of the layer's neurons for inputs of per-sample shape
+        in_shape, differentiable with respect to weight and bias."""
+        (t_min, t_max), t_start = self._window(), self._start()
+        s_in = self._weight_sum(in_shape)
+        b = self.bias if self.bias is not None else torch.zeros((), dtype=self.weight.dtype, device=self.weight.device)
+        if s_in.dim() == 3 and b.dim() == 1:
+            b = b.view(-1, 1, 1)
+        return self.weight, 1.0 - s_in, (t_max - t_start - b) - s_in * (t_min - t_start)
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in ("closed", "event"):
+            raise ValueError(f"{type(self).__name__}: mode must be 'closed' or 'event', got {mode!r}")
+        self.mode = mode
+
+
+class TTFSLinear(_B1Neurons, nn.Linear):
     """Dense TTFS layer: t_out = min(t_max - (W (t_min - t_in) + b), t_max).
-    Same constructor and state_dict as nn.Linear, plus the window."""
+    Same constructor and state_dict as nn.Linear, plus the window (and mode, see _B1Neurons)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  t_min: Optional[float] = None, t_max: Optional[float] = None) -> None:
@@ -67,14 +98,20 @@ class TTFSLinear(_Windowed, nn.Linear):
         if t_min is not None or t_max is not None:
             self.set_window(t_min, t_max)
 
+    def _weight_sum(self, in_shape: tuple) -> torch.Tensor:
+        return self.weight.sum(dim=1)
+
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        if self.mode == "event":
+            weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-1:]))
+            return TF.first_spike_linear(t_in, weight, alpha, theta, self._start(), self._window()[1])
         return TF.linear(t_in, self.weight, self.bias, *self._window())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window=[{self.t_min}, {self.t_max}]"
 
 
-class TTFSConv2d(_Windowed, nn.Conv2d):
+class TTFSConv2d(_B1Neurons, nn.Conv2d):
     """Convolutional TTFS layer; padding holds t_min (activation 0). Same constructor and
     state_dict as nn.Conv2d (padding_mode 'zeros' only), plus the window. The bias may be
     replaced by a per-position one of shape (C_out, H_out, W_out)."""
@@ -101,7 +138,20 @@ class TTFSConv2d(_Windowed, nn.Conv2d):
             return (totals[0] // 2, totals[1] // 2)
         return tuple(self.padding)  # type: ignore[return-value]
 
+    def _weight_sum(self, in_shape: tuple) -> torch.Tensor:
+        ones = torch.ones((1, *in_shape[-3:]), dtype=self.weight.dtype, device=self.weight.device)
+        s_in = nn.functional.conv2d(ones, self.weight, None, self.stride, self._padding_pair(), self.dilation,
+                                    self.groups)[0]
+        flat = s_in.detach().reshape(s_in.shape[0], -1)
+        if bool((flat == flat[:, :1]).all()) and (self.bias is None or self.bias.dim() == 1):
+            return s_in[:, 0, 0]  # no padding in play: the same for every position
+        return s_in
+
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        if self.mode == "event":
+            weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-3:]))
+            return TF.first_spike_conv2d(t_in, weight, alpha, theta, self._start(), self._window()[1], self.stride,
+                                         self._padding_pair(), self.dilation, self.groups)
         return TF.conv2d(t_in, self.weight, self.bias, *self._window(), self.stride, self._padding_pair(),
                          self.dilation, self.groups)
 
@@ -333,6 +383,46 @@ class TTFSSequential(nn.Sequential):
     def __init__(self, *modules: nn.Module, widths: Union[float, Sequence[float]] = 10.0) -> None:
         super().__init__(*modules)
         self.set_widths(widths)
+        self.robustness: Optional[Robustness] = None
+
+    def set_mode(self, mode: str) -> None:
+        """"closed" (closed forms) or "event" (exact event-driven neurons) for every spiking layer."""
+        for m in self.spiking_layers():
+            m.set_mode(mode) if isinstance(m, _B1Neurons) else setattr(m, "mode", m._check_mode(mode))
+
+    def set_robustness(self, robustness: Optional[Robustness] = None, **options: Any) -> None:
+        """Hardware non-idealities in every forward pass (see ttfs_ext.robust.Robustness):
+        set_robustness(noise=0.05, time_bits=4, weight_bits=4); set_robustness(None) clears."""
+        if robustness is not None and options:
+            raise TypeError("set_robustness: pass a Robustness or keyword options, not both")
+        self.robustness = Robustness(**options) if options else robustness
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = getattr(self, "robustness", None)
+        if r is None or not r.active:
+            return super().forward(x)
+        out, t_start = x, 0.0
+        for m in self:
+            if isinstance(m, (_Windowed, TTFSReadout)):
+                t_min = m.t_min if m.t_min is not None else m._window()[0]
+                if r.time_bits:  # input times lie in [t_start, t_min], the window before
+                    out = fake_quantize(out, t_start, t_min, r.time_bits)
+                if r.weight_bits:
+                    weight = quantize_weight(m.weight, r.weight_bits, r.weight_range)
+                    out = torch.func.functional_call(m, {"weight": weight}, (out,), strict=False)
+                else:
+                    out = m(out)
+                if isinstance(m, _Windowed):
+                    t_start = t_min
+                    if r.noise:
+                        out = out + r.noise * torch.randn_like(out)
+            elif isinstance(m, TTFSEncoder):
+                out = m(out)
+                if r.input_sigma:
+                    out = (out + r.input_sigma * torch.randn_like(out)).clamp_min(0.0)
+            else:
+                out = m(out)
+        return out
 
     def spiking_layers(self) -> list[_Windowed]:
         return [m for m in self if isinstance(m, _Windowed)]

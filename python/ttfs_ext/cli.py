@@ -234,6 +234,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from . import demo
     demo.add_arguments(convert)
     convert.set_defaults(func=lambda a: (demo.run(a), 0)[1])
+    from . import jobs
+    train = sub.add_parser("train", help="train a TTFS network and its ReLU twin side by side (default: FC2 on "
+                                         "Fashion-MNIST), with metrics, checkpoints and plots")
+    jobs.add_train_arguments(train)
+    train.set_defaults(func=jobs.train_main)
+    evaluate = sub.add_parser("evaluate", help="accuracy of a trained network against spike-time noise, bit widths "
+                                               "and latency (CSV, JSON, PNG)")
+    jobs.add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=jobs.evaluate_main)
     args = parser.parse_args(argv)
     return args.func(args)
 

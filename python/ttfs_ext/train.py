@@ -349,7 +349,8 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
         optimizer: str = "adam", windows: Optional[FixedWindows] = None, twin: Optional[nn.Module] = None,
         seed: int = 0, checkpoint: Optional[Union[str, Path]] = None, resume: bool = False,
         progress: bool = True, on_epoch: Optional[Callable[[EpochMetrics], None]] = None,
-        eval_batch_size: int = 1000, max_steps_per_epoch: Optional[int] = None) -> History:
+        eval_batch_size: int = 1000, max_steps_per_epoch: Optional[int] = None,
+        checkpoint_extra: Optional[dict] = None) -> History:
     """Train `net` (and, if given, its ReLU twin `twin`, side by side on the same batches with
     its own optimizer) with cross-entropy on the readout's potentials.
 
@@ -357,7 +358,8 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
     (x_train, y_train, x_test, y_test); inputs are cast to the network's dtype. windows: a
     window rule applied after every step (default FixedWindows). checkpoint: a file written
     atomically after every epoch (model, twin, optimizers, window rule, RNG, history);
-    resume=True continues from it exactly. Returns the History (also in the checkpoint)."""
+    resume=True continues from it exactly; checkpoint_extra is stored with it (run
+    configuration). Returns the History (also in the checkpoint)."""
     x_train, y_train, x_test, y_test = (data if isinstance(data, tuple) else
                                         (data.x_train, data.y_train, data.x_test, data.y_test))
     windows = windows or FixedWindows()
@@ -438,7 +440,7 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
                 "twin": twin.state_dict() if twin is not None else None,
                 "twin_optimizer": twin_opt.state_dict() if twin_opt is not None else None,
                 "windows": windows.state_dict(), "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history.as_dict()})
+                "history": history.as_dict(), "extra": checkpoint_extra})
         if on_epoch is not None:
             on_epoch(metrics)
     return history

@@ -204,7 +204,7 @@ class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
             self.set_window(t_min, t_max, t_start)
 
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        (t_min, t_max), t_start = self._window(), self._start()
+        (_, t_max), t_start = self._window(), self._start()
         if self.mode == "event":
             return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, t_start, t_max)
         tau = (t_in - t_start).clamp_min(0.0)  # an input before t_start acts from t_start
@@ -251,7 +251,7 @@ class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        (t_min, t_max), t_start = self._window(), self._start()
+        (_, t_max), t_start = self._window(), self._start()
         geometry = (self.stride, self.padding, self.dilation, self.groups)
         if self.mode == "event":
             return TF.first_spike_conv2d(t_in, self.weight, self.alpha, self.threshold, t_start, t_max, *geometry)

@@ -239,6 +239,7 @@ class EpochMetrics:
     latency: Optional[float] = None                     # t_min of the readout
     widths: Optional[list[float]] = None
     min_margin: Optional[float] = None                  # min over layers of min t - t_min (evaluation)
+    margins: Optional[list[float]] = None               # per spiking layer: min t - t_min (evaluation)
     twin_train_loss: Optional[float] = None
     twin_train_accuracy: Optional[float] = None
     twin_test_loss: Optional[float] = None
@@ -267,7 +268,7 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
     the smallest margin, on (x, y)."""
     was_training = net.training
     net.eval()
-    loss, correct, spikes, neurons, margin = 0.0, 0, None, None, math.inf
+    loss, correct, spikes, neurons, margins = 0.0, 0, None, None, None
     dtype = next(net.parameters()).dtype
     device = next(net.parameters()).device
     for start in range(0, len(x), batch_size):
@@ -276,7 +277,7 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
             out, st = forward_with_stats(net, xb)
             spikes = st.spikes if spikes is None else [a + b for a, b in zip(spikes, st.spikes)]
             neurons = st.neurons
-            margin = min([margin, *st.margin])
+            margins = st.margin if margins is None else [min(a, b) for a, b in zip(margins, st.margin)]
         else:
             out = net(xb)
         loss += float(F.cross_entropy(out, yb, reduction="sum"))
@@ -286,7 +287,8 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
     if spikes is not None:
         per_layer = [s / (n * len(x)) for s, n in zip(spikes, neurons)]
         result.update(spikes_per_neuron_layers=per_layer,
-                      spikes_per_neuron=sum(spikes) / (sum(neurons) * len(x)), min_margin=margin)
+                      spikes_per_neuron=sum(spikes) / (sum(neurons) * len(x)), margins=margins,
+                      min_margin=min(margins) if margins else math.inf)
     return result
 
 
@@ -422,7 +424,7 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
         metrics = EpochMetrics(
             epoch + 1, loss_sum / max(seen, 1), correct / max(seen, 1), ev.get("loss"), ev.get("accuracy"),
             ev.get("spikes_per_neuron"), ev.get("spikes_per_neuron_layers"), net.latency, net.widths,
-            ev.get("min_margin"))
+            ev.get("min_margin"), ev.get("margins"))
         if twin is not None:
             tev = evaluate(twin, x_test, y_test, eval_batch_size) if len(x_test) else {}
             metrics.twin_train_loss, metrics.twin_train_accuracy = twin_loss_sum / max(seen, 1), twin_correct / max(seen, 1)

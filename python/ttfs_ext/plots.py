@@ -40,7 +40,11 @@ def plot_curves(history, path: PathLike) -> Path:
         if all(v is not None for v in values):
             ax_acc.plot(epochs, values, style, marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (SNN and ReLU twin overlap exactly)")
+    title = "accuracy"
+    pairs = [(e.test_accuracy, e.twin_test_accuracy) for e in history.epochs]
+    if pairs and all(a is not None and b is not None for a, b in pairs):
+        title += f" (max |SNN - ReLU twin| test: {max(abs(a - b) for a, b in pairs):.2g})"
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title=title)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

@@ -419,7 +419,7 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
                 twin_loss_sum += float(twin_loss.detach()) * len(idx)
                 twin_correct += int((twin_out.detach().argmax(1) == yb).sum())
             if progress and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
         ev = evaluate(net, x_test, y_test, eval_batch_size) if len(x_test) else {}
         metrics = EpochMetrics(
             epoch + 1, loss_sum / max(seen, 1), correct / max(seen, 1), ev.get("loss"), ev.get("accuracy"),

@@ -243,6 +243,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                "and latency (CSV, JSON, PNG)")
     jobs.add_evaluate_arguments(evaluate)
     evaluate.set_defaults(func=jobs.evaluate_main)
+    from . import bench
+    bench_parser = sub.add_parser("bench", help="performance suite: kernels vs reference vs ReLU twin, event path, "
+                                                "time-stepped simulation; JSON, PNG and README table")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.main)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,228 @@
+"""The benchmark suite (ttfs_ext.bench): the quick preset on CPU without torch.compile writes a
+JSON with the environment and every measurement; correctness errors are tiny, every timing is
+positive, the time-stepped simulation reaches 1e-3; the README table renders and replaces only
+the text between its markers."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from ttfs_ext import bench
+from ttfs_ext import functional as TF
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--device", "cpu", "--preset", "quick", "--no-compile", "--threads", "1",
+                              "--out", str(out)])
+    threads = torch.get_num_threads()
+    start = time.perf_counter()
+    status = bench.main(args)
+    seconds = time.perf_counter() - start
+    assert torch.get_num_threads() == threads  # restored
+    return status, out, seconds
+
+
+def _timings(record: dict):
+    for mode, per_impl in record["times_ms"].items():
+        for impl, entry in per_impl.items():
+            yield mode, impl, entry
+
+
+def test_quick_preset_runs(quick_run):
+    status, out, seconds = quick_run
+    assert status == 0
+    assert seconds < 60  # about 15 s on 2 busy cores
+    assert (out / "suite_cpu_quick.json").exists()
+    assert (out / "suite_cpu_quick.png").stat().st_size > 0
+
+
+def test_json_environment(quick_run):
+    report = json.loads((quick_run[1] / "suite_cpu_quick.json").read_text())
+    env = report["environment"]
+    for key in ("device_name", "torch_version", "cuda_version", "ttfs_ext_status", "git_commit", "date", "threads",
+                "preset"):
+        assert key in env
+    assert env["device"] == "cpu" and env["preset"] == "quick" and env["threads"] == 1
+    assert env["torch_version"] == torch.__version__ and env["device_name"]
+    assert "cpu" in env["ttfs_ext_status"]["kernel_devices"]
+    assert report["failures"] == [] and report["compile"] is False
+
+
+def test_layers_and_networks(quick_run):
+    report = json.loads((quick_run[1] / "suite_cpu_quick.json").read_text())
+    assert {r["kind"] for r in report["layers"]} == {"linear", "conv2d"}
+    assert len(report["networks"]) == 2
+    for record in report["layers"] + report["networks"]:
+        assert record["check"]["passed"]
+        errors = record["errors_vs_float64"]
+        for who in ("kernel", "twin"):
+            assert errors[who]["out"] < 1e-5 and errors[who]["grad"] < 1e-5
+        seen = set()
+        for mode, impl, entry in _timings(record):
+            if impl in bench.COMPILED:
+                assert "na" in entry  # --no-compile
+                continue
+            assert entry["median_ms"] > 0, (record["name"], mode, impl)
+            seen.add((mode, impl))
+        assert {m for m, _ in seen} == set(bench.MODES)
+        assert {"kernel", "reference", "twin"} <= {i for _, i in seen}
+        ratios = record["ratios"]["fwd+bwd"]
+        assert ratios["kernel/twin"] > 0 and ratios["reference/kernel"] > 0
+        assert ratios["kernel/twin_compiled"] is None
+    layer = report["layers"][0]
+    assert layer["flops"]["fwd+bwd"] == 3 * layer["flops"]["fwd"] > 0
+    assert all(v is None or v >= 0 for v in layer["peak_mem_bytes"].values())
+
+
+def test_event_path(quick_run):
+    report = json.loads((quick_run[1] / "suite_cpu_quick.json").read_text())
+    assert {r["kind"] for r in report["events"]} == {"linear", "conv2d"}
+    for record in report["events"]:
+        check = record["check"]
+        assert check["passed"] and check["float64_value_error"] < 1e-9 and check["float64_grad_error"] < 1e-6
+        assert record["reference_batch"] == record["batch"]  # tiny: the reference fits
+        for _, _, entry in _timings(record):
+            assert entry["median_ms"] > 0
+        assert record["ratios"]["fwd"]["reference/kernel"] > 0
+    (sim,) = report["simulate"]
+    assert sim["ok"] and sim["time_ms"]["median_ms"] > 0 and sim["neurons"] > 0
+
+
+def test_time_stepped(quick_run):
+    report = json.loads((quick_run[1] / "suite_cpu_quick.json").read_text())
+    (stepped,) = report["timestepped"]
+    assert stepped["reached"] and stepped["max_error"] <= 1e-3
+    assert stepped["dt"] < 0.1 and stepped["steps"] > 100
+    assert [s["dt"] for s in stepped["search"]] == [0.1 / 2 ** i for i in range(len(stepped["search"]))]
+    assert stepped["stepped_ms"] > 0 and stepped["kernel_fwd_ms"]["median_ms"] > 0
+    assert stepped["ratio_vs_kernel"] > 1
+
+
+def test_targets(quick_run):
+    report = json.loads((quick_run[1] / "suite_cpu_quick.json").read_text())
+    targets = {t["id"]: t for t in report["targets"]}
+    assert {"layer_vs_twin", "layer_vs_reference", "event_vs_reference", "event_vgg_batch_128",
+            "timestepped"} <= set(targets)
+    assert "bf16_error" not in targets  # CUDA only
+    for t in targets.values():
+        assert t["status"] in ("met", "missed", "not measured") and t["measured"]
+    assert targets["event_vgg_batch_128"]["status"] == "not measured"
+    assert targets["timestepped"]["status"] in ("met", "missed")
+    # re-evaluating from the JSON gives the same verdicts
+    assert [t["status"] for t in bench.evaluate_targets(report)] == [t["status"] for t in report["targets"]]
+
+
+def test_readme_table_and_markers(quick_run, tmp_path):
+    json_path = quick_run[1] / "suite_cpu_quick.json"
+    table = bench.readme_table(json_path)
+    assert "| layer | precision | kernel |" in table and "dense 64-32 b32" in table
+    assert "time-stepped simulation" in table and "| target | status | measured |" in table
+    assert "preset `quick`" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{bench.README_BEGIN}\nold table\n{bench.README_END}\nafter\n")
+    assert bench.replace_readme(readme, table)
+    text = readme.read_text()
+    assert "old table" not in text and table.strip() in text
+    assert text.startswith("# title\n\nbefore\n" + bench.README_BEGIN) and text.endswith(bench.README_END + "\nafter\n")
+    assert bench.replace_readme(readme, table) and readme.read_text() == text  # idempotent
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not bench.replace_readme(plain, table) and plain.read_text() == "no markers\n"
+
+
+def test_from_json_updates_readme(quick_run, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{bench.README_BEGIN}\n{bench.README_END}\n")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--from-json", str(quick_run[1] / "suite_cpu_quick.json"), "--readme", str(readme)])
+    assert bench.main(args) == 0
+    assert "| layer | precision |" in readme.read_text()
+    missing = tmp_path / "NOMARKERS.md"
+    missing.write_text("text\n")
+    args.readme = missing
+    assert bench.main(args) == 0
+    assert "no <!-- bench-suite:begin -->" in capsys.readouterr().out and missing.read_text() == "text\n"
+
+
+def test_clock_driven_simulation_converges():
+    """The time-stepped loop approaches the exact event-driven spike times as dt shrinks (error
+    about proportional to dt), including neurons that fire before all inputs arrived."""
+    gen = torch.Generator().manual_seed(3)
+    t_in = torch.rand(4, 12, generator=gen, dtype=torch.float64)
+    w = torch.randn(6, 12, generator=gen, dtype=torch.float64) / 12 ** 0.5
+    alpha, theta = torch.randn(6, generator=gen, dtype=torch.float64), 0.1 + torch.rand(6, generator=gen,
+                                                                                       dtype=torch.float64)
+    exact = TF.first_spike_linear(t_in, w, alpha, theta, 0.0, 3.0, backend="reference")
+    errors = [float((bench.clock_driven_first_spikes(t_in, w, alpha, theta, 0.0, 3.0, dt) - exact).abs().max())
+              for dt in (1e-2, 1e-3)]
+    assert errors[1] < errors[0] and errors[1] < 2e-2
+    assert math.isclose(float(bench.clock_driven_first_spikes(t_in, w, alpha, -theta, 0.0, 3.0, 1e-2).max()), 0.0)
+
+
+def test_presets_and_costs():
+    full = bench.preset("full")
+    names = {c.name for c in full.layers}
+    assert {"fc2 784-340 b256", "fc2 784-340 b8192", "vgg16-dense 25088-4096 b128", "vgg16-dense 4096-4096 b128",
+            "vgg16-cifar 64-64 32x32 b128", "vgg16-places 64-64 224x224 b64"} <= names
+    assert sum(c.count for c in full.layers if c.group == "vgg16-cifar") == 13
+    assert [(n.name, n.batch) for n in full.networks if n.name == "vgg16-cifar"] == [("vgg16-cifar", 128)]
+    assert full.simulate[0].batch == 128
+    cpu = bench.preset("cpu")
+    assert {c.group for c in cpu.layers} == {c.group for c in full.layers}
+    c = bench.layer_costs(bench.LayerCase("x", "linear", 8, 100, 30))
+    assert c["flops"] == {"fwd": 2 * 8 * 30 * 100, "bwd": 4 * 8 * 30 * 100, "fwd+bwd": 6 * 8 * 30 * 100}
+    assert c["bytes"]["prologue"] == 2 * 4 * 8 * 100 and c["bytes"]["kernel_extra_fwd+bwd"] == 4 * 4 * 8 * 100
+    conv = bench.LayerCase("y", "conv2d", 2, 3, 4, 5)
+    assert conv.gemm() == (2 * 25, 4, 27)
+    # the event reference's memory budget picks the largest power-of-two batch that fits
+    big = bench.LayerCase("z", "conv2d", 128, 64, 64, 32)
+    batch = bench._reference_batch(big, 4 << 30)
+    assert batch is not None and batch < 128 and bench.reference_bytes(big, batch) <= 4 << 30 < \
+        bench.reference_bytes(big, 2 * batch)
+
+
+def _context(**overrides) -> bench.Context:
+    options = dict(device="cpu", threads=1, min_run_time=0.005, warmup=1, compile=False,
+                   precisions=[bench.PRECISIONS["float32"]], reference_budget=4 << 30, log=lambda s: None)
+    options.update(overrides)
+    return bench.Context(**options)
+
+
+def _preset(**sections) -> bench.Preset:
+    fields = dict(layers=[], networks=[], events=[], simulate=[], stepped=[])
+    fields.update(sections)
+    return bench.Preset("test", "test", min_run_time=0.005, warmup=1, **fields)
+
+
+def test_failed_check_aborts_the_case(monkeypatch):
+    monkeypatch.setattr(bench, "CHECK_TOLERANCE", 0.0)
+    report = bench.run_suite(_preset(layers=[bench.LayerCase("dense", "linear", 4, 8, 4)]), _context())
+    (record,) = report["layers"]
+    assert record["check"]["passed"] is False and "times_ms" not in record
+    assert report["failures"] and report["failures"][0]["case"].startswith("layer/dense")
+    assert "aborted" in bench.format_table(report)
+
+
+def test_event_reference_batch_and_skip():
+    case = bench.EventCase("dense", "linear", 16, 32, 8)
+    per_batch = bench.reference_bytes(case.layer(), 1)
+    report = bench.run_suite(_preset(events=[case]), _context(reference_budget=4 * per_batch))
+    (record,) = report["events"]
+    assert record["reference_batch"] == 4 and "reference at batch 4" in record["reference_note"]
+    assert record["times_ms"]["fwd"]["kernel_at_reference_batch"]["median_ms"] > 0
+    assert record["ratios"]["fwd"]["reference/kernel"] > 0
+    report = bench.run_suite(_preset(events=[case]), _context(reference_budget=per_batch // 2))
+    (record,) = report["events"]
+    assert record["reference_batch"] is None and "skipped" in record["reference_note"]
+    assert set(record["times_ms"]["fwd"]) == {"kernel"} and record["ratios"]["fwd"]["reference/kernel"] is None
+    assert {t["id"]: t["status"] for t in report["targets"]}["event_vs_reference"] == "not measured"

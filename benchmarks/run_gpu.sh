@@ -18,3 +18,13 @@ export PYTHONUNBUFFERED=1
   python -m pytest -q -rs
 } 2>&1 | tee "$out/gpu_tests.log"
 python benchmarks/bench_layers.py --device cuda --out "$out/layers_cuda.json" 2>&1 | tee "$out/layers_cuda.log"
+# The performance suite, split so that each part stays under the device tool's 10-minute limit
+# (run the parts in separate calls with PART=layers|networks|events|all).
+case "${PART:-all}" in
+  layers|all) python benchmarks/bench_suite.py --device cuda --preset full --only layer/ --out "$out" 2>&1 \
+                | tee "$out/suite_cuda_layers.log" ;;&
+  networks|all) python benchmarks/bench_suite.py --device cuda --preset full --only network/ --only timestepped \
+                  --out "$out" 2>&1 | tee "$out/suite_cuda_networks.log" ;;&
+  events|all) python benchmarks/bench_suite.py --device cuda --preset full --only event/ --only simulate/ \
+                --out "$out" 2>&1 | tee "$out/suite_cuda_events.log" ;;
+esac

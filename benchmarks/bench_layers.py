@@ -14,7 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.benchmark import Timer
 
 import ttfs_ext
 from ttfs_ext import functional as TF
+from ttfs_ext.bench import device_name
 
 T_MIN, WIDTH = 1.0, 10.0
 T_MAX = T_MIN + WIDTH
@@ -138,18 +138,6 @@ def bench(case: Case, device: str, dtype: torch.dtype, threads: int, min_run_tim
                      "speedup_vs_reference": ms["reference"] / ms["kernel"],
                      "overhead_vs_relu": ms["kernel"] / ms["relu"], **errors})
     return rows
-
-
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:

@@ -13,22 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 import ttfs_ext
+from . import data
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2):
-    """scikit-learn's 8x8 digits (1797 images, bundled with the package: no download), as
-    (x_train, y_train, x_test, y_test) with x in [0, 1] of shape (N, 1, 8, 8)."""
+    """(x_train, y_train, x_test, y_test) of ttfs_ext.data.load_digits, or an exit message
+    naming the missing package."""
     try:
-        from sklearn.datasets import load_digits as sk_digits
+        ds = data.load_digits(test_fraction, seed)
     except ImportError as err:
-        raise SystemExit("ttfs convert needs scikit-learn for its bundled digits: pip install scikit-learn") from err
-    digits = sk_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_test = int(round(test_fraction * len(x)))
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
+        raise SystemExit(f"ttfs convert: {err}") from err
+    return ds.x_train, ds.y_train, ds.x_test, ds.y_test
 
 
 def build_model(kind: str) -> nn.Module:

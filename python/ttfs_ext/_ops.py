@@ -1,7 +1,6 @@
-"""Python-side registrations of the compiled ops (house style: the schemas and kernels live
-in C++, everything the compiler stack needs lives here):
+"""Python-side registrations of the compiled ops (house style: the schemas, kernels and
+autograd live in C++, everything the compiler stack needs lives here):
 - fake kernels, so torch.compile and torch.export can trace the ops;
-- autograd: each forward op's backward is its own compiled op (double backward raises);
 - autocast on CUDA: matrices in the autocast dtype, spike times and biases in float32.
 """
 from __future__ import annotations
@@ -98,106 +97,7 @@ def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_st
 
 
 # --- autograd -------------------------------------------------------------------------
-
-def _grad_mask(ctx, has_bias: bool) -> list[bool]:
-    needs = ctx.needs_input_grad
-    return [bool(needs[0]), bool(needs[1]), has_bias and bool(needs[2])]
-
-
-def _dense_setup(ctx, inputs, output):
-    t_in, weight, bias, t_min, t_max = inputs
-    ctx.save_for_backward(t_in, weight, output)
-    ctx.window = (t_min, t_max)
-    ctx.has_bias = bias is not None
-
-
-def _dense_backward(ctx, grad):
-    t_in, weight, t_out = ctx.saved_tensors
-    grads = torch.ops.ttfs_ext._dense_backward(grad, t_in, weight, t_out, *ctx.window, _grad_mask(ctx, ctx.has_bias))
-    return (*grads, None, None)
-
-
-def _readout_setup(ctx, inputs, output):
-    t_in, weight, bias, t_min = inputs
-    ctx.save_for_backward(t_in, weight)
-    ctx.t_min = t_min
-    ctx.has_bias = bias is not None
-
-
-def _readout_backward(ctx, grad):
-    t_in, weight = ctx.saved_tensors
-    grads = torch.ops.ttfs_ext._readout_backward(grad, t_in, weight, ctx.t_min, _grad_mask(ctx, ctx.has_bias))
-    return (*grads, None)
-
-
-def _conv2d_setup(ctx, inputs, output):
-    t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(t_in, weight, output)
-    ctx.args = (t_min, t_max, stride, padding, dilation, groups)
-    ctx.has_bias = bias is not None
-    ctx.bias_per_position = bias is not None and bias.dim() == 3
-
-
-def _conv2d_backward(ctx, grad):
-    t_in, weight, t_out = ctx.saved_tensors
-    grads = torch.ops.ttfs_ext._conv2d_backward(grad, t_in, weight, t_out, *ctx.args, ctx.bias_per_position,
-                                                _grad_mask(ctx, ctx.has_bias))
-    return (*grads, None, None, None, None, None, None)
-
-
-# The general neuron: the forward returns (t_out, slope); the slope (dV/dt at the spike) only
-# feeds the backward and takes no gradient.
-
-def _first_spike_dense_setup(ctx, inputs, output):
-    t_in, weight, alpha, threshold, t_start, t_max = inputs
-    t_out, slope = output
-    ctx.save_for_backward(t_in, weight, t_out, slope)
-    ctx.mark_non_differentiable(slope)
-    ctx.t_start = t_start
-
-
-def _first_spike_dense_backward(ctx, grad, _grad_slope):
-    t_in, weight, t_out, slope = ctx.saved_tensors
-    mask = [bool(n) for n in ctx.needs_input_grad[:4]]
-    grads = torch.ops.ttfs_ext._first_spike_dense_backward(grad, t_in, weight, t_out, slope, ctx.t_start, mask)
-    return (*grads, None, None)
-
-
-def _first_spike_conv2d_setup(ctx, inputs, output):
-    t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups, workspace = inputs
-    t_out, slope = output
-    ctx.save_for_backward(t_in, weight, t_out, slope)
-    ctx.mark_non_differentiable(slope)
-    ctx.args = (t_start, stride, padding, dilation, groups, alpha.dim() == 3, threshold.dim() == 3)
-    ctx.workspace = workspace
-
-
-def _first_spike_conv2d_backward(ctx, grad, _grad_slope):
-    t_in, weight, t_out, slope = ctx.saved_tensors
-    mask = [bool(n) for n in ctx.needs_input_grad[:4]]
-    grads = torch.ops.ttfs_ext._first_spike_conv2d_backward(grad, t_in, weight, t_out, slope, *ctx.args, mask,
-                                                            ctx.workspace)
-    return (*grads, None, None, None, None, None, None, None)
-
-
-def _no_double_backward(name: str):
-    def backward(ctx, *grads):
-        raise RuntimeError(f"ttfs_ext: double backward through {name} is not supported "
-                           "(use ttfs_ext.reference for higher-order gradients)")
-    return backward
-
-
-torch.library.register_autograd("ttfs_ext::dense", _dense_backward, setup_context=_dense_setup)
-torch.library.register_autograd("ttfs_ext::readout", _readout_backward, setup_context=_readout_setup)
-torch.library.register_autograd("ttfs_ext::conv2d", _conv2d_backward, setup_context=_conv2d_setup)
-torch.library.register_autograd("ttfs_ext::first_spike_dense", _first_spike_dense_backward,
-                                setup_context=_first_spike_dense_setup)
-torch.library.register_autograd("ttfs_ext::first_spike_conv2d", _first_spike_conv2d_backward,
-                                setup_context=_first_spike_conv2d_setup)
-for _name in ("_dense_backward", "_readout_backward", "_conv2d_backward", "_first_spike_dense_backward",
-              "_first_spike_conv2d_backward"):
-    torch.library.register_autograd(f"ttfs_ext::{_name}", _no_double_backward(_name[1:]),
-                                    setup_context=lambda ctx, inputs, output: None)
+# Registered in C++ (csrc/autograd.cpp): a Python autograd wrapper cost ~20-40 us per call.
 
 
 # --- autocast (CUDA) --------------------------------------------------------------------

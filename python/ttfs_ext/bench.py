@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
 import datetime
 import gc
 import importlib.util
@@ -370,7 +371,34 @@ def environment(device: str, preset_name: str, threads: int) -> dict[str, Any]:
         "loadavg_1min_before": load[0] if load else None,
         "precision_flags_at_start": _precision_flags(),
         "snntorch": _snntorch_version(),
+        "cpu_allocator": None,  # set by run_suite: the glibc malloc settings, or "default"
     }
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 32 << 20, (1 << 31) - 1
+
+
+def tune_cpu_allocator() -> Optional[dict[str, int]]:
+    """Keeps freed memory in the heap for the run: fixed glibc malloc thresholds (mmap above
+    32 MiB only, never trim). By default glibc hands freed blocks above a moving threshold back
+    to the OS, and the next call page-faults them in again: on the project's 2-core machines the
+    same convolution (2 MiB output) measured 0.4 ms or 2 ms depending on the heap's history
+    (benchmarks/NOTES.md, v1). A caching allocator (as on CUDA, or tcmalloc/jemalloc, which
+    PyTorch's CPU tuning guide recommends) behaves like the tuned setting. Every implementation
+    of a ratio runs under the same setting. Returns the settings, or None where malloc is not
+    glibc's."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) != 1 or mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) != 1:
+        return None
+    return {"M_MMAP_THRESHOLD": _MMAP_THRESHOLD, "M_TRIM_THRESHOLD": _TRIM_THRESHOLD}
 
 
 def _snntorch_version() -> Optional[str]:
@@ -406,6 +434,7 @@ class Context:
     precisions: list[Precision]
     reference_budget: int                       # bytes the sort-and-gather reference may use
     only: list[str] = field(default_factory=list)
+    tune_allocator: bool = True                 # CPU: tune_cpu_allocator() for the run
     log: Callable[[str], None] = print
 
     def selected(self, section: str, name: str) -> bool:
@@ -1301,6 +1330,8 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 def run_suite(p: Preset, ctx: Context) -> dict[str, Any]:
     """Run every selected case of preset p; returns the report (also what goes into the JSON)."""
     env = environment(ctx.device, p.name, ctx.threads)
+    if ctx.device == "cpu":
+        env["cpu_allocator"] = (tune_cpu_allocator() if ctx.tune_allocator else None) or "default"
     report: dict[str, Any] = {
         "suite": "ttfs_ext.bench", "json_version": JSON_VERSION, "environment": env, "preset": p.name,
         "preset_description": p.description, "compile": ctx.compile, "only": ctx.only,
@@ -1641,6 +1672,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shapes: full (the issue's, for a GPU), cpu (the same layers at small batches), quick "
                              "(tiny, seconds); default full on cuda, cpu on cpu")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile implementations")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="CPU: leave glibc malloc's thresholds alone (by default the suite keeps freed memory in "
+                             "the heap, so that page faults of recycled buffers do not decide the timings)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks") / "results",
                         help="folder for suite_<device>.json and .png (default benchmarks/results)")
     parser.add_argument("--readme", type=Path, default=None,
@@ -1724,7 +1758,7 @@ def _run(args: argparse.Namespace, device: str, name: str, p: Preset, names: lis
     ctx = Context(device=device, threads=threads, min_run_time=args.min_run_time or p.min_run_time, warmup=p.warmup,
                   compile=not args.no_compile, precisions=[PRECISIONS[s] for s in names],
                   reference_budget=int(args.reference_budget_gb * 2**30), only=list(args.only),
-                  log=lambda s: print(s, flush=True))
+                  tune_allocator=not args.default_malloc, log=lambda s: print(s, flush=True))
     print(f"ttfs bench: preset {name} on {device_name(device)} ({device}, {threads} threads), precisions "
           f"{', '.join(names)}, torch.compile {'on' if ctx.compile else 'off'}", flush=True)
     report = run_suite(p, ctx)

@@ -2,6 +2,8 @@
 // static initialisers register the ops; the module itself only reports how it was built.
 #include <pybind11/pybind11.h>
 
+#include "first_spike.h"
+
 #if TTFS_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -15,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
     info["version"] = TTFS_VERSION;
     info["torch_version"] = TTFS_TORCH_VERSION;
     info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
+    info["cpu_isa"] = ttfs_ext::first_spike_cpu_isa();
 #if TTFS_WITH_CUDA
     info["cuda_version"] = py::str(std::to_string(CUDART_VERSION / 1000) + "." +
                                    std::to_string((CUDART_VERSION % 1000) / 10));
@@ -24,5 +27,5 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_arch_list"] = py::none();
 #endif
     return info;
-  }, "How this library was built: version, torch version, CUDA version and architectures.");
+  }, "How this library was built: version, torch version, CUDA version and architectures, and the instruction set of the CPU scans.");
 }

@@ -1,4 +1,6 @@
 """Backend choice, fallback warnings and status."""
+import platform
+
 import pytest
 import torch
 
@@ -29,6 +31,11 @@ def test_status_reports_build():
     assert info["built_with_torch"].split("+")[0].rsplit(".", 1)[0] == torch.__version__.split("+")[0].rsplit(".", 1)[0]
     if not info["with_cuda"]:
         assert info["cuda_arch_list"] is None and info["built_with_cuda"] is None
+    # the CPU scans' instruction set follows the CPU (GCC's target_clones on x86-64 Linux)
+    assert info["cpu_isa"] in ("x86-64-v4", "x86-64-v3", "baseline")
+    flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
+    if platform.machine() == "x86_64" and all(f"avx512{x}" in flags for x in ("f", "bw", "cd", "dq", "vl")):
+        assert info["cpu_isa"] == "x86-64-v4"
 
 
 def test_explicit_backends(case):

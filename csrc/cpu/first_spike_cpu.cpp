@@ -1,6 +1,9 @@
 // CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_cuda.cu.
 // A task owns whole rows (forward, grad_input) or whole splits of rows (grad_weight), and
-// the inner loops run over outputs or inputs so that they vectorise.
+// the inner loops run over outputs or inputs so that they vectorise. The inner loops are
+// compiled for AVX-512, AVX2 and the x86-64 baseline, picked at load time by the CPU
+// (GCC's target_clones: only these functions get the wider code, so nothing built for
+// AVX-512 can be shared with, and run on, a CPU without it).
 #include "first_spike.h"
 
 #include <ATen/Parallel.h>
@@ -17,6 +20,12 @@ namespace {
 constexpr int64_t kGrainWork = 32768;  // multiply-adds per parallel task, at least
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define TTFS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TTFS_CPU_CLONES
+#endif
+
 int64_t grain_rows(int64_t work_per_row) { return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_row)); }
 
 // x[0, n) as float64: x itself, or converted into buf. The inner loops then run on doubles
@@ -29,6 +38,31 @@ const double* as_double(const scalar_t* x, int64_t n, std::vector<double>& buf) 
     buf.resize(n);
     for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<double>(x[i]);
     return buf.data();
+  }
+}
+
+// Segment [start, end] of one row for the silent neurons o in [begin, n): slope b = alpha + S
+// and crossing (theta + P) / b; the first segment with b > 0 and a crossing <= end holds the
+// spike. & and selects rather than && and branches: the loop vectorises.
+TTFS_CPU_CLONES void test_segment(const double* __restrict A, const double* __restrict Th,
+                                  const double* __restrict S, const double* __restrict P, double* __restrict t_rel,
+                                  double* __restrict slope, int64_t begin, int64_t n, double start, double end) {
+  for (int64_t o = begin; o < n; ++o) {
+    const double b = A[o] + S[o];
+    const double cross = (Th[o] + P[o]) / b;
+    const bool hit = (t_rel[o] == kInf) & (b > 0.0) & (cross <= end);
+    const double t_hit = cross < start ? start : cross;
+    t_rel[o] = hit ? t_hit : t_rel[o];
+    slope[o] = hit ? b : slope[o];
+  }
+}
+
+// The input arriving at `end` with weights w adds w to the slopes and w * end to P.
+TTFS_CPU_CLONES void add_arrival(double* __restrict S, double* __restrict P, const double* __restrict w,
+                                 int64_t begin, int64_t n, double end) {
+  for (int64_t o = begin; o < n; ++o) {
+    S[o] += w[o];
+    P[o] += w[o] * end;
   }
 }
 
@@ -71,21 +105,10 @@ void forward_impl(const FirstSpikeForwardParams& p) {
         while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
         if (first_silent == O) break;
         const double end = k < K ? static_cast<double>(tau_r[k]) : kInf;  // +inf: last segment
-        for (int64_t o = first_silent; o < O; ++o) {
-          const double b = A[o] + S[o];
-          const double cross = (Th[o] + P[o]) / b;
-          // & and selects rather than && and branches: the loop vectorises.
-          const bool hit = (t_rel[o] == kInf) & (b > 0.0) & (cross <= end);
-          const double t_hit = cross < start ? start : cross;
-          t_rel[o] = hit ? t_hit : t_rel[o];
-          slope[o] = hit ? b : slope[o];
-        }
+        test_segment(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), first_silent, O, start,
+                     end);
         if (end == kInf) break;  // padding sorts last and never arrives
-        const double* w_k = w + order_r[k] * O;
-        for (int64_t o = first_silent; o < O; ++o) {
-          S[o] += w_k[o];
-          P[o] += w_k[o] * end;
-        }
+        add_arrival(S.data(), P.data(), w + order_r[k] * O, first_silent, O, end);
         start = end;
       }
       scalar_t* t_out_r = t_out + r * p.out_ld;
@@ -98,6 +121,19 @@ void forward_impl(const FirstSpikeForwardParams& p) {
       }
     }
   });
+}
+
+// acc[k] += go w[k] [tp[k] < to]. bool times double, not ?:, which GCC (trapping math) does
+// not vectorise well.
+TTFS_CPU_CLONES void add_grad_input(double* __restrict acc, const double* __restrict tp, const double* __restrict w,
+                                    int64_t n, double go, double to) {
+  for (int64_t k = 0; k < n; ++k) acc[k] += (tp[k] < to) * (go * w[k]);
+}
+
+// acc[k] += go (min(tp[k], to) - to): go (t' - t_out) where t' < t_out, else 0 (also for +inf padding).
+TTFS_CPU_CLONES void add_grad_weight(double* __restrict acc, const double* __restrict tp, int64_t n, double go,
+                                     double to) {
+  for (int64_t k = 0; k < n; ++k) acc[k] += go * (std::min(tp[k], to) - to);
 }
 
 // grad_patch[r, k] = sum_o g[r, o] W[o, k] [t'[r, k] < t_out[r, o]]; o outer, k inner.
@@ -118,9 +154,7 @@ void grad_input_impl(const FirstSpikeGradInputParams& p) {
         const double go = static_cast<double>(g[r * p.out_ld + o]);
         if (go == 0.0) continue;  // silent neurons and those without gradient
         const double to = static_cast<double>(t_out[r * p.out_ld + o]);
-        const double* w_o = weight + o * K;
-        // bool times double, not ?:, which GCC (trapping math) does not vectorise well
-        for (int64_t k = 0; k < K; ++k) acc[k] += (tp[k] < to) * (go * w_o[k]);
+        add_grad_input(acc.data(), tp, weight + o * K, K, go, to);
       }
       for (int64_t k = 0; k < K; ++k) grad_patch[r * K + k] = static_cast<scalar_t>(acc[k]);
     }
@@ -147,9 +181,7 @@ void grad_weight_impl(const FirstSpikeGradWeightParams& p) {
           const double go = static_cast<double>(g[r * p.out_ld + o]);
           if (go == 0.0) continue;
           const double to = static_cast<double>(t_out[r * p.out_ld + o]);
-          double* acc_o = acc + o * K;
-          // min(t', t_out) - t_out: t' - t_out where t' < t_out, else 0 (also for +inf padding)
-          for (int64_t k = 0; k < K; ++k) acc_o[k] += go * (std::min(tp[k], to) - to);
+          add_grad_weight(acc + o * K, tp, K, go, to);
         }
       }
     }
@@ -159,6 +191,15 @@ void grad_weight_impl(const FirstSpikeGradWeightParams& p) {
 constexpr const char* kDtypeError = "first_spike kernels support float64 and float32 only";
 
 }  // namespace
+
+const char* first_spike_cpu_isa() {
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+  // The order of the resolver of TTFS_CPU_CLONES.
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+  return "baseline";
+}
 
 const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* /*stream*/) {
   if (p.rows == 0 || p.outputs == 0) return nullptr;

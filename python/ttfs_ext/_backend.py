@@ -122,6 +122,7 @@ def status() -> dict[str, Any]:
         "cuda_arch_list": None,
         "built_with_torch": None,
         "built_with_cuda": None,
+        "cpu_isa": None,
     }
     if _C is not None:
         built = _C.build_info()
@@ -130,6 +131,7 @@ def status() -> dict[str, Any]:
             cuda_arch_list=built["cuda_arch_list"],
             built_with_torch=built["torch_version"],
             built_with_cuda=built["cuda_version"],
+            cpu_isa=built.get("cpu_isa"),  # the event scans' AVX-512 / AVX2 / baseline code
         )
     info.update(
         torch_version=torch.__version__,

@@ -75,6 +75,9 @@ def test_layers_and_networks(quick_run):
                 assert "na" in entry  # --no-compile
                 continue
             assert entry["median_ms"] > 0, (record["name"], mode, impl)
+            # interleaved rounds: one median per round, the time is their median
+            assert report["rounds"] == 2 and len(entry["rounds_ms"]) == 2
+            assert entry["median_ms"] == pytest.approx(sum(entry["rounds_ms"]) / 2)
             seen.add((mode, impl))
         assert {m for m, _ in seen} == set(bench.MODES)
         assert {"kernel", "reference", "twin"} <= {i for _, i in seen}

@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import copy
 import ctypes
+import dataclasses
 import datetime
 import gc
 import importlib.util
@@ -43,6 +44,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -206,8 +208,9 @@ class Preset:
     events: list[EventCase]
     simulate: list[SimulateCase]
     stepped: list[SteppedCase]
-    min_run_time: float              # seconds per blocked_autorange
+    min_run_time: float              # seconds of timing per implementation and mode (split over the rounds)
     warmup: int = 2
+    rounds: int = 1                  # interleaved rounds (see time_interleaved)
 
 
 def vgg16_conv_shapes(size: int) -> list[tuple[int, int, int, int]]:
@@ -243,7 +246,7 @@ def _full() -> Preset:
                   for c in _conv_cases("vgg16-cifar", 32, 128)]],
         simulate=[SimulateCase("vgg16-cifar", 128, repeats=3)],
         stepped=[SteppedCase("fc2", 256, 784, 340)],
-        min_run_time=1.0)
+        min_run_time=1.5, rounds=3)
 
 
 def _cpu() -> Preset:
@@ -260,7 +263,7 @@ def _cpu() -> Preset:
                   for c_in, c_out, s in ((3, 64, 32), (64, 64, 32), (256, 256, 8), (512, 512, 2))]],
         simulate=[SimulateCase("vgg16-cifar", 8)],
         stepped=[SteppedCase("fc2", 32, 784, 340)],
-        min_run_time=0.25)
+        min_run_time=0.5, rounds=5)
 
 
 TINY_VGG = ([8, "P", 16, "P"], [16])
@@ -275,7 +278,7 @@ def _quick() -> Preset:
         events=[EventCase("dense", "linear", 16, 64, 32), EventCase("conv", "conv2d", 2, 4, 8, 8)],
         simulate=[SimulateCase("vgg-tiny", 2, config=TINY_VGG, size=8)],
         stepped=[SteppedCase("dense", 8, 64, 32)],
-        min_run_time=0.02, warmup=1)
+        min_run_time=0.04, warmup=1, rounds=2)
 
 
 PRESETS: dict[str, Callable[[], Preset]] = {"quick": _quick, "cpu": _cpu, "full": _full}
@@ -435,6 +438,7 @@ class Context:
     reference_budget: int                       # bytes the sort-and-gather reference may use
     only: list[str] = field(default_factory=list)
     tune_allocator: bool = True                 # CPU: tune_cpu_allocator() for the run
+    rounds: int = 1                             # interleaved rounds of time_interleaved
     log: Callable[[str], None] = print
 
     def selected(self, section: str, name: str) -> bool:
@@ -621,10 +625,13 @@ def _cleanup(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _time_modes(fwd: Callable[[], torch.Tensor], grad: Callable[[torch.Tensor, bool], Any],
-                ctx: Context) -> tuple[dict[str, Any], str, Optional[int]]:
+Forward = Callable[[], torch.Tensor]
+Backward = Callable[[torch.Tensor, bool], Any]
+
+
+def _time_modes(fwd: Forward, grad: Backward, ctx: Context) -> tuple[dict[str, Any], str]:
     """Times of fwd, bwd and fwd+bwd; grad(out, retain) runs the backward pass of out. Returns
-    (times per mode, how bwd was timed, peak memory of one fwd+bwd)."""
+    (times per mode, how bwd was timed)."""
     times: dict[str, Any] = {}
     times["fwd"] = measure(fwd, ctx)
     times["fwd+bwd"] = measure(lambda: grad(fwd(), False), ctx)
@@ -637,8 +644,67 @@ def _time_modes(fwd: Callable[[], torch.Tensor], grad: Callable[[torch.Tensor, b
         times["bwd"] = {"median_ms": max(times["fwd+bwd"]["median_ms"] - times["fwd"]["median_ms"], 1e-6),
                         "iqr_ms": None, "runs": None, "calls_per_run": None}
     graph.clear()
-    memory = peak_memory(lambda: grad(fwd(), False), ctx)
-    return times, method, memory
+    return times, method
+
+
+def time_interleaved(builders: dict[str, Callable[[], tuple[Forward, Backward]]], ctx: Context
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Optional[int]]]:
+    """Times fwd, fwd+bwd and bwd of every implementation (builders: name -> () -> (fwd, grad))
+    in ctx.rounds rounds. Each round times every implementation once, in an order rotated from
+    round to round, for min_run_time / rounds per mode; an implementation's time is the median
+    of its rounds' medians. Drift on a shared machine then hits every side of a ratio alike:
+    timed one implementation after the other, the same GEMM swung by tens of per cent between
+    neighbours (benchmarks/NOTES.md, v1). An implementation that fails (to build, compile or
+    run) is recorded as n/a with the reason. Returns (times[mode][impl], bwd method per
+    implementation, peak memory of one fwd+bwd per implementation)."""
+    times: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
+    methods: dict[str, str] = {}
+    memory: dict[str, Optional[int]] = {}
+    live: dict[str, tuple[Forward, Backward]] = {}
+    per_round: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def fail(impl: str, err: BaseException) -> None:
+        live.pop(impl, None)
+        for mode in MODES:
+            times[mode][impl] = _na(err)
+        memory[impl] = None
+
+    with _compile_config():
+        for impl, build in builders.items():
+            try:
+                live[impl] = build()
+            except Exception as err:  # compile set-up failures, out of memory, ...
+                fail(impl, err)
+        names = list(live)
+        rounds = max(1, ctx.rounds)
+        for r in range(rounds):
+            round_ctx = dataclasses.replace(ctx, min_run_time=ctx.min_run_time / rounds,
+                                            warmup=ctx.warmup if r == 0 else 1)
+            for impl in names[r % len(names):] + names[:r % len(names)] if names else []:
+                if impl not in live:
+                    continue
+                try:
+                    round_times, methods[impl] = _time_modes(*live[impl], round_ctx)
+                except Exception as err:
+                    fail(impl, err)
+                    continue
+                for mode in MODES:
+                    per_round.setdefault(impl, {}).setdefault(mode, []).append(round_times[mode])
+        for impl, (fwd, grad) in list(live.items()):
+            for mode in MODES:
+                rs = per_round[impl][mode]
+                medians = [x["median_ms"] for x in rs]
+                quartiles = statistics.quantiles(medians, n=4) if len(medians) > 1 else [medians[0]] * 3
+                times[mode][impl] = {"median_ms": statistics.median(medians), "iqr_ms": quartiles[2] - quartiles[0],
+                                     "rounds_ms": medians, "runs": sum(x["runs"] or 0 for x in rs),
+                                     "calls_per_run": rs[-1]["calls_per_run"]}
+            try:
+                memory[impl] = peak_memory(lambda fwd=fwd, grad=grad: grad(fwd(), False), ctx)
+            except Exception:
+                memory[impl] = None
+    live.clear()
+    _cleanup(ctx.device)
+    return times, methods, memory
 
 
 class _Upstream:
@@ -789,36 +855,27 @@ def bench_layer(case: LayerCase, p: Precision, ctx: Context) -> dict[str, Any]:
                 return record
         inputs = {"kernel": t_in, "reference": t_in, "twin": T_MIN - t_in}
         upstream = _Upstream(case.gemm()[0] * case.out_features, device)
-        times: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
-        methods: dict[str, str] = {}
-        memory: dict[str, Optional[int]] = {}
+        def builder(impl: str) -> Callable[[], tuple[Forward, Backward]]:
+            def build() -> tuple[Forward, Backward]:
+                fn = layer_function(case, impl, device)
+                leaves = [x.detach().clone().requires_grad_() for x in (inputs[impl.replace("_compiled", "")], w, b)]
+
+                def fwd() -> torch.Tensor:
+                    with _autocast(p, device):
+                        return fn(*leaves)
+
+                def grad(out: torch.Tensor, retain: bool) -> Any:
+                    return torch.autograd.grad(out, leaves, upstream(out), retain_graph=retain)
+                return fwd, grad
+            return build
+
+        impls = [impl for impl in LAYER_IMPLS if ctx.compile or impl not in COMPILED]
+        times, methods, memory = time_interleaved({impl: builder(impl) for impl in impls}, ctx)
         for impl in LAYER_IMPLS:
-            if impl in COMPILED and not ctx.compile:
+            if impl not in impls:
                 for mode in MODES:
                     times[mode][impl] = {"na": "torch.compile off (--no-compile)"}
-                continue
-            base = impl.replace("_compiled", "")
-            try:
-                with _compile_config() if impl in COMPILED else contextlib.nullcontext():
-                    fn = layer_function(case, impl, device)
-                    leaves = [x.detach().clone().requires_grad_() for x in (inputs[base], w, b)]
-
-                    def fwd(fn=fn, leaves=leaves) -> torch.Tensor:
-                        with _autocast(p, device):
-                            return fn(*leaves)
-
-                    def grad(out: torch.Tensor, retain: bool, leaves=leaves) -> Any:
-                        return torch.autograd.grad(out, leaves, upstream(out), retain_graph=retain)
-
-                    impl_times, methods[impl], memory[impl] = _time_modes(fwd, grad, ctx)
-                for mode in MODES:
-                    times[mode][impl] = impl_times[mode]
-            except Exception as err:  # compile failures, out of memory, ...
-                for mode in MODES:
-                    times[mode].setdefault(impl, _na(err))
                 memory[impl] = None
-            finally:
-                _cleanup(device)
         record.update(times_ms=times, bwd_method=methods, peak_mem_bytes=memory,
                       ratios=_ratios(times, LAYER_IMPLS),
                       gflops={impl: {mode: costs["flops"][mode] / times[mode][impl]["median_ms"] / 1e6
@@ -922,40 +979,37 @@ def bench_network(case: NetworkCase, p: Precision, ctx: Context) -> dict[str, An
             if not ok:
                 record["check"]["reason"] = "kernel network disagrees with the float64 reference: case aborted"
                 return record
-        times: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
-        methods: dict[str, str] = {}
-        memory: dict[str, Optional[int]] = {}
-        for impl in NETWORK_IMPLS:
-            if impl in COMPILED and not ctx.compile:
-                for mode in MODES:
-                    times[mode][impl] = {"na": "torch.compile off (--no-compile)"}
-                continue
+        def builder(impl: str) -> Callable[[], tuple[Forward, Backward]]:
             base = impl.replace("_compiled", "")
             model = twin if base == "twin" else net
             backend = {"kernel": device, "reference": "reference", "twin": None}[base]
             params = list(model.parameters())
-            try:
-                with _compile_config() if impl in COMPILED else contextlib.nullcontext():
-                    module = _compile(model) if impl in COMPILED else model
 
-                    def fwd(module=module, backend=backend) -> torch.Tensor:
-                        with _backend(backend), _autocast(p, device):
-                            return F.cross_entropy(module(x).float(), y)
+            def build() -> tuple[Forward, Backward]:
+                module = _compile(model) if impl in COMPILED else model
 
-                    def grad(loss: torch.Tensor, retain: bool, params=params, backend=backend) -> Any:
-                        with _backend(backend):
-                            return torch.autograd.grad(loss, params, retain_graph=retain)
+                def fwd() -> torch.Tensor:
+                    with _backend(backend), _autocast(p, device):
+                        return F.cross_entropy(module(x).float(), y)
 
-                    impl_times, methods[impl], memory[impl] = _time_modes(fwd, grad, ctx)
+                def grad(loss: torch.Tensor, retain: bool) -> Any:
+                    with _backend(backend):
+                        return torch.autograd.grad(loss, params, retain_graph=retain)
+                return fwd, grad
+            return build
+
+        impls = [impl for impl in NETWORK_IMPLS if ctx.compile or impl not in COMPILED]
+        if any(impl in COMPILED for impl in impls):
+            torch._dynamo.reset()  # each compiled implementation's graphs stay cached for the rounds
+        try:
+            times, methods, memory = time_interleaved({impl: builder(impl) for impl in impls}, ctx)
+        finally:
+            torch._dynamo.reset()
+        for impl in NETWORK_IMPLS:
+            if impl not in impls:
                 for mode in MODES:
-                    times[mode][impl] = impl_times[mode]
-            except Exception as err:
-                for mode in MODES:
-                    times[mode].setdefault(impl, _na(err))
+                    times[mode][impl] = {"na": "torch.compile off (--no-compile)"}
                 memory[impl] = None
-            finally:
-                torch._dynamo.reset()
-                _cleanup(device)
         record.update(times_ms=times, bwd_method=methods, peak_mem_bytes=memory, ratios=_ratios(times, NETWORK_IMPLS),
                       gflops={impl: {mode: record["flops"][mode] / times[mode][impl]["median_ms"] / 1e6
                                      for mode in MODES if "median_ms" in times[mode].get(impl, {})}
@@ -1065,35 +1119,27 @@ def bench_event(ev: EventCase, ctx: Context) -> dict[str, Any]:
     if not check["passed"]:
         record["check"]["reason"] = "event kernel disagrees with the reference in float64: case aborted"
         return record
-    times: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
-    memory: dict[str, Optional[int]] = {}
     runs = [("kernel", device, case.batch)]
     if ref_batch is not None:
         if ref_batch != case.batch:
             runs.append(("kernel_at_reference_batch", device, ref_batch))
         runs.append(("reference", "reference", ref_batch))
-    for impl, backend, batch in runs:
-        fn = event_function(case, backend)
-        try:
+    def builder(backend: str, batch: int) -> Callable[[], tuple[Forward, Backward]]:
+        def build() -> tuple[Forward, Backward]:
+            fn = event_function(case, backend)
             leaves = [x[:batch].detach().clone().requires_grad_() if i == 0 else x.detach().clone().requires_grad_()
                       for i, x in enumerate((t_in, w, alpha, theta))]
             upstream = _Upstream(case.gemm(batch)[0] * case.out_features, device)
 
-            def fwd(fn=fn, leaves=leaves) -> torch.Tensor:
+            def fwd() -> torch.Tensor:
                 return fn(*leaves)
 
-            def grad(out: torch.Tensor, retain: bool, leaves=leaves, upstream=upstream) -> Any:
+            def grad(out: torch.Tensor, retain: bool) -> Any:
                 return torch.autograd.grad(out, leaves, upstream(out), retain_graph=retain)
+            return fwd, grad
+        return build
 
-            impl_times, _, memory[impl] = _time_modes(fwd, grad, ctx)
-            for mode in MODES:
-                times[mode][impl] = impl_times[mode]
-        except Exception as err:
-            for mode in MODES:
-                times[mode].setdefault(impl, _na(err))
-            memory[impl] = None
-        finally:
-            _cleanup(device)
+    times, _, memory = time_interleaved({impl: builder(backend, batch) for impl, backend, batch in runs}, ctx)
     ratios = {}
     for mode in MODES:
         kernel_same = times[mode].get("kernel_at_reference_batch", times[mode].get("kernel", {}))
@@ -1336,10 +1382,12 @@ def run_suite(p: Preset, ctx: Context) -> dict[str, Any]:
         "suite": "ttfs_ext.bench", "json_version": JSON_VERSION, "environment": env, "preset": p.name,
         "preset_description": p.description, "compile": ctx.compile, "only": ctx.only,
         "precisions": [q.name for q in ctx.precisions], "min_run_time_s": ctx.min_run_time, "warmup": ctx.warmup,
+        "rounds": ctx.rounds,
         "reference_budget_bytes": ctx.reference_budget,
         "window": {"t_start": T_START, "t_min": T_MIN, "t_max": T_MAX},
         "notes": {
-            "times": "median ms of torch.utils.benchmark blocked_autorange after warm-up; fwd = forward with autograd "
+            "times": "ms: the median over interleaved rounds (rounds_ms; each round times every implementation once) "
+                     "of torch.utils.benchmark blocked_autorange medians after warm-up; fwd = forward with autograd "
                      "recording, bwd = backward alone (retain_graph), fwd+bwd = both",
             "peak_memory": PEAK_MEMORY_METHOD[ctx.device],
             "input_checks": "the NaN/inf data check of ttfs_ext is off while timing (ttfs_ext_status shows the setting "
@@ -1685,7 +1733,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precisions", default=None,
                         help="comma-separated subset of float32,tf32,bfloat16 (CUDA; CPU runs float32 only)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument("--min-run-time", type=float, default=None, help="seconds per timing (default: the preset's)")
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="seconds of timing per implementation and mode (default: the preset's)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved rounds over the implementations of a case (default: the preset's)")
     parser.add_argument("--reference-budget-gb", type=float, default=4.0,
                         help="memory the sort-and-gather event reference may use (default 4 GiB)")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="JSON",
@@ -1758,7 +1809,8 @@ def _run(args: argparse.Namespace, device: str, name: str, p: Preset, names: lis
     ctx = Context(device=device, threads=threads, min_run_time=args.min_run_time or p.min_run_time, warmup=p.warmup,
                   compile=not args.no_compile, precisions=[PRECISIONS[s] for s in names],
                   reference_budget=int(args.reference_budget_gb * 2**30), only=list(args.only),
-                  tune_allocator=not args.default_malloc, log=lambda s: print(s, flush=True))
+                  tune_allocator=not args.default_malloc, rounds=args.rounds or p.rounds,
+                  log=lambda s: print(s, flush=True))
     print(f"ttfs bench: preset {name} on {device_name(device)} ({device}, {threads} threads), precisions "
           f"{', '.join(names)}, torch.compile {'on' if ctx.compile else 'off'}", flush=True)
     report = run_suite(p, ctx)

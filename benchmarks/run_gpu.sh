@@ -19,12 +19,20 @@ export PYTHONUNBUFFERED=1
 } 2>&1 | tee "$out/gpu_tests.log"
 python benchmarks/bench_layers.py --device cuda --out "$out/layers_cuda.json" 2>&1 | tee "$out/layers_cuda.log"
 # The performance suite, split so that each part stays under the device tool's 10-minute limit
-# (run the parts in separate calls with PART=layers|networks|events|all).
+# (estimates, not yet measured: 3 interleaved rounds of 0.1 s per timing, ~10 s per torch.compile).
+# Run the parts in separate calls: PART=layers-a|layers-b|layers-lowp|networks|events; each writes
+# its own folder $out/<part>/ (suite_cuda_partial.json, .png, log). Merge the tables with
+# `python benchmarks/bench_suite.py --from-json <the parts' JSON files> --readme README.md`.
+suite() {  # suite <part> <bench_suite arguments...>
+  mkdir -p "$out/$1"
+  python benchmarks/bench_suite.py --device cuda --preset full --min-run-time 0.3 --out "$out/$1" "${@:2}" 2>&1 \
+    | tee "$out/$1/suite.log"
+}
 case "${PART:-all}" in
-  layers|all) python benchmarks/bench_suite.py --device cuda --preset full --only layer/ --out "$out" 2>&1 \
-                | tee "$out/suite_cuda_layers.log" ;;&
-  networks|all) python benchmarks/bench_suite.py --device cuda --preset full --only network/ --only timestepped \
-                  --out "$out" 2>&1 | tee "$out/suite_cuda_networks.log" ;;&
-  events|all) python benchmarks/bench_suite.py --device cuda --preset full --only event/ --only simulate/ \
-                --out "$out" 2>&1 | tee "$out/suite_cuda_events.log" ;;
+  layers-a|all) suite layers-a --precisions float32 --only layer/fc2 --only layer/vgg16-dense \
+                  --only layer/vgg16-cifar ;;&
+  layers-b|all) suite layers-b --precisions float32 --only layer/vgg16-places ;;&
+  layers-lowp|all) suite layers-lowp --precisions tf32,bfloat16 --no-compile --only layer/ ;;&
+  networks|all) suite networks --only network/ --only timestepped ;;&
+  events|all) suite events --only event/ --only simulate/ ;;
 esac

@@ -246,7 +246,7 @@ def _full() -> Preset:
                   for c in _conv_cases("vgg16-cifar", 32, 128)]],
         simulate=[SimulateCase("vgg16-cifar", 128, repeats=3)],
         stepped=[SteppedCase("fc2", 256, 784, 340)],
-        min_run_time=1.5, rounds=3)
+        min_run_time=1.0, rounds=3)
 
 
 def _cpu() -> Preset:

@@ -42,6 +42,25 @@ std::array<bool, 4> neuron_mask(AutogradContext* ctx) {
   return {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2), ctx->needs_input_grad(3)};
 }
 
+// The convolution geometry, kept for the backward.
+struct Geometry {
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+};
+
+void save_geometry(AutogradContext* ctx, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                   c10::IntArrayRef dilation, int64_t groups) {
+  ctx->saved_data["stride"] = stride;
+  ctx->saved_data["padding"] = padding;
+  ctx->saved_data["dilation"] = dilation;
+  ctx->saved_data["groups"] = groups;
+}
+
+Geometry saved_geometry(AutogradContext* ctx) {
+  auto& d = ctx->saved_data;
+  return {d["stride"].toIntVector(), d["padding"].toIntVector(), d["dilation"].toIntVector(), d["groups"].toInt()};
+}
+
 // --- dense: t_out = min(t_max - (W (t_min - t_in) + b), t_max) ---------------------------
 
 class DenseFunction : public torch::autograd::Function<DenseFunction> {
@@ -112,10 +131,7 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
     ctx->save_for_backward({t_in, weight, t_out});
     ctx->saved_data["t_min"] = t_min;
     ctx->saved_data["t_max"] = t_max;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["groups"] = groups;
+    save_geometry(ctx, stride, padding, dilation, groups);
     ctx->saved_data["has_bias"] = bias.has_value();
     ctx->saved_data["bias_per_position"] = bias.has_value() && bias->dim() == 3;
     return t_out;
@@ -128,10 +144,11 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
                          std::array<bool, 3>)>("ttfs_ext::_conv2d_backward");
     const auto saved = ctx->get_saved_variables();
     auto& d = ctx->saved_data;
+    const Geometry g = saved_geometry(ctx);
     const auto [g_in, g_w, g_b] =
-        op.call(grads[0], saved[0], saved[1], saved[2], d["t_min"].toDouble(), d["t_max"].toDouble(),
-                d["stride"].toIntVector(), d["padding"].toIntVector(), d["dilation"].toIntVector(),
-                d["groups"].toInt(), d["bias_per_position"].toBool(), layer_mask(ctx, d["has_bias"].toBool()));
+        op.call(grads[0], saved[0], saved[1], saved[2], d["t_min"].toDouble(), d["t_max"].toDouble(), g.stride,
+                g.padding, g.dilation, g.groups, d["bias_per_position"].toBool(),
+                layer_mask(ctx, d["has_bias"].toBool()));
     return {g_in, g_w, g_b, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -179,10 +196,7 @@ class FirstSpikeConv2dFunction : public torch::autograd::Function<FirstSpikeConv
     ctx->save_for_backward({t_in, weight, t_out, slope});
     ctx->mark_non_differentiable({slope});
     ctx->saved_data["t_start"] = t_start;
-    ctx->saved_data["stride"] = stride;
-    ctx->saved_data["padding"] = padding;
-    ctx->saved_data["dilation"] = dilation;
-    ctx->saved_data["groups"] = groups;
+    save_geometry(ctx, stride, padding, dilation, groups);
     ctx->saved_data["workspace"] = workspace;
     ctx->saved_data["alpha_per_position"] = alpha.dim() == 3;
     ctx->saved_data["threshold_per_position"] = threshold.dim() == 3;
@@ -196,10 +210,10 @@ class FirstSpikeConv2dFunction : public torch::autograd::Function<FirstSpikeConv
                          std::array<bool, 4>, int64_t)>("ttfs_ext::_first_spike_conv2d_backward");
     const auto saved = ctx->get_saved_variables();
     auto& d = ctx->saved_data;
+    const Geometry g = saved_geometry(ctx);
     const auto [g_in, g_w, g_a, g_th] =
-        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], d["t_start"].toDouble(), d["stride"].toIntVector(),
-                d["padding"].toIntVector(), d["dilation"].toIntVector(), d["groups"].toInt(),
-                d["alpha_per_position"].toBool(), d["threshold_per_position"].toBool(), neuron_mask(ctx),
+        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], d["t_start"].toDouble(), g.stride, g.padding,
+                g.dilation, g.groups, d["alpha_per_position"].toBool(), d["threshold_per_position"].toBool(), neuron_mask(ctx),
                 d["workspace"].toInt());
     variable_list out{g_in, g_w, g_a, g_th};
     out.resize(11);  // no gradient for t_start .. workspace

@@ -680,7 +680,8 @@ def time_interleaved(builders: dict[str, Callable[[], tuple[Forward, Backward]]]
         for r in range(rounds):
             round_ctx = dataclasses.replace(ctx, min_run_time=ctx.min_run_time / rounds,
                                             warmup=ctx.warmup if r == 0 else 1)
-            for impl in names[r % len(names):] + names[:r % len(names)] if names else []:
+            shift = r % len(names) if names else 0
+            for impl in names[shift:] + names[:shift]:
                 if impl not in live:
                     continue
                 try:

@@ -60,6 +60,22 @@ def test_nan_and_inf_spike_times(dense, backend):
             TF.encode(t)
 
 
+def test_finiteness_check_is_exact_when_the_sum_overflows():
+    # The check proves finiteness by a finite sum; a sum that overflows must fall back to the
+    # exact test, not reject large finite times.
+    from ttfs_ext.functional import _all_finite
+    big = torch.full((4, 5), 3e38)  # float32: finite elements, infinite sum
+    assert not torch.isfinite(big.sum())
+    assert _all_finite(big)
+    TF.encode(big)  # no error
+    both = torch.tensor([float("inf"), -float("inf"), 1.0])  # sum NaN
+    assert not _all_finite(both)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = big.clone()
+        t[2, 3] = bad
+        assert not _all_finite(t)
+
+
 def test_input_checks_can_be_turned_off(dense):
     t_in, w, b, t_min, t_max = dense
     t = t_in.clone()

@@ -46,12 +46,20 @@ def _window(op: str, t_min: Window, t_max: Window, names: tuple[str, str] = ("t_
     return lo, hi
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """True if t has no NaN or inf. A finite sum proves it in one vectorised read (a NaN or inf
+    element makes the sum NaN or inf); only a non-finite sum, which float overflow can also
+    cause, pays for the exact test. torch.isfinite(t).all() costs ~60x the sum on CPU (four
+    passes and two temporaries): a per-call tax the FC2 network step measured at 40 %."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
 def _check_times(op: str, t_in: torch.Tensor, name: str = "t_in") -> None:
     if not isinstance(t_in, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a tensor, got {type(t_in).__name__}")
     if t_in.dtype not in _TIME_DTYPES:
         raise TypeError(f"{op}: {name} (spike times) must be float32 or float64, got {t_in.dtype}")
-    if _backend.input_checks_enabled() and t_in.numel() and not bool(torch.isfinite(t_in).all()):
+    if _backend.input_checks_enabled() and t_in.numel() and not _all_finite(t_in):
         raise ValueError(f"{op}: {name} contains NaN or inf spike times")
 
 
@@ -203,7 +211,7 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
     low, high = _scalar(op, "low", low), _scalar(op, "high", high)
     if not high > low:
         raise ValueError(f"{op}: need low < high, got low={low} and high={high}")
-    if _backend.input_checks_enabled() and x.numel() and not bool(torch.isfinite(x).all()):
+    if _backend.input_checks_enabled() and x.numel() and not _all_finite(x):
         raise ValueError(f"{op}: x contains NaN or inf")
     return reference.encode(x, low, high)
 
@@ -282,5 +290,5 @@ def _check_neuron_params(op: str, t_in: torch.Tensor, weight: torch.Tensor, alph
             raise TypeError(f"{op}: {name} must have the dtype of t_in ({t_in.dtype}), got {p.dtype}")
         if p.device != t_in.device:
             raise ValueError(f"{op}: {name} is on {p.device} but t_in is on {t_in.device}")
-        if _backend.input_checks_enabled() and p.numel() and not bool(torch.isfinite(p).all()):
+        if _backend.input_checks_enabled() and p.numel() and not _all_finite(p):
             raise ValueError(f"{op}: {name} contains NaN or inf")

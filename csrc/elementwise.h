@@ -62,6 +62,10 @@ struct ElementwiseBackend {
   void* stream;  // cudaStream_t on CUDA, unused on CPU
 };
 
+// How the CPU kernels' at::parallel_for runs: "openmp" or "native" (torch's thread pool), or
+// "one thread" when torch uses OpenMP but this library was compiled without it.
+const char* cpu_parallel_backend();
+
 // Defined in cpu/elementwise_cpu.cpp and cuda/elementwise_cuda.cu.
 const char* prologue_cpu(const PrologueParams& p, void* stream);
 const char* epilogue_cpu(const EpilogueParams& p, void* stream);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <utility>
 
 namespace ttfs_ext {
@@ -66,17 +67,24 @@ at::Tensor grad_over_slope(const at::Tensor& grad_out, const at::Tensor& slope) 
   return at::where(slope > 0, grad_out / slope, 0.0).contiguous();
 }
 
-// Sorts the relative arrivals tau (rows, K) and scans them. weight_t (K, O) contiguous;
+// Sorts the relative arrivals tau (rows, K), here or in the kernel (be.sorts_rows), and scans them. weight_t (K, O) contiguous;
 // alpha, threshold (param_rows, O) and t_out, slope (rows, O) are row-major views whose rows
 // may be longer than O (a group's columns).
 void scan_rows(const FirstSpikeBackend& be, const at::Tensor& tau, const at::Tensor& weight_t,
                const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& t_out,
                const at::Tensor& slope, double t_start, double t_max) {
-  const auto [sorted, order] = at::sort(tau, /*stable=*/true, /*dim=*/1, /*descending=*/false);
-  const at::Tensor s = sorted.contiguous(), idx = order.contiguous();
   FirstSpikeForwardParams p;
-  p.tau_sorted = s.const_data_ptr();
-  p.order = idx.const_data_ptr<int64_t>();
+  const at::Tensor t = tau.contiguous();
+  at::Tensor sorted, order;  // only for a backend that does not sort rows itself
+  if (be.sorts_rows) {
+    p.tau = t.const_data_ptr();
+  } else {
+    std::tie(sorted, order) = at::sort(t, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+    sorted = sorted.contiguous();
+    order = order.contiguous();
+    p.tau_sorted = sorted.const_data_ptr();
+    p.order = order.const_data_ptr<int64_t>();
+  }
   p.weight_t = weight_t.const_data_ptr();
   p.alpha = alpha.const_data_ptr();
   p.threshold = threshold.const_data_ptr();

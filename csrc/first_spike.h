@@ -19,7 +19,11 @@
 
 namespace ttfs_ext {
 
+// A backend either sorts each row itself (sorts_rows: the CPU, in per-task buffers) and reads
+// tau, or is given the rows sorted by at::sort (CUDA: a segmented sort on the device) and reads
+// tau_sorted and order. Either way ties keep input order, and +inf (padding) sorts last.
 struct FirstSpikeForwardParams {
+  const void* tau = nullptr;         // (rows, k) arrivals relative to t_start, unsorted (sorts_rows)
   const void* tau_sorted = nullptr;  // (rows, k) arrivals relative to t_start, ascending; +inf never arrives
   const int64_t* order = nullptr;    // (rows, k) index of each sorted arrival in the row's inputs
   const void* weight_t = nullptr;    // (k, outputs) the weight transposed: a row per input
@@ -73,7 +77,8 @@ struct FirstSpikeBackend {
   FirstSpikeForwardFn forward;
   FirstSpikeGradInputFn grad_input;
   FirstSpikeGradWeightFn grad_weight;
-  void* stream;  // cudaStream_t on CUDA, unused on CPU
+  void* stream;             // cudaStream_t on CUDA, unused on CPU
+  bool sorts_rows = false;  // forward reads tau and sorts each row itself (see FirstSpikeForwardParams)
 };
 
 // Defined in cpu/first_spike_cpu.cpp and cuda/first_spike_cuda.cu.

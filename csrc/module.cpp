@@ -18,6 +18,7 @@ PYBIND11_MODULE(_C, m) {
     info["torch_version"] = TTFS_TORCH_VERSION;
     info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
     info["cpu_isa"] = ttfs_ext::first_spike_cpu_isa();
+    info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
 #if TTFS_WITH_CUDA
     info["cuda_version"] = py::str(std::to_string(CUDART_VERSION / 1000) + "." +
                                    std::to_string((CUDART_VERSION % 1000) / 10));
@@ -27,5 +28,5 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_arch_list"] = py::none();
 #endif
     return info;
-  }, "How this library was built: version, torch version, CUDA version and architectures, and the instruction set of the CPU scans.");
+  }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU scans and how the CPU kernels run in parallel.");
 }

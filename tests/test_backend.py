@@ -38,6 +38,17 @@ def test_status_reports_build():
         assert info["cpu_isa"] == "x86-64-v4"
 
 
+def test_cpu_kernels_run_on_torchs_threads():
+    # An OpenMP build of torch runs at::parallel_for as an OpenMP region: a library compiled
+    # without -fopenmp runs every CPU kernel on one thread (as the first builds did).
+    info = ttfs_ext.status()
+    if not info["compiled"]:
+        pytest.skip("extension not built")
+    backend = torch.__config__.parallel_info()
+    expected = "openmp" if "parallel backend: OpenMP" in backend else "native"
+    assert info["cpu_parallel"] == expected, backend
+
+
 def test_explicit_backends(case):
     assert "ttfs_ext::(anonymous namespace)::DenseFunction" in _grad_fn_name(TF.linear(*case, backend="cpu"))
     assert "ttfs_ext" not in _grad_fn_name(TF.linear(*case, backend="reference"))

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.library import opcheck
 
+import ttfs_ext
 from ttfs_ext import functional as TF
 from ttfs_ext import reference as R
 
@@ -79,7 +80,8 @@ def _assert_mixed(ref_out, threshold, t_start, t_max):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [F64, torch.float32])
-@pytest.mark.parametrize("batch_shape, n_in, n_out", [((1,), 9, 16), ((32,), 20, 12), ((3, 5), 7, 33)])
+# n_in 70: rows longer than the CPU kernel's insertion sort (32) take its std::sort path
+@pytest.mark.parametrize("batch_shape, n_in, n_out", [((1,), 9, 16), ((32,), 20, 12), ((3, 5), 7, 33), ((6,), 70, 9)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_linear_matches_reference(device, dtype, batch_shape, n_in, n_out, seed):
     tensors, (t_start, t_max) = _linear_case(100 + seed, batch_shape, n_in, n_out)
@@ -87,6 +89,29 @@ def test_linear_matches_reference(device, dtype, batch_shape, n_in, n_out, seed)
                        lambda *a: R.first_spike_linear(*a, t_start, t_max), tensors, device, dtype)
     if ref_out.numel() >= 100:
         _assert_mixed(ref_out, tensors[3], t_start, t_max)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n_in", [7, 70])
+def test_nan_arrivals_with_checks_off_sort_last_as_in_the_reference(device, n_in):
+    # The CPU kernel sorts rows itself: NaN must sort last and ties keep input order, as
+    # at::sort (CUDA) and the reference do; then outputs agree exactly, NaN rows included.
+    (t_in, w, alpha, threshold), (t_start, t_max) = _linear_case(800 + n_in, (8,), n_in, 6)
+    # Every arrival early in the window, so that neurons fire after the last one: a NaN sorted
+    # anywhere but last (or taken for +inf padding) then changes outputs.
+    t_in = t_start + 0.3 * (t_in - t_in.min()) / (t_in.max() - t_in.min())
+    t_in[::2, 3] = float("nan")
+    t_in[1::4, 1] = float("nan")
+    ttfs_ext.set_input_checks(False)
+    try:
+        out = TF.first_spike_linear(t_in.to(device), w.to(device), alpha.to(device), threshold.to(device),
+                                    t_start, t_max, backend=device).cpu()
+        ref = R.first_spike_linear(t_in, w, alpha, threshold, t_start, t_max)
+    finally:
+        ttfs_ext.set_input_checks(True)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
+    as_padding = R.first_spike_linear(torch.nan_to_num(t_in, nan=float("inf")), w, alpha, threshold, t_start, t_max)
+    assert bool((ref != as_padding).any())  # the case tells the orders apart
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -119,6 +119,16 @@ void epilogue_dispatch(const EpilogueParams& p) {
 
 }  // namespace
 
+const char* cpu_parallel_backend() {
+#if AT_PARALLEL_OPENMP && defined(_OPENMP)
+  return "openmp";
+#elif AT_PARALLEL_OPENMP
+  return "one thread";  // the omp pragma in at::parallel_for compiled away (no -fopenmp)
+#else
+  return "native";
+#endif
+}
+
 // CPU kernels support float64 and float32 spike times with matrices of the same dtype.
 const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   if (p.numel == 0) return nullptr;

@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -38,6 +39,43 @@ const double* as_double(const scalar_t* x, int64_t n, std::vector<double>& buf) 
     buf.resize(n);
     for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<double>(x[i]);
     return buf.data();
+  }
+}
+
+// An input of a row: its arrival time (relative to t_start) and its index in the row.
+struct Arrival {
+  double time;
+  int64_t index;
+};
+
+// The order of at::sort(stable=true), which the CUDA path and the reference use: ascending
+// times, ties in input order, NaN last. NaN arrives only with input checks off, so rows
+// without one take the plain comparison.
+inline bool arrives_before(const Arrival& a, const Arrival& b) {
+  return a.time < b.time || (a.time == b.time && a.index < b.index);
+}
+inline bool arrives_before_nan_last(const Arrival& a, const Arrival& b) {
+  const bool a_nan = std::isnan(a.time), b_nan = std::isnan(b.time);
+  if (a_nan != b_nan) return b_nan;
+  return a_nan ? a.index < b.index : arrives_before(a, b);
+}
+
+// Sorts one row's arrivals in place. Short rows (a 3-channel 3x3 conv has 27 inputs) by
+// insertion, which beats at::sort's per-row merge sort and its (rows, K) value and index
+// tensors several times over there; longer rows by std::sort, which the unique (time, index)
+// keys make stable.
+template <typename Before>
+void sort_arrivals(Arrival* a, int64_t n, Before before) {
+  constexpr int64_t kInsertionMax = 32;
+  if (n > kInsertionMax) {
+    std::sort(a, a + n, before);
+    return;
+  }
+  for (int64_t i = 1; i < n; ++i) {
+    const Arrival x = a[i];
+    int64_t j = i;
+    for (; j > 0 && before(x, a[j - 1]); --j) a[j] = a[j - 1];
+    a[j] = x;
   }
 }
 
@@ -73,7 +111,7 @@ TTFS_CPU_CLONES void add_arrival(double* __restrict S, double* __restrict P, con
 // still silent; the row stops once every neuron has fired.
 template <typename scalar_t>
 void forward_impl(const FirstSpikeForwardParams& p) {
-  const auto* tau = static_cast<const scalar_t*>(p.tau_sorted);
+  const auto* tau = static_cast<const scalar_t*>(p.tau);  // unsorted: the CPU backend sorts rows
   const auto* wt = static_cast<const scalar_t*>(p.weight_t);
   const auto* alpha = static_cast<const scalar_t*>(p.alpha);
   const auto* theta = static_cast<const scalar_t*>(p.threshold);
@@ -85,11 +123,18 @@ void forward_impl(const FirstSpikeForwardParams& p) {
     const double* w = as_double(wt, K * O, wt_buf);
     // Per neuron: alpha, theta, prefix sums S and P, spike time relative to t_start, slope there.
     std::vector<double> A(O), Th(O), S(O), P(O), t_rel(O), slope(O);
+    std::vector<Arrival> arrivals(K);
     for (int64_t r = begin; r < end_row; ++r) {
       const scalar_t* alpha_r = alpha + (r % p.param_rows) * p.param_ld;
       const scalar_t* theta_r = theta + (r % p.param_rows) * p.param_ld;
       const scalar_t* tau_r = tau + r * K;
-      const int64_t* order_r = p.order + r * K;
+      bool has_nan = false;
+      for (int64_t k = 0; k < K; ++k) {
+        arrivals[k] = {static_cast<double>(tau_r[k]), k};
+        has_nan |= std::isnan(arrivals[k].time);
+      }
+      if (has_nan) sort_arrivals(arrivals.data(), K, arrives_before_nan_last);
+      else sort_arrivals(arrivals.data(), K, arrives_before);
       for (int64_t o = 0; o < O; ++o) {
         A[o] = static_cast<double>(alpha_r[o]);
         Th[o] = static_cast<double>(theta_r[o]);
@@ -104,11 +149,11 @@ void forward_impl(const FirstSpikeForwardParams& p) {
       for (int64_t k = 0;; ++k) {
         while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
         if (first_silent == O) break;
-        const double end = k < K ? static_cast<double>(tau_r[k]) : kInf;  // +inf: last segment
+        const double end = k < K ? arrivals[k].time : kInf;  // +inf: last segment
         test_segment(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), first_silent, O, start,
                      end);
         if (end == kInf) break;  // padding sorts last and never arrives
-        add_arrival(S.data(), P.data(), w + order_r[k] * O, first_silent, O, end);
+        add_arrival(S.data(), P.data(), w + arrivals[k].index * O, first_silent, O, end);
         start = end;
       }
       scalar_t* t_out_r = t_out + r * p.out_ld;

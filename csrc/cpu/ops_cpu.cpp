@@ -11,7 +11,8 @@ namespace {
 ElementwiseBackend cpu_backend() { return {prologue_cpu, epilogue_cpu, nullptr}; }
 
 FirstSpikeBackend first_spike_cpu_backend() {
-  return {first_spike_forward_cpu, first_spike_grad_input_cpu, first_spike_grad_weight_cpu, nullptr};
+  return {first_spike_forward_cpu, first_spike_grad_input_cpu, first_spike_grad_weight_cpu, nullptr,
+          /*sorts_rows=*/true};
 }
 
 at::Tensor dense_cpu(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

@@ -123,6 +123,7 @@ def status() -> dict[str, Any]:
         "built_with_torch": None,
         "built_with_cuda": None,
         "cpu_isa": None,
+        "cpu_parallel": None,
     }
     if _C is not None:
         built = _C.build_info()
@@ -132,6 +133,7 @@ def status() -> dict[str, Any]:
             built_with_torch=built["torch_version"],
             built_with_cuda=built["cuda_version"],
             cpu_isa=built.get("cpu_isa"),  # the event scans' AVX-512 / AVX2 / baseline code
+            cpu_parallel=built.get("cpu_parallel"),  # "openmp"/"native"; "one thread": built without OpenMP
         )
     info.update(
         torch_version=torch.__version__,

@@ -25,7 +25,7 @@ from torch.utils.benchmark import Timer
 
 import ttfs_ext
 from ttfs_ext import functional as TF
-from ttfs_ext.bench import device_name
+from ttfs_ext.bench import device_name, tune_cpu_allocator
 
 T_MIN, WIDTH = 1.0, 10.0
 T_MAX = T_MIN + WIDTH
@@ -173,6 +173,7 @@ def main() -> None:
     out = args.out or Path(__file__).parent / "results" / f"layers_{args.device}.json"
     dtype = getattr(torch, args.dtype)
     torch.set_num_threads(args.threads)
+    cpu_allocator = tune_cpu_allocator() if args.device == "cpu" else None  # as the suite: no page-fault noise
     ttfs_ext.set_input_checks(False)  # the NaN/inf check reads the data (and syncs on a GPU)
     load = os.getloadavg()  # other work on the machine skews CPU timings: recorded before and after
     print(f"ttfs_ext {ttfs_ext.__version__} on {device_name(args.device)} ({args.device}, {args.dtype}, "
@@ -183,7 +184,7 @@ def main() -> None:
     report = {"device": args.device, "device_name": device_name(args.device), "torch_version": torch.__version__,
               "ttfs_ext_status": ttfs_ext.status(), "git_commit": git_commit(), "dtype": args.dtype,
               "threads": args.threads, "loadavg_1min_before_after": [load[0], os.getloadavg()[0]],
-              "quick": args.quick, "input_checks": False, "window": [T_MIN, T_MAX],
+              "quick": args.quick, "input_checks": False, "cpu_allocator": cpu_allocator, "window": [T_MIN, T_MAX],
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "notes": "median of blocked_autorange; flops = 2*M*N*K GEMM part (x3 for fwd+bwd); min_bytes = "
                        "each tensor read/written once; relu = F.linear/F.conv2d + relu on x = t_min - t_in",

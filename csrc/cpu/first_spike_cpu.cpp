@@ -26,6 +26,13 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 #else
 #define TTFS_CPU_CLONES
 #endif
+// The loops a clone calls: inlined into each clone, so compiled for its ISA with it (a call
+// from one clone to another cannot be inlined).
+#if defined(__GNUC__)
+#define TTFS_INLINE inline __attribute__((always_inline))
+#else
+#define TTFS_INLINE inline
+#endif
 
 int64_t grain_rows(int64_t work_per_row) { return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_row)); }
 
@@ -82,9 +89,9 @@ void sort_arrivals(Arrival* a, int64_t n, Before before) {
 // Segment [start, end] of one row for the silent neurons o in [begin, n): slope b = alpha + S
 // and crossing (theta + P) / b; the first segment with b > 0 and a crossing <= end holds the
 // spike. & and selects rather than && and branches: the loop vectorises.
-TTFS_CPU_CLONES void test_segment(const double* __restrict A, const double* __restrict Th,
-                                  const double* __restrict S, const double* __restrict P, double* __restrict t_rel,
-                                  double* __restrict slope, int64_t begin, int64_t n, double start, double end) {
+TTFS_INLINE void test_segment(const double* __restrict A, const double* __restrict Th,
+                              const double* __restrict S, const double* __restrict P, double* __restrict t_rel,
+                              double* __restrict slope, int64_t begin, int64_t n, double start, double end) {
   for (int64_t o = begin; o < n; ++o) {
     const double b = A[o] + S[o];
     const double cross = (Th[o] + P[o]) / b;
@@ -95,12 +102,53 @@ TTFS_CPU_CLONES void test_segment(const double* __restrict A, const double* __re
   }
 }
 
+// Whether a silent neuron in [begin, n) may fire in the segment ending at `end`: the test of
+// test_segment without its division, theta + P <= end * b, loosened by 8 ulp and by DBL_MIN
+// (underflow), so that it never rejects a crossing the division accepts (fl(num / b) <= end
+// implies num <= end * b * (1 + DBL_EPSILON)). It only gates test_segment, whose division
+// (vdivpd) bounds the scan: a row of K inputs has at most O spikes in its K + 1 segments, so
+// on long rows most segments hold none and skip it. Same sums as test_segment (no FMA).
+TTFS_INLINE bool may_fire_in_segment(const double* __restrict A, const double* __restrict Th,
+                                     const double* __restrict S, const double* __restrict P,
+                                     const double* __restrict t_rel, int64_t begin, int64_t n, double end) {
+  const double bound = end * (1.0 + 8.0 * std::numeric_limits<double>::epsilon());
+  int any = 0;
+  for (int64_t o = begin; o < n; ++o) {
+    const double b = A[o] + S[o];
+    const double num = Th[o] + P[o];
+    any |= (t_rel[o] == kInf) & (b > 0.0) & (num <= bound * b + std::numeric_limits<double>::min());
+  }
+  return any != 0;
+}
+
 // The input arriving at `end` with weights w adds w to the slopes and w * end to P.
-TTFS_CPU_CLONES void add_arrival(double* __restrict S, double* __restrict P, const double* __restrict w,
-                                 int64_t begin, int64_t n, double end) {
+TTFS_INLINE void add_arrival(double* __restrict S, double* __restrict P, const double* __restrict w,
+                             int64_t begin, int64_t n, double end) {
   for (int64_t o = begin; o < n; ++o) {
     S[o] += w[o];
     P[o] += w[o] * end;
+  }
+}
+
+// The segments of one row, arrivals sorted: walk them (k outer) and test every silent neuron
+// (o inner, branch-free, so that it vectorises); stop once every neuron has fired. One clone
+// per ISA with the three loops inlined: the loops are a few vectors long, and calling each
+// as a clone of its own cost a quarter of the dense forward (benchmarks/NOTES.md, v2).
+TTFS_CPU_CLONES void scan_row(const double* __restrict A, const double* __restrict Th, double* __restrict S,
+                              double* __restrict P, double* __restrict t_rel, double* __restrict slope,
+                              const Arrival* __restrict arrivals, int64_t K, int64_t O, const double* __restrict w) {
+  double start = 0.0;
+  int64_t first_silent = 0;  // the neurons before it have all fired
+  for (int64_t k = 0;; ++k) {
+    while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
+    if (first_silent == O) return;
+    const double end = k < K ? arrivals[k].time : kInf;  // +inf: last segment
+    if (may_fire_in_segment(A, Th, S, P, t_rel, first_silent, O, end)) {
+      test_segment(A, Th, S, P, t_rel, slope, first_silent, O, start, end);
+    }
+    if (end == kInf) return;  // padding sorts last and never arrives
+    add_arrival(S, P, w + arrivals[k].index * O, first_silent, O, end);
+    start = end;
   }
 }
 
@@ -144,18 +192,7 @@ void forward_impl(const FirstSpikeForwardParams& p) {
         // theta <= 0: at threshold when integration starts; fires at t_start without gradient.
         t_rel[o] = Th[o] <= 0.0 ? 0.0 : kInf;
       }
-      double start = 0.0;
-      int64_t first_silent = 0;  // the neurons before it have all fired
-      for (int64_t k = 0;; ++k) {
-        while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
-        if (first_silent == O) break;
-        const double end = k < K ? arrivals[k].time : kInf;  // +inf: last segment
-        test_segment(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), first_silent, O, start,
-                     end);
-        if (end == kInf) break;  // padding sorts last and never arrives
-        add_arrival(S.data(), P.data(), w + arrivals[k].index * O, first_silent, O, end);
-        start = end;
-      }
+      scan_row(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), arrivals.data(), K, O, w);
       scalar_t* t_out_r = t_out + r * p.out_ld;
       scalar_t* slope_r = slope_out + r * p.out_ld;
       for (int64_t o = 0; o < O; ++o) {

@@ -1,6 +1,7 @@
 // CUDA element-wise passes of the TTFS layers; mirrors cpu/elementwise_cpu.cpp.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
 #include "elementwise.h"
+#include "cuda/launch.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -10,14 +11,6 @@
 
 namespace ttfs_ext {
 namespace {
-
-constexpr int kThreads = 256;
-
-// Bounded grid with grid-stride loops: enough blocks to fill any current GPU.
-inline unsigned int blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
-}
 
 template <typename out_t, typename in_t>
 __device__ __forceinline__ out_t cast_to(in_t v) {

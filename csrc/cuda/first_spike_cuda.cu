@@ -5,6 +5,7 @@
 // reads the weight and the patches coalesced. Products go through __dmul_rn so that nvcc
 // does not contract them into FMAs: the sums round as on the CPU and in the reference.
 #include "first_spike.h"
+#include "cuda/launch.cuh"
 
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -14,14 +15,6 @@
 
 namespace ttfs_ext {
 namespace {
-
-constexpr int kThreads = 256;
-
-// Bounded grid with grid-stride loops: enough blocks to fill any current GPU.
-inline unsigned int blocks_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535));
-}
 
 __device__ __forceinline__ int64_t thread_index() {
   return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;

@@ -6,6 +6,7 @@
 // branchy loop at ~7 ns per element against ~0.6 for ATen's threshold_backward
 // (benchmarks/NOTES.md, v1).
 #include "elementwise.h"
+#include "cpu/cpu_isa.h"
 
 #include <ATen/Parallel.h>
 
@@ -17,9 +18,10 @@ namespace {
 
 constexpr int64_t kGrain = 32768;
 
-// noinline: one vectorised copy, called per span from both paths of parallel_for.
+// One vectorised loop per span, cloned per ISA: spans that fit in L2 run at its speed only
+// with the wide vectors.
 template <typename in_t, typename out_t, bool kGate, bool kNegate>
-__attribute__((noinline)) void prologue_span(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out, int64_t n,
+TTFS_CPU_CLONES void prologue_span(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out, int64_t n,
                    in_t offset, in_t t_max) {
   for (int64_t i = 0; i < n; ++i) {
     in_t v = kNegate ? offset - in[i] : in[i] - offset;
@@ -51,7 +53,7 @@ void prologue_dispatch(const PrologueParams& p) {
 }
 
 template <typename time_t, bool kSpiking>
-inline time_t fire(time_t v, time_t t_max) {
+TTFS_INLINE time_t fire(time_t v, time_t t_max) {
   if (!kSpiking) return v;
   const time_t t = t_max - v;
   return t >= t_max ? t_max : t;  // no spike in the window: t_max (NaN stays NaN)
@@ -61,20 +63,22 @@ inline time_t fire(time_t v, time_t t_max) {
 // wrote the spike-time dtype) gets its own loop: GCC's run-time alias check would reject
 // out == u and fall back to the scalar loop.
 template <typename time_t, bool kSpiking>
-__attribute__((noinline)) void epilogue_span_inplace(time_t* __restrict io, const time_t* __restrict bias, int64_t bias_stride, int64_t n,
+TTFS_CPU_CLONES void epilogue_span_inplace(time_t* __restrict io, const time_t* __restrict bias, int64_t bias_stride, int64_t n,
                            time_t t_max) {
   if (bias == nullptr) {
     for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i], t_max);
   } else if (bias_stride == 0) {
     const time_t b = bias[0];
     for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + b, t_max);
+  } else if (bias_stride == 1) {  // a contiguous loop, not a gather
+    for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i], t_max);
   } else {
     for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i * bias_stride], t_max);
   }
 }
 
 template <typename u_t, typename time_t, bool kSpiking>
-__attribute__((noinline)) void epilogue_span(const u_t* __restrict u, const time_t* __restrict bias, int64_t bias_stride,
+TTFS_CPU_CLONES void epilogue_span(const u_t* __restrict u, const time_t* __restrict bias, int64_t bias_stride,
                    time_t* __restrict out, int64_t n, time_t t_max) {
   for (int64_t i = 0; i < n; ++i) {
     const time_t b = bias != nullptr ? bias[i * bias_stride] : time_t(0);

@@ -5,6 +5,7 @@
 // (GCC's target_clones: only these functions get the wider code, so nothing built for
 // AVX-512 can be shared with, and run on, a CPU without it).
 #include "first_spike.h"
+#include "cpu/cpu_isa.h"
 
 #include <ATen/Parallel.h>
 
@@ -20,19 +21,6 @@ namespace {
 
 constexpr int64_t kGrainWork = 32768;  // multiply-adds per parallel task, at least
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define TTFS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TTFS_CPU_CLONES
-#endif
-// The loops a clone calls: inlined into each clone, so compiled for its ISA with it (a call
-// from one clone to another cannot be inlined).
-#if defined(__GNUC__)
-#define TTFS_INLINE inline __attribute__((always_inline))
-#else
-#define TTFS_INLINE inline
-#endif
 
 int64_t grain_rows(int64_t work_per_row) { return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_row)); }
 

@@ -61,15 +61,19 @@ def test_nan_and_inf_spike_times(dense, backend):
 
 
 def test_finiteness_check_is_exact_when_the_sum_overflows():
-    # The check proves finiteness by a finite sum; a sum that overflows must fall back to the
-    # exact test, not reject large finite times.
+    # The check proves finiteness by a finite sum of squares (or sum); one that overflows must
+    # fall back to the exact test, not reject large finite times.
     from ttfs_ext.functional import _all_finite
     big = torch.full((4, 5), 3e38)  # float32: finite elements, infinite sum
     assert not torch.isfinite(big.sum())
     assert _all_finite(big)
     TF.encode(big)  # no error
+    squares = torch.full((3, 7), 2e19, dtype=torch.float32)  # finite sum, infinite sum of squares
+    assert torch.isfinite(squares.sum()) and _all_finite(squares)
+    assert _all_finite(big.t())  # not contiguous: the sum path
     both = torch.tensor([float("inf"), -float("inf"), 1.0])  # sum NaN
     assert not _all_finite(both)
+    assert not _all_finite(torch.tensor([[float("nan"), 1.0], [2.0, 3.0]]).t())
     for bad in (float("nan"), float("inf"), -float("inf")):
         t = big.clone()
         t[2, 3] = bad

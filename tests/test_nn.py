@@ -206,3 +206,21 @@ def test_signed_max_pool():
         tnn.TTFSMaxPool2d(2, channel_sign=torch.tensor([0.5]))
     with pytest.raises(ValueError, match="channel_sign has 3 entries but t_in has 2 channels"):
         pool(torch.rand(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_encode_unit_range_shortcut_is_bitwise_the_general_formula(dtype):
+    # low = 0, high = 1 skips the subtraction and division (exact there); values and
+    # gradients must equal the general formula bit for bit, the twin's input activation too.
+    from ttfs_ext import reference, train
+    x = torch.randn(257, generator=generator(11), dtype=torch.float64).to(dtype) * 1.5 + 0.5
+    x[:4] = torch.tensor([-0.0, 0.0, 1.0, float("nan")], dtype=dtype)
+    x.requires_grad_(True)
+    general = 1.0 - ((x - 0.0) / (1.0 - 0.0)).clamp(0.0, 1.0)
+    fast = reference.encode(x, 0.0, 1.0)
+    assert torch.equal(fast[4:], general[4:]) and fast[3].isnan()
+    assert torch.equal(fast[:3], general[:3])
+    g = torch.randn(257, generator=generator(12), dtype=torch.float64).to(dtype)
+    assert torch.equal(*(torch.autograd.grad(y, x, g)[0] for y in (fast, general)))
+    act = train._InputActivation(0.0, 1.0)(x)
+    assert torch.equal(act[4:], ((x - 0.0) / 1.0).clamp(0.0, 1.0)[4:])

@@ -94,6 +94,8 @@ class _InputActivation(nn.Module):
         self.low, self.high = low, high
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.low == 0.0 and self.high == 1.0:  # exactly the same values, one pass instead of three
+            return x.clamp(0.0, 1.0)
         return ((x - self.low) / (self.high - self.low)).clamp(0.0, 1.0)
 
 

@@ -83,9 +83,6 @@ struct FirstSpikeBackend {
 
 // Defined in cpu/first_spike_cpu.cpp and cuda/first_spike_cuda.cu.
 const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* stream);
-// The instruction set the CPU scans run with on this machine: "x86-64-v4" (AVX-512),
-// "x86-64-v3" (AVX2) or "baseline".
-const char* first_spike_cpu_isa();
 const char* first_spike_grad_input_cpu(const FirstSpikeGradInputParams& p, void* stream);
 const char* first_spike_grad_weight_cpu(const FirstSpikeGradWeightParams& p, void* stream);
 const char* first_spike_forward_cuda(const FirstSpikeForwardParams& p, void* stream);

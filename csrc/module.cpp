@@ -17,7 +17,7 @@ PYBIND11_MODULE(_C, m) {
     info["version"] = TTFS_VERSION;
     info["torch_version"] = TTFS_TORCH_VERSION;
     info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
-    info["cpu_isa"] = ttfs_ext::first_spike_cpu_isa();
+    info["cpu_isa"] = ttfs_ext::cpu_clone_isa();
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
 #if TTFS_WITH_CUDA
     info["cuda_version"] = py::str(std::to_string(CUDART_VERSION / 1000) + "." +

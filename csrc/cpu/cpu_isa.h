@@ -9,8 +9,10 @@
 #pragma once
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define TTFS_HAVE_CPU_CLONES 1
 #define TTFS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
+#define TTFS_HAVE_CPU_CLONES 0
 #define TTFS_CPU_CLONES
 #endif
 

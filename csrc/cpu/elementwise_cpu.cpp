@@ -133,6 +133,15 @@ const char* cpu_parallel_backend() {
 #endif
 }
 
+const char* cpu_clone_isa() {
+#if TTFS_HAVE_CPU_CLONES
+  // The order of the resolver of TTFS_CPU_CLONES.
+  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+  return "baseline";
+}
+
 // CPU kernels support float64 and float32 spike times with matrices of the same dtype.
 const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   if (p.numel == 0) return nullptr;

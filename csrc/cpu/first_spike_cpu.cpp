@@ -262,15 +262,6 @@ constexpr const char* kDtypeError = "first_spike kernels support float64 and flo
 
 }  // namespace
 
-const char* first_spike_cpu_isa() {
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-  // The order of the resolver of TTFS_CPU_CLONES.
-  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
-  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
-#endif
-  return "baseline";
-}
-
 const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* /*stream*/) {
   if (p.rows == 0 || p.outputs == 0) return nullptr;
   if (p.dtype == Dtype::Float64) forward_impl<double>(p);

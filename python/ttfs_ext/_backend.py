@@ -132,7 +132,7 @@ def status() -> dict[str, Any]:
             cuda_arch_list=built["cuda_arch_list"],
             built_with_torch=built["torch_version"],
             built_with_cuda=built["cuda_version"],
-            cpu_isa=built.get("cpu_isa"),  # the event scans' AVX-512 / AVX2 / baseline code
+            cpu_isa=built.get("cpu_isa"),  # the CPU loops' AVX-512 / AVX2 / baseline code
             cpu_parallel=built.get("cpu_parallel"),  # "openmp"/"native"; "one thread": built without OpenMP
         )
     info.update(

@@ -26,6 +26,8 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # --- checks: each error names the argument ----------------------------------------------
 
 def _scalar(op: str, name: str, value: Window) -> float:
+    if type(value) is float and math.isfinite(value):  # the common case, first: a layer call's fixed cost
+        return value
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{op}: {name} must be a float or a 0-dim tensor, got shape {tuple(value.shape)}")
@@ -87,7 +89,8 @@ def _check_params(op: str, t_in: torch.Tensor, weight: torch.Tensor,
         raise TypeError(f"{op}: bias must be a floating-point tensor or None")
     if bias.device != t_in.device:
         raise ValueError(f"{op}: bias is on {bias.device} but t_in is on {t_in.device}")
-    return bias.to(t_in.dtype)  # the bias is added to potentials in spike-time precision
+    # The bias is added to potentials in spike-time precision.
+    return bias if bias.dtype == t_in.dtype else bias.to(t_in.dtype)
 
 
 def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
@@ -136,7 +139,7 @@ def _check_linear_shapes(op: str, t_in: torch.Tensor, weight: torch.Tensor,
     if t_in.dim() < 1 or t_in.shape[-1] != weight.shape[1]:
         raise ValueError(f"{op}: t_in must have shape (..., {weight.shape[1]}) to match weight "
                          f"{tuple(weight.shape)}, got {tuple(t_in.shape)}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
 
 

@@ -62,11 +62,17 @@ def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPai
     return -F.max_pool2d(-t_in, kernel_size, stride, padding)
 
 
+def input_activation(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """The input layer's activation a = clamp((x - low) / (high - low), 0, 1) (its spike time
+    is 1 - a): the ReLU twin's input and the root of encode."""
+    if low == 0.0 and high == 1.0:  # (x - 0) / 1 is x exactly: one pass instead of three
+        return x.clamp(0.0, 1.0)
+    return ((x - low) / (high - low)).clamp(0.0, 1.0)
+
+
 def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Input spike times in the window [0, 1]: t = 1 - clamp((x - low) / (high - low), 0, 1)."""
-    if low == 0.0 and high == 1.0:  # (x - 0) / 1 is x exactly: two passes instead of four
-        return 1.0 - x.clamp(0.0, 1.0)
-    return 1.0 - ((x - low) / (high - low)).clamp(0.0, 1.0)
+    return 1.0 - input_activation(x, low, high)
 
 
 # --- the general neuron, event-exact -------------------------------------------------------

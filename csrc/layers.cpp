@@ -1,4 +1,5 @@
 #include "layers.h"
+#include "linear_one_pass.h"
 
 #include <cmath>
 #include <string>
@@ -161,11 +162,31 @@ Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Te
                                         t_out != nullptr ? 1.0 : -1.0, t_max, weight.scalar_type());
 
   at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
-  if (mask[0]) g_in = at::mm(gm.view({rows, out_f}), weight).to(t_in.scalar_type()).view(t_in.sizes());
-  if (mask[1]) {
-    at::Tensor d = at::empty({rows, in_f}, weight.options());
-    run_prologue(be, t_in.contiguous(), nullptr, d, t_min, 1.0, 0.0);
-    g_w = at::mm(gm.view({rows, out_f}).t(), d);
+  if (mask[1] && be.linear_one_pass != nullptr && weight.scalar_type() == t_in.scalar_type() &&
+      linear_one_pass_pays(rows, weight.numel() * weight.element_size())) {
+    // Few rows, a large W: both weight-sized GEMMs stream W; one pass does both (linear_one_pass.h).
+    const at::Tensor w = weight.contiguous(), t = t_in.contiguous();
+    g_w = at::empty(w.sizes(), w.options());
+    if (mask[0]) g_in = at::empty(t_in.sizes(), t_in.options());
+    LinearOnePassParams p;
+    p.grad = gm.const_data_ptr();
+    p.t_in = t.const_data_ptr();
+    p.weight = w.const_data_ptr();
+    p.grad_in = mask[0] ? g_in.data_ptr() : nullptr;
+    p.grad_w = g_w.data_ptr();
+    p.dtype = to_dtype(w.scalar_type());
+    p.rows = rows;
+    p.in_features = in_f;
+    p.out_features = out_f;
+    p.t_min = t_min;
+    check_launch(be.linear_one_pass(p, be.stream), "one-pass backward");
+  } else {
+    if (mask[0]) g_in = at::mm(gm.view({rows, out_f}), weight).to(t_in.scalar_type()).view(t_in.sizes());
+    if (mask[1]) {
+      at::Tensor d = at::empty({rows, in_f}, weight.options());
+      run_prologue(be, t_in.contiguous(), nullptr, d, t_min, 1.0, 0.0);
+      g_w = at::mm(gm.view({rows, out_f}).t(), d);
+    }
   }
   if (mask[2]) g_b = gm_time.view({rows, out_f}).sum(0).neg_();
   return {g_in, g_w, g_b};

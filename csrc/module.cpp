@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "first_spike.h"
+#include "linear_one_pass.h"
 
 #if TTFS_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -19,6 +20,10 @@ PYBIND11_MODULE(_C, m) {
     info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
     info["cpu_isa"] = ttfs_ext::cpu_clone_isa();
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
+    py::dict one_pass;  // where the CPU dense backward takes the one-pass kernel
+    one_pass["max_rows"] = ttfs_ext::kOnePassMaxRows;
+    one_pass["min_weight_bytes"] = ttfs_ext::kOnePassMinWeightBytes;
+    info["cpu_dense_one_pass"] = one_pass;
 #if TTFS_WITH_CUDA
     info["cuda_version"] = py::str(std::to_string(CUDART_VERSION / 1000) + "." +
                                    std::to_string((CUDART_VERSION % 1000) / 10));
@@ -28,5 +33,5 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_arch_list"] = py::none();
 #endif
     return info;
-  }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU scans and how the CPU kernels run in parallel.");
+  }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense backward takes the one-pass kernel.");
 }

@@ -81,6 +81,43 @@ def test_non_contiguous_inputs(device, op):
         assert_close_scaled(x.grad, rx.grad, torch.float64, "grad")
 
 
+def _one_pass_case(dtype, rows_beyond: int = 0):
+    """Sizes where the CPU dense backward takes its one-pass kernel (status()["cpu_dense_one_pass"]):
+    a weight just over the size threshold, with odd sizes (a partial vector, a partial group)."""
+    policy = ttfs_ext.status()["cpu_dense_one_pass"]
+    n_in = 2051
+    n_out = -(-policy["min_weight_bytes"] // (n_in * dtype.itemsize)) | 1
+    return policy["max_rows"] + rows_beyond, n_in, n_out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("op", ["linear", "readout"])
+@pytest.mark.parametrize("rows", ["one", "split", "max", "max+1"])
+def test_few_rows_large_weight(device, dtype, op, rows):
+    """Few rows and a weight beyond the caches: on the CPU, one pass over the weight computes
+    both of its gradients (one row, rows in two batch dimensions, the most rows it takes) and
+    one more row takes the vendor GEMMs; all against the float64 reference."""
+    max_rows, n_in, n_out = _one_pass_case(dtype, 1 if rows == "max+1" else 0)
+    batch_shape = {"one": (1,), "split": (3, 5), "max": (max_rows,), "max+1": (max_rows,)}[rows]
+    t_in, w, b, t_min, t_max = dense_case(40, batch_shape, n_in, n_out)
+    window = (t_min, t_max) if op == "linear" else (t_min,)
+    _check_against_reference(getattr(TF, op), getattr(R, op), (t_in, w, b), device, dtype, window)
+
+
+def test_few_rows_large_weight_weight_gradient_only():
+    """The one-pass kernel without the input gradient (a first layer) gives the same weight
+    gradient as with it."""
+    rows, n_in, n_out = _one_pass_case(torch.float32)
+    t_in, w, b, t_min, t_max = (x.float() if isinstance(x, torch.Tensor) else x for x in dense_case(41, (rows,), n_in, n_out))
+    g = torch.randn(rows, n_out, generator=torch.Generator().manual_seed(3))
+    wr = w.clone().requires_grad_()
+    (g_w,) = torch.autograd.grad(TF.linear(t_in, wr, b, t_min, t_max), wr, g)
+    wr2, tr = w.clone().requires_grad_(), t_in.clone().requires_grad_()
+    g_t, g_w2 = torch.autograd.grad(TF.linear(tr, wr2, b, t_min, t_max), (tr, wr2), g)
+    torch.testing.assert_close(g_w, g_w2, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch_shape", [(0,), (2, 0)])
 @pytest.mark.parametrize("op", ["linear", "readout"])

@@ -4,11 +4,12 @@
 
 #include "first_spike_layers.h"
 #include "layers.h"
+#include "linear_one_pass.h"
 
 namespace ttfs_ext {
 namespace {
 
-ElementwiseBackend cpu_backend() { return {prologue_cpu, epilogue_cpu, nullptr}; }
+ElementwiseBackend cpu_backend() { return {prologue_cpu, epilogue_cpu, nullptr, linear_one_pass_backward_cpu}; }
 
 FirstSpikeBackend first_spike_cpu_backend() {
   return {first_spike_forward_cpu, first_spike_grad_input_cpu, first_spike_grad_weight_cpu, nullptr,

@@ -124,6 +124,7 @@ def status() -> dict[str, Any]:
         "built_with_cuda": None,
         "cpu_isa": None,
         "cpu_parallel": None,
+        "cpu_dense_one_pass": None,
     }
     if _C is not None:
         built = _C.build_info()
@@ -134,6 +135,9 @@ def status() -> dict[str, Any]:
             built_with_cuda=built["cuda_version"],
             cpu_isa=built.get("cpu_isa"),  # the CPU loops' AVX-512 / AVX2 / baseline code
             cpu_parallel=built.get("cpu_parallel"),  # "openmp"/"native"; "one thread": built without OpenMP
+            # dense backward with at most max_rows rows and a weight of min_weight_bytes or more:
+            # one pass over the weight for both of its gradients (benchmarks/NOTES.md, v4)
+            cpu_dense_one_pass=built.get("cpu_dense_one_pass"),
         )
     info.update(
         torch_version=torch.__version__,

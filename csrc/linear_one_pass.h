@@ -1,0 +1,50 @@
+// Plain parameter struct of the one-pass backward of a dense TTFS layer with few rows.
+//
+// With few rows (a small batch), both weight-sized GEMMs of a dense layer's backward pass,
+//   grad_in = g W            (reads W)
+//   grad_w  = g^T (t_in - t_min)   (writes a W-sized result)
+// stream the weight matrix through memory and do little arithmetic per element: two vendor
+// GEMMs then cost two passes over W-sized memory plus the delays' element-wise pass. This
+// kernel makes one pass: each W tile is read once, its grad_w tile written once, and the
+// delays are computed in cache (benchmarks/NOTES.md, v4).
+#pragma once
+
+#include <cstdint>
+
+#include "elementwise.h"
+
+namespace ttfs_ext {
+
+// When the CPU layers take the one-pass kernel: few rows, and a weight matrix that streams
+// from beyond the caches. Measured on the project's 2-core machine (benchmarks/NOTES.md, v4):
+// backward 0.75-0.93x the two vendor GEMMs at 1-32 rows and 16-400 MB weights, 1.0x at 64
+// rows; 1.2-1.6x on weights of 1-4 MB, which stay in cache and where the GEMMs' blocking wins.
+constexpr int64_t kOnePassMaxRows = 32;
+constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
+
+inline bool linear_one_pass_pays(int64_t rows, int64_t weight_bytes) {
+  return rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;
+}
+
+// All row-major and contiguous; grad_in may be nullptr (no input gradient wanted).
+//   grad_in[r, i] = sum_o grad[r, o] * weight[o, i]
+//   grad_w[o, i]  = sum_r grad[r, o] * (t_in[r, i] - t_min)
+struct LinearOnePassParams {
+  const void* grad = nullptr;    // (rows, out_features): the gated upstream gradient
+  const void* t_in = nullptr;    // (rows, in_features): input spike times
+  const void* weight = nullptr;  // (out_features, in_features)
+  void* grad_in = nullptr;       // (rows, in_features) or nullptr
+  void* grad_w = nullptr;        // (out_features, in_features)
+  Dtype dtype = Dtype::Float32;  // of every tensor
+  int64_t rows = 0;
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  double t_min = 0.0;
+};
+
+// LinearOnePassFn (elementwise.h) returns nullptr on success, else a message (an unsupported
+// dtype). Correct for any sizes; linear_one_pass_pays decides where it is used.
+// Defined in cpu/linear_one_pass_cpu.cpp.
+const char* linear_one_pass_backward_cpu(const LinearOnePassParams& p, void* stream);
+
+}  // namespace ttfs_ext

@@ -55,17 +55,20 @@ struct EpilogueParams {
 using PrologueFn = const char* (*)(const PrologueParams&, void* stream);
 using EpilogueFn = const char* (*)(const EpilogueParams&, void* stream);
 
-struct LinearOnePassParams;  // linear_one_pass.h
-using LinearOnePassFn = const char* (*)(const LinearOnePassParams& p, void* stream);
+struct LinearOnePassBackwardParams;  // linear_one_pass.h
+struct LinearOnePassForwardParams;
+using LinearOnePassBackwardFn = const char* (*)(const LinearOnePassBackwardParams& p, void* stream);
+using LinearOnePassForwardFn = const char* (*)(const LinearOnePassForwardParams& p, void* stream);
 
 // One implementation per device; the device-generic layer code calls through this table.
 struct ElementwiseBackend {
   PrologueFn prologue;
   EpilogueFn epilogue;
   void* stream;  // cudaStream_t on CUDA, unused on CPU
-  // The one-pass backward of dense layers with few rows; nullptr where a device has none
-  // (CUDA, for now: its vendor GEMMs have not been measured against one).
-  LinearOnePassFn linear_one_pass = nullptr;
+  // The one-pass GEMMs of dense layers with few rows; nullptr where a device has none
+  // (CUDA, for now: its vendor GEMMs have not been measured against them).
+  LinearOnePassBackwardFn linear_one_pass_backward = nullptr;
+  LinearOnePassForwardFn linear_one_pass_forward = nullptr;
 };
 
 // How the CPU kernels' at::parallel_for runs: "openmp" or "native" (torch's thread pool), or

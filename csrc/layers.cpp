@@ -139,7 +139,24 @@ at::Tensor linear_forward(const char* op, const ElementwiseBackend& be, const at
   const at::Tensor t = t_in.contiguous();
   at::Tensor x = at::empty({rows, in_f}, weight.options());
   run_prologue(be, t, nullptr, x, t_min, -1.0, 0.0);
-  at::Tensor u = at::mm(x, weight.t());
+  at::Tensor u;
+  if (be.linear_one_pass_forward != nullptr && weight.scalar_type() == t.scalar_type() &&
+      linear_one_pass_forward_pays(rows, weight.numel() * weight.element_size())) {
+    // Few rows, a large W: one pass over W, unpacked (linear_one_pass.h).
+    const at::Tensor w = weight.contiguous();
+    u = at::empty({rows, out_f}, w.options());
+    LinearOnePassForwardParams p;
+    p.x = x.const_data_ptr();
+    p.weight = w.const_data_ptr();
+    p.u = u.data_ptr();
+    p.dtype = to_dtype(w.scalar_type());
+    p.rows = rows;
+    p.in_features = in_f;
+    p.out_features = out_f;
+    check_launch(be.linear_one_pass_forward(p, be.stream), "one-pass forward");
+  } else {
+    u = at::mm(x, weight.t());
+  }
   // The epilogue runs in place when the GEMM already produced the spike-time dtype.
   at::Tensor out = u.scalar_type() == t.scalar_type() ? u : at::empty({rows, out_f}, t.options());
   run_epilogue(be, u, bias, false, out, out_f, 1, t_max, spiking);
@@ -162,13 +179,13 @@ Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Te
                                         t_out != nullptr ? 1.0 : -1.0, t_max, weight.scalar_type());
 
   at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
-  if (mask[1] && be.linear_one_pass != nullptr && weight.scalar_type() == t_in.scalar_type() &&
+  if (mask[1] && be.linear_one_pass_backward != nullptr && weight.scalar_type() == t_in.scalar_type() &&
       linear_one_pass_pays(rows, weight.numel() * weight.element_size())) {
     // Few rows, a large W: both weight-sized GEMMs stream W; one pass does both (linear_one_pass.h).
     const at::Tensor w = weight.contiguous(), t = t_in.contiguous();
     g_w = at::empty(w.sizes(), w.options());
     if (mask[0]) g_in = at::empty(t_in.sizes(), t_in.options());
-    LinearOnePassParams p;
+    LinearOnePassBackwardParams p;
     p.grad = gm.const_data_ptr();
     p.t_in = t.const_data_ptr();
     p.weight = w.const_data_ptr();
@@ -179,7 +196,7 @@ Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Te
     p.in_features = in_f;
     p.out_features = out_f;
     p.t_min = t_min;
-    check_launch(be.linear_one_pass(p, be.stream), "one-pass backward");
+    check_launch(be.linear_one_pass_backward(p, be.stream), "one-pass backward");
   } else {
     if (mask[0]) g_in = at::mm(gm.view({rows, out_f}), weight).to(t_in.scalar_type()).view(t_in.sizes());
     if (mask[1]) {

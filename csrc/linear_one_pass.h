@@ -1,4 +1,4 @@
-// Plain parameter struct of the one-pass backward of a dense TTFS layer with few rows.
+// Plain parameter structs of the one-pass backward and forward of dense TTFS layers with few rows.
 //
 // With few rows (a small batch), both weight-sized GEMMs of a dense layer's backward pass,
 //   grad_in = g W            (reads W)
@@ -6,7 +6,8 @@
 // stream the weight matrix through memory and do little arithmetic per element: two vendor
 // GEMMs then cost two passes over W-sized memory plus the delays' element-wise pass. This
 // kernel makes one pass: each W tile is read once, its grad_w tile written once, and the
-// delays are computed in cache (benchmarks/NOTES.md, v4).
+// delays are computed in cache (benchmarks/NOTES.md, v4). The forward's GEMM gets the same
+// treatment below.
 #pragma once
 
 #include <cstdint>
@@ -15,21 +16,27 @@
 
 namespace ttfs_ext {
 
-// When the CPU layers take the one-pass kernel: few rows, and a weight matrix that streams
+// When the CPU layers take the one-pass kernels: few rows, and a weight matrix that streams
 // from beyond the caches. Measured on the project's 2-core machine (benchmarks/NOTES.md, v4):
 // backward 0.75-0.93x the two vendor GEMMs at 1-32 rows and 16-400 MB weights, 1.0x at 64
-// rows; 1.2-1.6x on weights of 1-4 MB, which stay in cache and where the GEMMs' blocking wins.
+// rows; 1.2-1.6x on weights of 1-4 MB, which stay in cache and where the GEMMs' blocking
+// wins. Forward 0.75-0.83x the vendor GEMM at 16 rows, 1.0x at one row, 1.2-1.3x at 32 rows
+// (the rows of x no longer fit in L2 and are read again for every group of weight rows).
 constexpr int64_t kOnePassMaxRows = 32;
+constexpr int64_t kOnePassForwardMaxRows = 16;
 constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
 
 inline bool linear_one_pass_pays(int64_t rows, int64_t weight_bytes) {
   return rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;
 }
+inline bool linear_one_pass_forward_pays(int64_t rows, int64_t weight_bytes) {
+  return rows <= kOnePassForwardMaxRows && weight_bytes >= kOnePassMinWeightBytes;
+}
 
 // All row-major and contiguous; grad_in may be nullptr (no input gradient wanted).
 //   grad_in[r, i] = sum_o grad[r, o] * weight[o, i]
 //   grad_w[o, i]  = sum_r grad[r, o] * (t_in[r, i] - t_min)
-struct LinearOnePassParams {
+struct LinearOnePassBackwardParams {
   const void* grad = nullptr;    // (rows, out_features): the gated upstream gradient
   const void* t_in = nullptr;    // (rows, in_features): input spike times
   const void* weight = nullptr;  // (out_features, in_features)
@@ -42,9 +49,24 @@ struct LinearOnePassParams {
   double t_min = 0.0;
 };
 
-// LinearOnePassFn (elementwise.h) returns nullptr on success, else a message (an unsupported
+// LinearOnePassBackwardFn (elementwise.h) returns nullptr on success, else a message (an unsupported
 // dtype). Correct for any sizes; linear_one_pass_pays decides where it is used.
 // Defined in cpu/linear_one_pass_cpu.cpp.
-const char* linear_one_pass_backward_cpu(const LinearOnePassParams& p, void* stream);
+const char* linear_one_pass_backward_cpu(const LinearOnePassBackwardParams& p, void* stream);
+
+// The forward GEMM of the same layers, u[r, o] = sum_i x[r, i] * weight[o, i], reading each
+// weight row once, in order, straight from the matrix (a vendor GEMM packs the weight first:
+// one more W-sized pass; at few rows the arithmetic is too little to pay for it).
+struct LinearOnePassForwardParams {
+  const void* x = nullptr;       // (rows, in_features): activations
+  const void* weight = nullptr;  // (out_features, in_features)
+  void* u = nullptr;             // (rows, out_features)
+  Dtype dtype = Dtype::Float32;  // of every tensor
+  int64_t rows = 0;
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+};
+
+const char* linear_one_pass_forward_cpu(const LinearOnePassForwardParams& p, void* stream);
 
 }  // namespace ttfs_ext

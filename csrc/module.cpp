@@ -20,8 +20,9 @@ PYBIND11_MODULE(_C, m) {
     info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
     info["cpu_isa"] = ttfs_ext::cpu_clone_isa();
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
-    py::dict one_pass;  // where the CPU dense backward takes the one-pass kernel
-    one_pass["max_rows"] = ttfs_ext::kOnePassMaxRows;
+    py::dict one_pass;  // where the CPU dense layers take the one-pass kernels
+    one_pass["max_rows"] = ttfs_ext::kOnePassMaxRows;  // backward
+    one_pass["forward_max_rows"] = ttfs_ext::kOnePassForwardMaxRows;
     one_pass["min_weight_bytes"] = ttfs_ext::kOnePassMinWeightBytes;
     info["cpu_dense_one_pass"] = one_pass;
 #if TTFS_WITH_CUDA
@@ -33,5 +34,5 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_arch_list"] = py::none();
 #endif
     return info;
-  }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense backward takes the one-pass kernel.");
+  }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense layers take the one-pass kernels.");
 }

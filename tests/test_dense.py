@@ -81,25 +81,29 @@ def test_non_contiguous_inputs(device, op):
         assert_close_scaled(x.grad, rx.grad, torch.float64, "grad")
 
 
-def _one_pass_case(dtype, rows_beyond: int = 0):
-    """Sizes where the CPU dense backward takes its one-pass kernel (status()["cpu_dense_one_pass"]):
-    a weight just over the size threshold, with odd sizes (a partial vector, a partial group)."""
+def _one_pass_case(dtype):
+    """(policy, n_in, n_out): sizes where the CPU dense layers take their one-pass kernels
+    (status()["cpu_dense_one_pass"]): a weight just over the size threshold, with odd sizes
+    (a partial vector, a partial group)."""
     policy = ttfs_ext.status()["cpu_dense_one_pass"]
     n_in = 2051
     n_out = -(-policy["min_weight_bytes"] // (n_in * dtype.itemsize)) | 1
-    return policy["max_rows"] + rows_beyond, n_in, n_out
+    return policy, n_in, n_out
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("op", ["linear", "readout"])
-@pytest.mark.parametrize("rows", ["one", "split", "max", "max+1"])
+@pytest.mark.parametrize("rows", ["one", "split", "forward_max", "forward_max+1", "max", "max+1"])
 def test_few_rows_large_weight(device, dtype, op, rows):
     """Few rows and a weight beyond the caches: on the CPU, one pass over the weight computes
-    both of its gradients (one row, rows in two batch dimensions, the most rows it takes) and
-    one more row takes the vendor GEMMs; all against the float64 reference."""
-    max_rows, n_in, n_out = _one_pass_case(dtype, 1 if rows == "max+1" else 0)
-    batch_shape = {"one": (1,), "split": (3, 5), "max": (max_rows,), "max+1": (max_rows,)}[rows]
+    the forward GEMM (up to forward_max_rows rows) and both weight-sized gradients (up to
+    max_rows); one row, rows in two batch dimensions, each limit and one row over it, all
+    against the float64 reference."""
+    policy, n_in, n_out = _one_pass_case(dtype)
+    batch_shape = {"one": (1,), "split": (3, 5), "forward_max": (policy["forward_max_rows"],),
+                   "forward_max+1": (policy["forward_max_rows"] + 1,), "max": (policy["max_rows"],),
+                   "max+1": (policy["max_rows"] + 1,)}[rows]
     t_in, w, b, t_min, t_max = dense_case(40, batch_shape, n_in, n_out)
     window = (t_min, t_max) if op == "linear" else (t_min,)
     _check_against_reference(getattr(TF, op), getattr(R, op), (t_in, w, b), device, dtype, window)
@@ -108,7 +112,8 @@ def test_few_rows_large_weight(device, dtype, op, rows):
 def test_few_rows_large_weight_weight_gradient_only():
     """The one-pass kernel without the input gradient (a first layer) gives the same weight
     gradient as with it."""
-    rows, n_in, n_out = _one_pass_case(torch.float32)
+    policy, n_in, n_out = _one_pass_case(torch.float32)
+    rows = policy["max_rows"]
     t_in, w, b, t_min, t_max = (x.float() if isinstance(x, torch.Tensor) else x for x in dense_case(41, (rows,), n_in, n_out))
     g = torch.randn(rows, n_out, generator=torch.Generator().manual_seed(3))
     wr = w.clone().requires_grad_()

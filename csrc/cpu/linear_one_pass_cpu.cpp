@@ -1,6 +1,6 @@
-// The one-pass backward of a dense TTFS layer with few rows (linear_one_pass.h).
+// The one-pass backward and forward GEMMs of dense TTFS layers with few rows (linear_one_pass.h).
 //
-// Each parallel task owns a tile of input columns (up to a page of each weight row): it
+// Backward: each parallel task owns a tile of input columns (up to a page of each weight row): it
 // computes the tile's delays t_in - t_min into a buffer (rounded as the delays prologue rounds
 // them), then walks the weight rows kGroup at a time. A step reads the group's W tile once,
 // adds it into the tile's input gradient (kept in cache) and writes the group's finished
@@ -104,7 +104,7 @@ TTFS_CPU_CLONES void one_pass_step(const T* __restrict w, T* __restrict gw, int6
 }
 
 template <typename T, bool kWantIn>
-void one_pass_impl(const LinearOnePassParams& p) {
+void one_pass_impl(const LinearOnePassBackwardParams& p) {
   const T* grad = static_cast<const T*>(p.grad);
   const T* t_in = static_cast<const T*>(p.t_in);
   const T* weight = static_cast<const T*>(p.weight);
@@ -153,17 +153,104 @@ void one_pass_impl(const LinearOnePassParams& p) {
   });
 }
 
+// Forward: K weight rows against R rows of x, over columns [i0, i0 + n): the R x K dot
+// products accumulate as vectors of lane sums (vector r * K + k of vacc), in registers within a call
+// and in memory between calls; a partial vector at the end of the row goes to the scalars
+// tail[r * K + k]. A tile of kFwdTile columns of the K weight rows (8 KiB in float32) stays in
+// L1 while every block of R rows passes over it. Lanes are summed once per dot product, at the
+// end: a lane sum per tile made the loop 7x slower.
 template <typename T>
-void one_pass_dispatch(const LinearOnePassParams& p) {
+constexpr int64_t kFwdTile = 2048 / sizeof(T);
+
+template <typename T, int K, int R>
+TTFS_CPU_CLONES void forward_block(const T* __restrict w, const T* __restrict x, int64_t ld, int64_t n,
+                                   T* __restrict vacc, T* __restrict tail) {
+  using V = typename Vec<T>::type;
+  V acc[R][K];
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < K; ++k) acc[r][k] = load(vacc + (r * K + k) * kVec<T>);
+  int64_t c = 0;
+  for (; c + kVec<T> <= n; c += kVec<T>) {
+    V wk[K];
+    for (int k = 0; k < K; ++k) wk[k] = load(w + k * ld + c);
+    for (int r = 0; r < R; ++r) {
+      const V xr = load(x + r * ld + c);
+      for (int k = 0; k < K; ++k) acc[r][k] += xr * wk[k];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int k = 0; k < K; ++k) {
+      store(vacc + (r * K + k) * kVec<T>, acc[r][k]);
+      for (int64_t j = c; j < n; ++j) tail[r * K + k] += x[r * ld + j] * w[k * ld + j];
+    }
+  }
+}
+
+// u[:, o:o+K] for one group of K weight rows.
+template <typename T, int K>
+void forward_group(const T* w, const T* x, T* u, int64_t rows, int64_t in_f, int64_t out_f,
+                   T* vacc, T* tail) {
+  constexpr int R = 4;
+  std::fill(vacc, vacc + rows * K * kVec<T>, T(0));
+  std::fill(tail, tail + rows * K, T(0));
+  for (int64_t i0 = 0; i0 < in_f; i0 += kFwdTile<T>) {
+    const int64_t n = std::min(kFwdTile<T>, in_f - i0);
+    int64_t r = 0;
+    for (; r + R <= rows; r += R)
+      forward_block<T, K, R>(w + i0, x + r * in_f + i0, in_f, n, vacc + r * K * kVec<T>, tail + r * K);
+    for (; r < rows; ++r)
+      forward_block<T, K, 1>(w + i0, x + r * in_f + i0, in_f, n, vacc + r * K * kVec<T>, tail + r * K);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int k = 0; k < K; ++k) {
+      T s = 0;
+      for (int64_t l = 0; l < kVec<T>; ++l) s += vacc[(r * K + k) * kVec<T> + l];
+      u[r * out_f + k] = s + tail[r * K + k];
+    }
+  }
+}
+
+template <typename T>
+void forward_impl(const LinearOnePassForwardParams& p) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* weight = static_cast<const T*>(p.weight);
+  T* u = static_cast<T*>(p.u);
+  const int64_t rows = p.rows, in_f = p.in_features, out_f = p.out_features;
+  constexpr int K = 4;
+  const int64_t groups = (out_f + K - 1) / K;  // the last one may be partial: rows one at a time
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> vacc(static_cast<size_t>(rows * K * kVec<T>));
+    std::vector<T> tail(static_cast<size_t>(rows * K));
+    for (int64_t grp = begin; grp < end; ++grp) {
+      const int64_t o = grp * K;
+      if (o + K <= out_f) {
+        forward_group<T, K>(weight + o * in_f, x, u + o, rows, in_f, out_f, vacc.data(), tail.data());
+      } else {
+        for (int64_t oo = o; oo < out_f; ++oo)
+          forward_group<T, 1>(weight + oo * in_f, x, u + oo, rows, in_f, out_f, vacc.data(), tail.data());
+      }
+    }
+  });
+}
+
+template <typename T>
+void one_pass_dispatch(const LinearOnePassBackwardParams& p) {
   if (p.grad_in != nullptr) one_pass_impl<T, true>(p);
   else one_pass_impl<T, false>(p);
 }
 
 }  // namespace
 
-const char* linear_one_pass_backward_cpu(const LinearOnePassParams& p, void* /*stream*/) {
+const char* linear_one_pass_backward_cpu(const LinearOnePassBackwardParams& p, void* /*stream*/) {
   if (p.dtype == Dtype::Float64) one_pass_dispatch<double>(p);
   else if (p.dtype == Dtype::Float32) one_pass_dispatch<float>(p);
+  else return "CPU kernels support float64 and float32 only";
+  return nullptr;
+}
+
+const char* linear_one_pass_forward_cpu(const LinearOnePassForwardParams& p, void* /*stream*/) {
+  if (p.dtype == Dtype::Float64) forward_impl<double>(p);
+  else if (p.dtype == Dtype::Float32) forward_impl<float>(p);
   else return "CPU kernels support float64 and float32 only";
   return nullptr;
 }

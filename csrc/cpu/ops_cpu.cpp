@@ -9,7 +9,9 @@
 namespace ttfs_ext {
 namespace {
 
-ElementwiseBackend cpu_backend() { return {prologue_cpu, epilogue_cpu, nullptr, linear_one_pass_backward_cpu}; }
+ElementwiseBackend cpu_backend() {
+  return {prologue_cpu, epilogue_cpu, nullptr, linear_one_pass_backward_cpu, linear_one_pass_forward_cpu};
+}
 
 FirstSpikeBackend first_spike_cpu_backend() {
   return {first_spike_forward_cpu, first_spike_grad_input_cpu, first_spike_grad_weight_cpu, nullptr,

@@ -135,8 +135,8 @@ def status() -> dict[str, Any]:
             built_with_cuda=built["cuda_version"],
             cpu_isa=built.get("cpu_isa"),  # the CPU loops' AVX-512 / AVX2 / baseline code
             cpu_parallel=built.get("cpu_parallel"),  # "openmp"/"native"; "one thread": built without OpenMP
-            # dense backward with at most max_rows rows and a weight of min_weight_bytes or more:
-            # one pass over the weight for both of its gradients (benchmarks/NOTES.md, v4)
+            # dense layers with a weight of min_weight_bytes or more: one pass over the weight for
+            # both gradients (at most max_rows rows) and for the forward GEMM (forward_max_rows)
             cpu_dense_one_pass=built.get("cpu_dense_one_pass"),
         )
     info.update(

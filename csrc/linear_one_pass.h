@@ -18,13 +18,19 @@ namespace ttfs_ext {
 
 // When the CPU layers take the one-pass kernels: few rows, and a weight matrix that streams
 // from beyond the caches. Measured on the project's 2-core machine (benchmarks/NOTES.md, v4):
-// backward 0.75-0.93x the two vendor GEMMs at 1-32 rows and 16-400 MB weights, 1.0x at 64
-// rows; 1.2-1.6x on weights of 1-4 MB, which stay in cache and where the GEMMs' blocking
-// wins. Forward 0.75-0.83x the vendor GEMM at 16 rows, 1.0x at one row, 1.2-1.3x at 32 rows
-// (the rows of x no longer fit in L2 and are read again for every group of weight rows).
+// on 16-400 MB weights the backward op took 0.56-0.96x the time of the twin's (gate and two
+// vendor GEMMs) at 8-32 rows, 0.89-1.04x at one row, 1.0x at 64 rows; on weights of 1-4 MB,
+// which stay in cache and where the GEMMs' blocking wins, 1.2-1.6x. The forward took
+// 0.75-0.83x the vendor GEMM's time at 16 rows, 1.0x at one row, 1.2-1.3x at 32 rows (the rows
+// of x no longer fit in L2 and are read again for every group of weight rows).
 constexpr int64_t kOnePassMaxRows = 32;
 constexpr int64_t kOnePassForwardMaxRows = 16;
 constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
+
+// The kernels are written for 64-byte vectors and measured with AVX-512. In the AVX2 clone the
+// same code spills registers and ran 6-10x slower than the vendor GEMMs (NOTES v4), so the CPU
+// layers use them only where the AVX-512 clone runs (cpu_clone_isa() == "x86-64-v4").
+bool linear_one_pass_enabled();
 
 inline bool linear_one_pass_pays(int64_t rows, int64_t weight_bytes) {
   return rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;

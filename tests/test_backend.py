@@ -36,6 +36,10 @@ def test_status_reports_build():
     flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
     if platform.machine() == "x86_64" and all(f"avx512{x}" in flags for x in ("f", "bw", "cd", "dq", "vl")):
         assert info["cpu_isa"] == "x86-64-v4"
+    # the one-pass dense kernels run only in their AVX-512 clone (linear_one_pass.h)
+    policy = info["cpu_dense_one_pass"]
+    assert policy["enabled"] == (info["cpu_isa"] == "x86-64-v4")
+    assert policy["forward_max_rows"] <= policy["max_rows"] and policy["min_weight_bytes"] > 0
 
 
 def test_cpu_kernels_run_on_torchs_threads():

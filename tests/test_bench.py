@@ -232,3 +232,30 @@ def test_event_reference_batch_and_skip():
     assert record["reference_batch"] is None and "skipped" in record["reference_note"]
     assert set(record["times_ms"]["fwd"]) == {"kernel"} and record["ratios"]["fwd"]["reference/kernel"] is None
     assert {t["id"]: t["status"] for t in report["targets"]}["event_vs_reference"] == "not measured"
+
+
+def test_one_pass_script_quick(tmp_path):
+    """benchmarks/bench_one_pass.py --quick: every case timed, the one-pass cases marked by the
+    policy in status() (its second shape is over the size threshold in float32)."""
+    import importlib.util
+    from pathlib import Path
+
+    import ttfs_ext
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_one_pass.py"
+    spec = importlib.util.spec_from_file_location("bench_one_pass", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "one_pass_cpu_quick.json").read_text())
+    assert report["environment"]["ttfs_ext_status"]["cpu_dense_one_pass"] == ttfs_ext.status()["cpu_dense_one_pass"]
+    policy = ttfs_ext.status()["cpu_dense_one_pass"]
+    cases = report["results"]
+    assert len(cases) == len(module.QUICK_SHAPES) * len(module.QUICK_ROWS)
+    for case in cases:
+        assert all(v > 0 for v in case["median_ms"].values())
+        large = policy["enabled"] and case["weight_bytes"] >= policy["min_weight_bytes"]
+        assert case["one_pass_backward"] == (large and case["rows"] <= policy["max_rows"])
+        assert case["one_pass_forward"] == (large and case["rows"] <= policy["forward_max_rows"])
+    assert any(c["one_pass_forward"] for c in cases) == policy["enabled"]
+    assert not all(c["one_pass_backward"] for c in cases)

@@ -1,7 +1,7 @@
 // The one-pass backward and forward GEMMs of dense TTFS layers with few rows (linear_one_pass.h).
 //
-// Backward: each parallel task owns a tile of input columns (up to a page of each weight row): it
-// computes the tile's delays t_in - t_min into a buffer (rounded as the delays prologue rounds
+// Backward: each parallel task owns a tile of input columns (up to a page of each weight row):
+// it computes the tile's delays t_in - t_min into a buffer (rounded as the delays prologue rounds
 // them), then walks the weight rows kGroup at a time. A step reads the group's W tile once,
 // adds it into the tile's input gradient (kept in cache) and writes the group's finished
 // grad_w tile. Tasks own disjoint columns: no reduction between threads, and every sum runs in
@@ -51,9 +51,9 @@ TTFS_INLINE void store(T* p, typename Vec<T>::type v) {
 // other (element (r, c) at c / kVec * rows * kVec + r * kVec + c % kVec), so the loop over
 // rows walks memory in order (row-major tiles put every row in one L1 set: 4 KiB apart).
 // Per row r and vector of columns: 2K multiply-adds for two loads and a store, the vectors
-// of w and of the K sums staying in registers. The next group's rows
-// (next_w, next_gw; nullptr after the last group) are prefetched a vector at a time: the
-// tile is a short run of each row, too short for the hardware prefetcher to run ahead.
+// of w and of the K sums staying in registers. The next group's rows (next_w, next_gw;
+// nullptr after the last group) are prefetched a vector at a time: a tile is a short run of
+// each row, which the hardware prefetcher may not run ahead of.
 template <typename T, int K, bool kWantIn>
 TTFS_CPU_CLONES void one_pass_step(const T* __restrict w, T* __restrict gw, int64_t ld, const T* __restrict g,
                                    const T* __restrict d, T* __restrict acc, int64_t rows, int64_t n,
@@ -240,6 +240,11 @@ void one_pass_dispatch(const LinearOnePassBackwardParams& p) {
 }
 
 }  // namespace
+
+bool linear_one_pass_enabled() {
+  static const bool enabled = std::strcmp(cpu_clone_isa(), "x86-64-v4") == 0;
+  return enabled;
+}
 
 const char* linear_one_pass_backward_cpu(const LinearOnePassBackwardParams& p, void* /*stream*/) {
   if (p.dtype == Dtype::Float64) one_pass_dispatch<double>(p);

@@ -10,7 +10,9 @@ namespace ttfs_ext {
 namespace {
 
 ElementwiseBackend cpu_backend() {
-  return {prologue_cpu, epilogue_cpu, nullptr, linear_one_pass_backward_cpu, linear_one_pass_forward_cpu};
+  const bool one_pass = linear_one_pass_enabled();  // AVX-512 only (linear_one_pass.h)
+  return {prologue_cpu, epilogue_cpu, nullptr, one_pass ? linear_one_pass_backward_cpu : nullptr,
+          one_pass ? linear_one_pass_forward_cpu : nullptr};
 }
 
 FirstSpikeBackend first_spike_cpu_backend() {

@@ -1,0 +1,118 @@
+"""Where the CPU one-pass kernels of dense layers pay: the dense op's forward and backward
+against the ReLU twin's, over weight sizes and row counts (benchmarks/NOTES.md, v4).
+
+    python benchmarks/bench_one_pass.py            # ~5 min on 2 cores
+    python benchmarks/bench_one_pass.py --quick    # seconds: checks the script
+
+The ops are called directly (torch.ops.ttfs_ext.dense and _dense_backward: no Python input
+checks); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
+it: threshold_backward, grad_in = g W, grad_w = g^T x, grad_b = sum(g). Every (shape, rows)
+case times the four functions in interleaved rounds (torch.utils.benchmark, medians of the
+rounds' medians). The policy in force (ttfs_ext.status()["cpu_dense_one_pass"]) is recorded
+with each case, so the table shows the one-pass cases next to the vendor-GEMM ones. Writes
+benchmarks/results/one_pass_cpu.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.benchmark import Timer
+
+import ttfs_ext
+from ttfs_ext.bench import environment
+
+T_MIN, T_MAX = 1.0, 11.0
+# (in_features, out_features): 1 MB (FC2) to 400 MB (VGG16's first dense layer) in float32
+SHAPES = [(784, 340), (1024, 1024), (2048, 2048), (4096, 4096), (25088, 4096)]
+ROWS = [1, 8, 16, 32, 64]
+QUICK_SHAPES, QUICK_ROWS = [(256, 64), (2048, 2051)], [1, 3]
+
+
+def _functions(n_in: int, n_out: int, rows: int) -> dict[str, Callable[[], Any]]:
+    gen = torch.Generator().manual_seed(0)
+    t = torch.rand(rows, n_in, generator=gen)
+    w = torch.randn(n_out, n_in, generator=gen) / n_in ** 0.5
+    b = 0.1 * torch.randn(n_out, generator=gen)
+    x = T_MIN - t
+    t_out = torch.ops.ttfs_ext.dense(t, w, b, T_MIN, T_MAX)
+    act = T_MAX - t_out
+    torch.testing.assert_close(act, F.relu(F.linear(x, w, b)), rtol=1e-4, atol=1e-4)  # the twin's values
+    g = torch.randn(rows, n_out, generator=gen)
+    backward = torch.ops.ttfs_ext._dense_backward.default
+
+    def twin_backward() -> None:
+        gm = torch.ops.aten.threshold_backward(g, act, 0.0)
+        torch.mm(gm, w), torch.mm(gm.t(), x), gm.sum(0)
+
+    return {"kernel_fwd": lambda: torch.ops.ttfs_ext.dense(t, w, b, T_MIN, T_MAX),
+            "twin_fwd": lambda: F.relu(F.linear(x, w, b)),
+            "kernel_bwd": lambda: backward(g, t, w, t_out, T_MIN, T_MAX, [True, True, True]),
+            "twin_bwd": twin_backward}
+
+
+def measure(n_in: int, n_out: int, rows: int, rounds: int, min_run_time: float) -> dict[str, Any]:
+    fns = _functions(n_in, n_out, rows)
+    per_round: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated order
+            timer = Timer("fn()", globals={"fn": fns[name]}, num_threads=torch.get_num_threads())
+            per_round[name].append(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
+    ms = {name: statistics.median(v) for name, v in per_round.items()}
+    policy = ttfs_ext.status()["cpu_dense_one_pass"] or {}
+    weight_bytes = n_in * n_out * 4
+    large = policy.get("enabled", False) and weight_bytes >= policy["min_weight_bytes"]
+    return {"in_features": n_in, "out_features": n_out, "rows": rows, "weight_bytes": weight_bytes,
+            "one_pass_forward": large and rows <= policy.get("forward_max_rows", -1),
+            "one_pass_backward": large and rows <= policy.get("max_rows", -1),
+            "median_ms": ms, "rounds_ms": per_round,
+            "fwd_kernel/twin": ms["kernel_fwd"] / ms["twin_fwd"],
+            "bwd_kernel/twin": ms["kernel_bwd"] / ms["twin_bwd"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="two small shapes, two row counts")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per function and round")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    if not ttfs_ext.status()["compiled"]:
+        print("bench_one_pass: the compiled extension is not loaded", file=sys.stderr)
+        return 1
+    shapes, row_counts = (QUICK_SHAPES, QUICK_ROWS) if args.quick else (SHAPES, ROWS)
+    rounds, min_run_time = (2, 0.01) if args.quick else (args.rounds, args.min_run_time)
+    results = []
+    print(f"{'in x out':>12} {'rows':>4} {'one-pass':>9} {'fwd ms':>9} {'twin':>9} {'ratio':>6} "
+          f"{'bwd ms':>9} {'twin':>9} {'ratio':>6}")
+    for n_in, n_out in shapes:
+        for rows in row_counts:
+            with torch.no_grad():
+                r = measure(n_in, n_out, rows, rounds, min_run_time)
+            results.append(r)
+            ms = r["median_ms"]
+            which = "/".join(k for k, on in (("fwd", r["one_pass_forward"]), ("bwd", r["one_pass_backward"])) if on)
+            print(f"{n_in:>6}x{n_out:<5} {rows:>4} {which or '-':>9} {ms['kernel_fwd']:9.3f} {ms['twin_fwd']:9.3f} "
+                  f"{r['fwd_kernel/twin']:6.3f} {ms['kernel_bwd']:9.3f} {ms['twin_bwd']:9.3f} {r['bwd_kernel/twin']:6.3f}",
+                  flush=True)
+    report = {"environment": environment("cpu", "quick" if args.quick else "one_pass", torch.get_num_threads()),
+              "window": {"t_min": T_MIN, "t_max": T_MAX}, "dtype": "float32", "rounds": rounds,
+              "min_run_time_s": min_run_time, "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / ("one_pass_cpu_quick.json" if args.quick else "one_pass_cpu.json")
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,7 +32,7 @@ T_MIN, T_MAX = 1.0, 11.0
 # (in_features, out_features): 1 MB (FC2) to 400 MB (VGG16's first dense layer) in float32
 SHAPES = [(784, 340), (1024, 1024), (2048, 2048), (4096, 4096), (25088, 4096)]
 ROWS = [1, 8, 16, 32, 64]
-QUICK_SHAPES, QUICK_ROWS = [(256, 64), (2048, 2051)], [1, 3]
+QUICK_SHAPES, QUICK_ROWS = [(256, 64), (2048, 2051)], [1, 3]  # the second weight is over 16 MiB
 
 
 def _functions(n_in: int, n_out: int, rows: int) -> dict[str, Callable[[], Any]]:
@@ -72,8 +72,8 @@ def measure(n_in: int, n_out: int, rows: int, rounds: int, min_run_time: float) 
     weight_bytes = n_in * n_out * 4
     large = policy.get("enabled", False) and weight_bytes >= policy["min_weight_bytes"]
     return {"in_features": n_in, "out_features": n_out, "rows": rows, "weight_bytes": weight_bytes,
-            "one_pass_forward": large and rows <= policy.get("forward_max_rows", -1),
-            "one_pass_backward": large and rows <= policy.get("max_rows", -1),
+            "one_pass_forward": large and policy["min_rows"] <= rows <= policy["forward_max_rows"],
+            "one_pass_backward": large and policy["min_rows"] <= rows <= policy["max_rows"],
             "median_ms": ms, "rounds_ms": per_round,
             "fwd_kernel/twin": ms["kernel_fwd"] / ms["twin_fwd"],
             "bwd_kernel/twin": ms["kernel_bwd"] / ms["twin_bwd"]}

@@ -16,13 +16,16 @@
 
 namespace ttfs_ext {
 
-// When the CPU layers take the one-pass kernels: few rows, and a weight matrix that streams
-// from beyond the caches. Measured on the project's 2-core machine (benchmarks/NOTES.md, v4):
-// on 16-400 MB weights the backward op took 0.56-0.96x the time of the twin's (gate and two
-// vendor GEMMs) at 8-32 rows, 0.89-1.04x at one row, 1.0x at 64 rows; on weights of 1-4 MB,
-// which stay in cache and where the GEMMs' blocking wins, 1.2-1.6x. The forward took
-// 0.75-0.83x the vendor GEMM's time at 16 rows, 1.0x at one row, 1.2-1.3x at 32 rows (the rows
-// of x no longer fit in L2 and are read again for every group of weight rows).
+// When the CPU layers take the one-pass kernels: a few rows, and a weight matrix that streams
+// from beyond the caches. From benchmarks/bench_one_pass.py on the project's 2-core machine
+// (results/one_pass_cpu.json, NOTES v4), on weights of 16-400 MB: the backward op took
+// 0.61-0.99x the time of the twin's (gate and two vendor GEMMs) at 8-32 rows, 1.0x at 64; the
+// forward 0.41-0.78x the twin's at 8-16 rows, 1.0-1.3x at 32 (the rows of x no longer fit in
+// L2 and are read again for every group of weight rows). One row gains nothing (0.75-1.19x
+// backward, 0.97-1.04x forward): the vendor GEMV and rank-1 update are one pass already; the
+// gain at more rows is the packing of W and the second pass the vendor GEMMs make. On weights
+// of 1-4 MB, which stay in cache, the vendor GEMMs' blocking wins.
+constexpr int64_t kOnePassMinRows = 2;
 constexpr int64_t kOnePassMaxRows = 32;
 constexpr int64_t kOnePassForwardMaxRows = 16;
 constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
@@ -33,10 +36,10 @@ constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
 bool linear_one_pass_enabled();
 
 inline bool linear_one_pass_pays(int64_t rows, int64_t weight_bytes) {
-  return rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;
+  return rows >= kOnePassMinRows && rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;
 }
 inline bool linear_one_pass_forward_pays(int64_t rows, int64_t weight_bytes) {
-  return rows <= kOnePassForwardMaxRows && weight_bytes >= kOnePassMinWeightBytes;
+  return rows >= kOnePassMinRows && rows <= kOnePassForwardMaxRows && weight_bytes >= kOnePassMinWeightBytes;
 }
 
 // All row-major and contiguous; grad_in may be nullptr (no input gradient wanted).

@@ -22,6 +22,7 @@ PYBIND11_MODULE(_C, m) {
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
     py::dict one_pass;  // where the CPU dense layers take the one-pass kernels
     one_pass["enabled"] = ttfs_ext::linear_one_pass_enabled();
+    one_pass["min_rows"] = ttfs_ext::kOnePassMinRows;
     one_pass["max_rows"] = ttfs_ext::kOnePassMaxRows;  // backward
     one_pass["forward_max_rows"] = ttfs_ext::kOnePassForwardMaxRows;
     one_pass["min_weight_bytes"] = ttfs_ext::kOnePassMinWeightBytes;

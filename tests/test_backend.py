@@ -39,7 +39,8 @@ def test_status_reports_build():
     # the one-pass dense kernels run only in their AVX-512 clone (linear_one_pass.h)
     policy = info["cpu_dense_one_pass"]
     assert policy["enabled"] == (info["cpu_isa"] == "x86-64-v4")
-    assert policy["forward_max_rows"] <= policy["max_rows"] and policy["min_weight_bytes"] > 0
+    assert 1 <= policy["min_rows"] <= policy["forward_max_rows"] <= policy["max_rows"]
+    assert policy["min_weight_bytes"] > 0
 
 
 def test_cpu_kernels_run_on_torchs_threads():

@@ -255,7 +255,7 @@ def test_one_pass_script_quick(tmp_path):
     for case in cases:
         assert all(v > 0 for v in case["median_ms"].values())
         large = policy["enabled"] and case["weight_bytes"] >= policy["min_weight_bytes"]
-        assert case["one_pass_backward"] == (large and case["rows"] <= policy["max_rows"])
-        assert case["one_pass_forward"] == (large and case["rows"] <= policy["forward_max_rows"])
+        assert case["one_pass_backward"] == (large and policy["min_rows"] <= case["rows"] <= policy["max_rows"])
+        assert case["one_pass_forward"] == (large and policy["min_rows"] <= case["rows"] <= policy["forward_max_rows"])
     assert any(c["one_pass_forward"] for c in cases) == policy["enabled"]
     assert not all(c["one_pass_backward"] for c in cases)

@@ -94,16 +94,16 @@ def _one_pass_case(dtype):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("op", ["linear", "readout"])
-@pytest.mark.parametrize("rows", ["one", "split", "forward_max", "forward_max+1", "max", "max+1"])
+@pytest.mark.parametrize("rows", ["one", "min", "split", "forward_max", "forward_max+1", "max", "max+1"])
 def test_few_rows_large_weight(device, dtype, op, rows):
     """Few rows and a weight beyond the caches: on the CPU, one pass over the weight computes
-    the forward GEMM (up to forward_max_rows rows) and both weight-sized gradients (up to
-    max_rows); one row, rows in two batch dimensions, each limit and one row over it, all
-    against the float64 reference."""
+    the forward GEMM (min_rows to forward_max_rows rows) and both weight-sized gradients
+    (min_rows to max_rows); one row, rows in two batch dimensions, each limit and one row past
+    it, all against the float64 reference."""
     policy, n_in, n_out = _one_pass_case(dtype)
-    batch_shape = {"one": (1,), "split": (3, 5), "forward_max": (policy["forward_max_rows"],),
-                   "forward_max+1": (policy["forward_max_rows"] + 1,), "max": (policy["max_rows"],),
-                   "max+1": (policy["max_rows"] + 1,)}[rows]
+    batch_shape = {"one": (1,), "min": (policy["min_rows"],), "split": (3, 5),
+                   "forward_max": (policy["forward_max_rows"],), "forward_max+1": (policy["forward_max_rows"] + 1,),
+                   "max": (policy["max_rows"],), "max+1": (policy["max_rows"] + 1,)}[rows]
     t_in, w, b, t_min, t_max = dense_case(40, batch_shape, n_in, n_out)
     window = (t_min, t_max) if op == "linear" else (t_min,)
     _check_against_reference(getattr(TF, op), getattr(R, op), (t_in, w, b), device, dtype, window)

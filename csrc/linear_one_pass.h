@@ -19,12 +19,12 @@ namespace ttfs_ext {
 // When the CPU layers take the one-pass kernels: a few rows, and a weight matrix that streams
 // from beyond the caches. From benchmarks/bench_one_pass.py on the project's 2-core machine
 // (results/one_pass_cpu.json, NOTES v4), on weights of 16-400 MB: the backward op took
-// 0.61-0.99x the time of the twin's (gate and two vendor GEMMs) at 8-32 rows, 1.0x at 64; the
-// forward 0.41-0.78x the twin's at 8-16 rows, 1.0-1.3x at 32 (the rows of x no longer fit in
-// L2 and are read again for every group of weight rows). One row gains nothing (0.75-1.19x
-// backward, 0.97-1.04x forward): the vendor GEMV and rank-1 update are one pass already; the
-// gain at more rows is the packing of W and the second pass the vendor GEMMs make. On weights
-// of 1-4 MB, which stay in cache, the vendor GEMMs' blocking wins.
+// 0.56-1.02x the time of the twin's (gate and two vendor GEMMs) at 8-32 rows, 1.0x at 64; the
+// forward 0.43-0.86x the twin's at 8-16 rows, 1.2-1.4x at 32 (the rows of x no longer fit in
+// L2 and are read again for every group of weight rows; NOTES v4). One row gains
+// nothing (0.75-1.19x backward, 0.97-1.04x forward, earlier run): the vendor GEMV and rank-1
+// update are one pass already; the gain at more rows is the packing of W and the second pass
+// the vendor GEMMs make. On weights of 1-4 MB, which stay in cache, the vendor GEMMs win.
 constexpr int64_t kOnePassMinRows = 2;
 constexpr int64_t kOnePassMaxRows = 32;
 constexpr int64_t kOnePassForwardMaxRows = 16;

@@ -3,14 +3,17 @@ against the ReLU twin's, over weight sizes and row counts (benchmarks/NOTES.md, 
 
     python benchmarks/bench_one_pass.py            # ~5 min on 2 cores
     python benchmarks/bench_one_pass.py --quick    # seconds: checks the script
+    python benchmarks/bench_one_pass.py --isa x86-64-v3   # the AVX2 code on an AVX-512 CPU
 
 The ops are called directly (torch.ops.ttfs_ext.dense and _dense_backward: no Python input
 checks); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
 it: threshold_backward, grad_in = g W, grad_w = g^T x, grad_b = sum(g). Every (shape, rows)
 case times the four functions in interleaved rounds (torch.utils.benchmark, medians of the
 rounds' medians). The policy in force (ttfs_ext.status()["cpu_dense_one_pass"]) is recorded
-with each case, so the table shows the one-pass cases next to the vendor-GEMM ones. Writes
-benchmarks/results/one_pass_cpu.json.
+with each case, so the table shows the one-pass cases next to the vendor-GEMM ones. With
+--isa, the kernels run that ISA's code (vector width and blocking) on any CPU that can: the
+vendor GEMMs of the twin keep the CPU's own. Writes benchmarks/results/one_pass_cpu.json
+(one_pass_cpu_<isa>.json with --isa).
 """
 from __future__ import annotations
 
@@ -85,10 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per function and round")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--isa", choices=["x86-64-v4", "x86-64-v3", "baseline"], default=None,
+                        help="run the one-pass kernels with this ISA's code (default: the CPU's)")
     args = parser.parse_args(argv)
     if not ttfs_ext.status()["compiled"]:
         print("bench_one_pass: the compiled extension is not loaded", file=sys.stderr)
         return 1
+    from ttfs_ext import _backend
+
+    _backend._C._set_one_pass_isa(args.isa or "")
+    try:
+        return _run(args)
+    finally:
+        _backend._C._set_one_pass_isa("")
+
+
+def _run(args: argparse.Namespace) -> int:
     shapes, row_counts = (QUICK_SHAPES, QUICK_ROWS) if args.quick else (SHAPES, ROWS)
     rounds, min_run_time = (2, 0.01) if args.quick else (args.rounds, args.min_run_time)
     results = []
@@ -108,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
               "window": {"t_min": T_MIN, "t_max": T_MAX}, "dtype": "float32", "rounds": rounds,
               "min_run_time_s": min_run_time, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / ("one_pass_cpu_quick.json" if args.quick else "one_pass_cpu.json")
+    suffix = ("_quick" if args.quick else "") + (f"_{args.isa}" if args.isa else "")
+    path = args.out / f"one_pass_cpu{suffix}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {path}")
     return 0

@@ -30,10 +30,15 @@ constexpr int64_t kOnePassMaxRows = 32;
 constexpr int64_t kOnePassForwardMaxRows = 16;
 constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
 
-// The kernels are written for 64-byte vectors and measured with AVX-512. In the AVX2 clone the
-// same code spills registers and ran 6-10x slower than the vendor GEMMs (NOTES v4), so the CPU
-// layers use them only where the AVX-512 clone runs (cpu_clone_isa() == "x86-64-v4").
+// Whether the CPU layers use the kernels: with AVX-512 or AVX2 code (each with its own vector
+// width and blocking), measured faster than the vendor GEMMs; not with baseline SSE2 code,
+// measured slower. Read at each layer call.
 bool linear_one_pass_enabled();
+// The ISA whose code the kernels run ("x86-64-v4", "x86-64-v3" or "baseline").
+const char* linear_one_pass_isa();
+// For tests and measurements: run one ISA's code (and use the kernels even with "baseline"),
+// or "" for automatic. Returns nullptr, or why not (an unknown name, an ISA this CPU lacks).
+const char* set_linear_one_pass_isa(const char* name);
 
 inline bool linear_one_pass_pays(int64_t rows, int64_t weight_bytes) {
   return rows >= kOnePassMinRows && rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;

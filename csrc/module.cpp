@@ -22,6 +22,7 @@ PYBIND11_MODULE(_C, m) {
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
     py::dict one_pass;  // where the CPU dense layers take the one-pass kernels
     one_pass["enabled"] = ttfs_ext::linear_one_pass_enabled();
+    one_pass["isa"] = ttfs_ext::linear_one_pass_isa();
     one_pass["min_rows"] = ttfs_ext::kOnePassMinRows;
     one_pass["max_rows"] = ttfs_ext::kOnePassMaxRows;  // backward
     one_pass["forward_max_rows"] = ttfs_ext::kOnePassForwardMaxRows;
@@ -37,4 +38,9 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return info;
   }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense layers take the one-pass kernels.");
+  m.def("_set_one_pass_isa", [](const std::string& name) {
+    const char* err = ttfs_ext::set_linear_one_pass_isa(name.c_str());
+    if (err != nullptr) throw py::value_error(std::string("ttfs_ext: ") + err);
+  }, "For tests and measurements: run the CPU one-pass dense kernels with one ISA's code "
+     "('x86-64-v4', 'x86-64-v3', 'baseline'; used even with 'baseline'), or '' for automatic.");
 }

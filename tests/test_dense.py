@@ -91,15 +91,50 @@ def _one_pass_case(dtype):
     return policy, n_in, n_out
 
 
+ISAS = ["x86-64-v4", "x86-64-v3", "baseline"]
+
+
+@pytest.fixture(params=["automatic"] + ISAS)
+def one_pass_isa(request):
+    """Runs the CPU one-pass kernels with each ISA's code this CPU can run (each has its own
+    vector width and blocking), then restores the automatic choice."""
+    from ttfs_ext import _backend
+
+    isa = request.param
+    if isa != "automatic":
+        cpu_isa = ttfs_ext.status()["cpu_isa"]
+        if cpu_isa not in ISAS or ISAS.index(isa) < ISAS.index(cpu_isa):
+            pytest.skip(f"this CPU runs {cpu_isa} code, not {isa}")
+        _backend._C._set_one_pass_isa(isa)
+    yield isa
+    _backend._C._set_one_pass_isa("")
+
+
+def test_one_pass_isa_override():
+    from ttfs_ext import _backend
+
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _backend._C._set_one_pass_isa("avx9")
+    _backend._C._set_one_pass_isa("baseline")
+    try:
+        policy = ttfs_ext.status()["cpu_dense_one_pass"]
+        assert policy["isa"] == "baseline" and policy["enabled"]  # forced: used even with SSE2 code
+    finally:
+        _backend._C._set_one_pass_isa("")
+    assert ttfs_ext.status()["cpu_dense_one_pass"]["isa"] == ttfs_ext.status()["cpu_isa"]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("op", ["linear", "readout"])
 @pytest.mark.parametrize("rows", ["one", "min", "split", "forward_max", "forward_max+1", "max", "max+1"])
-def test_few_rows_large_weight(device, dtype, op, rows):
+def test_few_rows_large_weight(device, dtype, op, rows, one_pass_isa):
     """Few rows and a weight beyond the caches: on the CPU, one pass over the weight computes
     the forward GEMM (min_rows to forward_max_rows rows) and both weight-sized gradients
     (min_rows to max_rows); one row, rows in two batch dimensions, each limit and one row past
-    it, all against the float64 reference."""
+    it, with each ISA's code, all against the float64 reference."""
+    if one_pass_isa != "automatic" and rows in ("one", "max+1"):
+        pytest.skip("vendor GEMMs only: tested once, with the automatic ISA")
     policy, n_in, n_out = _one_pass_case(dtype)
     batch_shape = {"one": (1,), "min": (policy["min_rows"],), "split": (3, 5),
                    "forward_max": (policy["forward_max_rows"],), "forward_max+1": (policy["forward_max_rows"] + 1,),
@@ -109,7 +144,7 @@ def test_few_rows_large_weight(device, dtype, op, rows):
     _check_against_reference(getattr(TF, op), getattr(R, op), (t_in, w, b), device, dtype, window)
 
 
-def test_few_rows_large_weight_weight_gradient_only():
+def test_few_rows_large_weight_weight_gradient_only(one_pass_isa):
     """The one-pass kernel without the input gradient (a first layer) gives the same weight
     gradient as with it."""
     policy, n_in, n_out = _one_pass_case(torch.float32)

@@ -11,6 +11,10 @@
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define TTFS_HAVE_CPU_CLONES 1
 #define TTFS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// One function compiled for one ISA, for code whose blocking differs per ISA (the caller picks
+// it with cpu_clone_isa()).
+#define TTFS_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define TTFS_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #else
 #define TTFS_HAVE_CPU_CLONES 0
 #define TTFS_CPU_CLONES

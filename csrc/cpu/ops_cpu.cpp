@@ -10,7 +10,7 @@ namespace ttfs_ext {
 namespace {
 
 ElementwiseBackend cpu_backend() {
-  const bool one_pass = linear_one_pass_enabled();  // AVX-512 only (linear_one_pass.h)
+  const bool one_pass = linear_one_pass_enabled();  // not with SSE2 code (linear_one_pass.h)
   return {prologue_cpu, epilogue_cpu, nullptr, one_pass ? linear_one_pass_backward_cpu : nullptr,
           one_pass ? linear_one_pass_forward_cpu : nullptr};
 }

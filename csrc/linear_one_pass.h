@@ -18,16 +18,16 @@ namespace ttfs_ext {
 
 // When the CPU layers take the one-pass kernels: a few rows, and a weight matrix that streams
 // from beyond the caches. From benchmarks/bench_one_pass.py on the project's 2-core machine
-// (results/one_pass_cpu.json, NOTES v4), on weights of 16-400 MB: the backward op took
-// 0.56-1.02x the time of the twin's (gate and two vendor GEMMs) at 8-32 rows, 1.0x at 64; the
-// forward 0.43-0.86x the twin's at 8-16 rows, 1.2-1.4x at 32 (the rows of x no longer fit in
-// L2 and are read again for every group of weight rows; NOTES v4). One row gains
-// nothing (0.75-1.19x backward, 0.97-1.04x forward, earlier run): the vendor GEMV and rank-1
-// update are one pass already; the gain at more rows is the packing of W and the second pass
-// the vendor GEMMs make. On weights of 1-4 MB, which stay in cache, the vendor GEMMs win.
+// (results/one_pass_cpu*.json, NOTES v4), on weights of 16-400 MB, AVX-512 code: the backward
+// op took 0.68-0.90x the time of the twin's (gate and two vendor GEMMs) at 8-32 rows, 1.0x at
+// 64; the forward 0.38-0.77x the twin's at 8-16 rows, 1.2-1.4x at 32 (the rows of x no longer
+// fit in L2 and are read again for every group of weight rows). One row gains nothing: the
+// vendor GEMV and rank-1 update are one pass already; the gain at more rows is the packing of
+// W and the second pass the vendor GEMMs make. On weights of 1-4 MB, which stay in cache, the
+// vendor GEMMs win.
 constexpr int64_t kOnePassMinRows = 2;
 constexpr int64_t kOnePassMaxRows = 32;
-constexpr int64_t kOnePassForwardMaxRows = 16;
+constexpr int64_t kOnePassForwardMaxRows = 16;  // with AVX-512 code; 8 with AVX2 code (NOTES v4)
 constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
 
 // Whether the CPU layers use the kernels: with AVX-512 or AVX2 code (each with its own vector
@@ -43,8 +43,12 @@ const char* set_linear_one_pass_isa(const char* name);
 inline bool linear_one_pass_pays(int64_t rows, int64_t weight_bytes) {
   return rows >= kOnePassMinRows && rows <= kOnePassMaxRows && weight_bytes >= kOnePassMinWeightBytes;
 }
+// The forward's row limit for the ISA whose code runs.
+int64_t linear_one_pass_forward_max_rows();
+
 inline bool linear_one_pass_forward_pays(int64_t rows, int64_t weight_bytes) {
-  return rows >= kOnePassMinRows && rows <= kOnePassForwardMaxRows && weight_bytes >= kOnePassMinWeightBytes;
+  return rows >= kOnePassMinRows && rows <= linear_one_pass_forward_max_rows() &&
+         weight_bytes >= kOnePassMinWeightBytes;
 }
 
 // All row-major and contiguous; grad_in may be nullptr (no input gradient wanted).

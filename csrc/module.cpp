@@ -25,7 +25,7 @@ PYBIND11_MODULE(_C, m) {
     one_pass["isa"] = ttfs_ext::linear_one_pass_isa();
     one_pass["min_rows"] = ttfs_ext::kOnePassMinRows;
     one_pass["max_rows"] = ttfs_ext::kOnePassMaxRows;  // backward
-    one_pass["forward_max_rows"] = ttfs_ext::kOnePassForwardMaxRows;
+    one_pass["forward_max_rows"] = ttfs_ext::linear_one_pass_forward_max_rows();
     one_pass["min_weight_bytes"] = ttfs_ext::kOnePassMinWeightBytes;
     info["cpu_dense_one_pass"] = one_pass;
 #if TTFS_WITH_CUDA

@@ -27,7 +27,8 @@ namespace ttfs_ext {
 // vendor GEMMs win.
 constexpr int64_t kOnePassMinRows = 2;
 constexpr int64_t kOnePassMaxRows = 32;
-constexpr int64_t kOnePassForwardMaxRows = 16;  // with AVX-512 code; 8 with AVX2 code (NOTES v4)
+constexpr int64_t kOnePassForwardMaxRows = 16;       // with AVX-512 code
+constexpr int64_t kOnePassForwardMaxRowsNarrow = 8;  // with AVX2 (or forced SSE2) code (NOTES v4)
 constexpr int64_t kOnePassMinWeightBytes = int64_t{16} << 20;
 
 // Whether the CPU layers use the kernels: with AVX-512 or AVX2 code (each with its own vector

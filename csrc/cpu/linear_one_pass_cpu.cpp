@@ -17,7 +17,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 namespace ttfs_ext {
@@ -329,21 +328,21 @@ void backward_impl(const LinearOnePassBackwardParams& p) {
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> d(static_cast<size_t>(rows * tw));
     std::vector<T> acc(kWantIn ? static_cast<size_t>(rows * tw) : 0);
+    BackwardTile<T> a;  // one task's tiles differ only in i0 and n
+    a.grad_t = grad_t.data();
+    a.t_in = static_cast<const T*>(p.t_in);
+    a.weight = static_cast<const T*>(p.weight);
+    a.grad_in = static_cast<T*>(p.grad_in);
+    a.grad_w = static_cast<T*>(p.grad_w);
+    a.d = d.data();
+    a.acc = acc.data();
+    a.rows = rows;
+    a.in_f = in_f;
+    a.out_f = out_f;
+    a.t_min = static_cast<T>(p.t_min);  // as the delays prologue: in - offset, in T
     for (int64_t tile = begin; tile < end; ++tile) {
-      BackwardTile<T> a;
-      a.grad_t = grad_t.data();
-      a.t_in = static_cast<const T*>(p.t_in);
-      a.weight = static_cast<const T*>(p.weight);
-      a.grad_in = static_cast<T*>(p.grad_in);
-      a.grad_w = static_cast<T*>(p.grad_w);
-      a.d = d.data();
-      a.acc = acc.data();
-      a.rows = rows;
-      a.in_f = in_f;
-      a.out_f = out_f;
       a.i0 = tile * tw;
       a.n = std::min(tw, in_f - a.i0);
-      a.t_min = static_cast<T>(p.t_min);  // as the delays prologue: in - offset, in T
       run_tile(a);
     }
   });
@@ -389,7 +388,7 @@ const char* linear_one_pass_isa() { return isa_name(running_isa()); }
 
 int64_t linear_one_pass_forward_max_rows() {
   // The AVX2 forward (2 x 4 blocks) lost to the vendor GEMM at 16 rows (1.1-1.6x) and won at 8.
-  return running_isa() == Isa::V4 ? kOnePassForwardMaxRows : 8;
+  return running_isa() == Isa::V4 ? kOnePassForwardMaxRows : kOnePassForwardMaxRowsNarrow;
 }
 
 const char* set_linear_one_pass_isa(const char* name) {

@@ -28,6 +28,10 @@ struct PrologueParams {
   double offset = 0.0;
   double scale = 1.0;  // +1 or -1: exact in floating point
   double t_max = 0.0;  // gate threshold
+  // Host flag, set to 1 when an `in` element is NaN or inf; nullptr = no check. Only backends
+  // with checks_finite_in_prologue (the CPU) take it: there the input check rides on the
+  // forward's one read of the spike times instead of a separate pass.
+  int32_t* nonfinite = nullptr;
 };
 
 // Output laid out as (batch, channels, positions), contiguous.
@@ -69,7 +73,13 @@ struct ElementwiseBackend {
   // (CUDA, for now: its vendor GEMMs have not been measured against them).
   LinearOnePassBackwardFn linear_one_pass_backward = nullptr;
   LinearOnePassForwardFn linear_one_pass_forward = nullptr;
+  bool checks_finite_in_prologue = false;  // the prologue honours PrologueParams::nonfinite
 };
+
+// The data check of the forward ops' spike times (NaN/inf), for backends that fuse it into
+// the prologue; Python's ttfs_ext.set_input_checks sets it (default on).
+void set_input_checks(bool enabled);
+bool input_checks_enabled();
 
 // How the CPU kernels' at::parallel_for runs: "openmp" or "native" (torch's thread pool), or
 // "one thread" when torch uses OpenMP but this library was compiled without it.

@@ -1,6 +1,7 @@
 #include "layers.h"
 #include "linear_one_pass.h"
 
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -23,6 +24,8 @@ void check_launch(const char* err, const char* what) {
   TORCH_CHECK(err == nullptr, "ttfs_ext: ", what, " kernel failed: ", err == nullptr ? "" : err);
 }
 
+std::atomic<bool> g_input_checks{true};
+
 // out = cast(scale * (in - offset)), zeroed where gate >= t_max (when a gate is given).
 void run_prologue(const ElementwiseBackend& be, const at::Tensor& in, const at::Tensor* gate,
                   const at::Tensor& out, double offset, double scale, double t_max) {
@@ -37,6 +40,24 @@ void run_prologue(const ElementwiseBackend& be, const at::Tensor& in, const at::
   p.scale = scale;
   p.t_max = t_max;
   check_launch(be.prologue(p, be.stream), "prologue");
+}
+
+// The forward's prologue x = t_min - t_in, which also checks t_in for NaN/inf where the
+// backend can in the same read (elsewhere Python checks before the call).
+void run_forward_prologue(const char* op, const ElementwiseBackend& be, const at::Tensor& t_in,
+                          const at::Tensor& x, double t_min) {
+  PrologueParams p;
+  p.in = t_in.const_data_ptr();
+  p.out = x.data_ptr();
+  p.in_dtype = to_dtype(t_in.scalar_type());
+  p.out_dtype = to_dtype(x.scalar_type());
+  p.numel = t_in.numel();
+  p.offset = t_min;
+  p.scale = -1.0;
+  int32_t nonfinite = 0;
+  if (be.checks_finite_in_prologue && input_checks_enabled()) p.nonfinite = &nonfinite;
+  check_launch(be.prologue(p, be.stream), "prologue");
+  TORCH_CHECK_VALUE(nonfinite == 0, op, ": t_in contains NaN or inf spike times");
 }
 
 // Bias, threshold and clamp on u laid out as (batch, channels, positions).
@@ -138,7 +159,7 @@ at::Tensor linear_forward(const char* op, const ElementwiseBackend& be, const at
   const int64_t in_f = weight.size(1), out_f = weight.size(0), rows = rows_of(t_in);
   const at::Tensor t = t_in.contiguous();
   at::Tensor x = at::empty({rows, in_f}, weight.options());
-  run_prologue(be, t, nullptr, x, t_min, -1.0, 0.0);
+  run_forward_prologue(op, be, t, x, t_min);
   at::Tensor u;
   if (be.linear_one_pass_forward != nullptr && weight.scalar_type() == t.scalar_type() &&
       linear_one_pass_forward_pays(rows, weight.numel() * weight.element_size())) {
@@ -211,6 +232,9 @@ Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Te
 
 }  // namespace
 
+void set_input_checks(bool enabled) { g_input_checks.store(enabled, std::memory_order_relaxed); }
+bool input_checks_enabled() { return g_input_checks.load(std::memory_order_relaxed); }
+
 at::Tensor dense_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, double t_min, double t_max) {
   check_window("ttfs_ext.linear", t_min, t_max, true);
@@ -274,7 +298,7 @@ at::Tensor conv2d_forward(const ElementwiseBackend& be, const at::Tensor& t_in, 
   check_conv_shapes(op, t_in, weight, groups);
   const at::Tensor t = t_in.contiguous();
   at::Tensor x = at::empty(t.sizes(), weight.options());
-  run_prologue(be, t, nullptr, x, t_min, -1.0, 0.0);
+  run_forward_prologue(op, be, t, x, t_min);
   // Zero padding of activations is t_min padding of spike times.
   const int64_t zeros[2] = {0, 0};
   at::Tensor u = at::convolution(x, weight.contiguous(), std::nullopt, stride, padding, dilation, false,

@@ -2,6 +2,7 @@
 // static initialisers register the ops; the module itself only reports how it was built.
 #include <pybind11/pybind11.h>
 
+#include "elementwise.h"
 #include "first_spike.h"
 #include "linear_one_pass.h"
 
@@ -38,6 +39,10 @@ PYBIND11_MODULE(_C, m) {
 #endif
     return info;
   }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense layers take the one-pass kernels.");
+  m.def("_set_input_checks", &ttfs_ext::set_input_checks,
+        "Set by ttfs_ext.set_input_checks: whether the CPU forward ops check t_in for NaN/inf "
+        "(in their first pass over it).");
+  m.def("_input_checks_enabled", &ttfs_ext::input_checks_enabled);
   m.def("_set_one_pass_isa", [](const std::string& name) {
     const char* err = ttfs_ext::set_linear_one_pass_isa(name.c_str());
     if (err != nullptr) throw py::value_error(std::string("ttfs_ext: ") + err);

@@ -221,3 +221,88 @@ def test_first_spike_conv2d_errors():
         TF.first_spike_conv2d(t, w, one, one, 3.0, 3.0, groups=2)
     with pytest.raises(ValueError, match="backend 'cuda' was requested"):
         TF.first_spike_conv2d(t, w, one, one, 0.0, 3.0, groups=2, backend="cuda")
+
+
+def _bad_kernel_calls():
+    """Calls that the Python checks reject and that the direct path (functional._direct) hands
+    to the CPU kernel first: every one must raise there too, never return."""
+    t_in, w, b, t_min, t_max = dense_case(63, (4,), 5, 3)
+    nan_t = t_in.clone()
+    nan_t[3, 4] = float("nan")
+    inf_t = t_in.clone()
+    inf_t[0, 0] = -float("inf")
+    dense = torch.ops.ttfs_ext.dense
+    calls = {
+        "in_features": lambda: dense(t_in[:, :4], w, b, t_min, t_max),
+        "weight 3-D": lambda: dense(t_in, w[None], b, t_min, t_max),
+        "bias shape": lambda: dense(t_in, w, b[:2], t_min, t_max),
+        "t_in half": lambda: dense(t_in.half(), w.half(), None, t_min, t_max),
+        "weight dtype": lambda: dense(t_in, w.float(), b, t_min, t_max),
+        "bfloat16 weight on cpu": lambda: dense(t_in.float(), w.bfloat16(), b.float(), t_min, t_max),
+        "empty window": lambda: dense(t_in, w, b, 3.0, 3.0),
+        "reversed window": lambda: dense(t_in, w, b, 3.0, 2.0),
+        "inf t_max": lambda: dense(t_in, w, b, 1.0, float("inf")),
+        "nan t_in": lambda: dense(nan_t, w, b, t_min, t_max),
+        "-inf t_in": lambda: dense(inf_t, w, b, t_min, t_max),
+        "weight on meta": lambda: dense(t_in, w.to("meta"), b, t_min, t_max),
+        "bias on meta": lambda: dense(t_in, w, b.to("meta"), t_min, t_max),
+        "readout bias shape": lambda: torch.ops.ttfs_ext.readout(t_in, w, b[:2], t_min),
+        "readout nan t_min": lambda: torch.ops.ttfs_ext.readout(t_in, w, b, float("nan")),
+        "readout nan t_in": lambda: torch.ops.ttfs_ext.readout(nan_t, w, b, t_min),
+    }
+    t4, w4, t_min4, t_max4, _ = conv_case(64)
+    nan4 = t4.clone()
+    nan4[1, 2, 3, 4] = float("nan")
+    conv = torch.ops.ttfs_ext.conv2d
+
+    def conv2d(t=t4, w=w4, b=None, stride=1, padding=0, dilation=1, groups=1):
+        return lambda: conv(t, w, b, t_min4, t_max4, stride, padding, dilation, groups)
+    calls.update({
+        "conv channels": conv2d(t=t4[:, :3]),
+        "conv weight 3-D": conv2d(w=w4[0]),
+        "conv bias shape": conv2d(b=torch.zeros(6, 9, 9, dtype=t4.dtype), padding=1),
+        "conv stride 0": conv2d(stride=0),
+        "conv negative padding": conv2d(padding=-1),
+        "conv dilation 0": conv2d(dilation=0),
+        "conv groups 0": conv2d(groups=0),
+        "conv kernel does not fit": conv2d(t=t4[:, :, :2]),
+        "conv nan t_in": conv2d(t=nan4),
+        "conv weight on meta": conv2d(w=w4.to("meta")),
+    })
+    return calls
+
+
+@pytest.mark.skipif("cpu" not in ttfs_ext.kernel_devices(), reason="no compiled CPU kernels")
+@pytest.mark.parametrize("case", sorted(_bad_kernel_calls()))
+def test_kernel_rejects_what_the_python_checks_reject(case):
+    with pytest.raises(TF._KERNEL_ERRORS):
+        _bad_kernel_calls()[case]()
+
+
+@pytest.mark.skipif("cpu" not in ttfs_ext.kernel_devices(), reason="no compiled CPU kernels")
+def test_cpu_kernels_check_spike_times_in_their_first_pass():
+    # The CPU forward ops check t_in for NaN/inf inside their prologue: anywhere in a tensor
+    # large enough for several parallel spans, and not when the checks are off.
+    from ttfs_ext import _backend
+    gen = torch.Generator().manual_seed(65)
+    t = torch.rand(64, 2048, generator=gen) * 2.0
+    w = torch.randn(3, 2048, generator=gen)
+    for index in (0, 40_000, t.numel() - 1):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            tb = t.clone()
+            tb.view(-1)[index] = bad
+            with pytest.raises(ValueError, match="t_in contains NaN or inf"):
+                torch.ops.ttfs_ext.dense(tb, w, None, 0.0, 2.0)
+            with pytest.raises(ValueError, match="t_in contains NaN or inf"):
+                torch.ops.ttfs_ext.conv2d(tb.view(64, 2, 32, 32), w.view(3, 2, 32, 32), None, 0.0, 2.0,
+                                          1, 0, 1, 1)
+    big = torch.full((4, 5), 3e38)  # finite, though t_min - t overflows
+    torch.ops.ttfs_ext.dense(big, torch.ones(2, 5), None, 0.0, 1.0)
+    tb.view(-1)[-1] = float("nan")
+    ttfs_ext.set_input_checks(False)
+    try:
+        assert not _backend._C._input_checks_enabled()
+        assert torch.isnan(torch.ops.ttfs_ext.dense(tb, w, None, 0.0, 2.0)[-1]).all()
+    finally:
+        ttfs_ext.set_input_checks(True)
+    assert _backend._C._input_checks_enabled()

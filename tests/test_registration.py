@@ -115,6 +115,17 @@ def test_compile_fullgraph_parity(device):
         torch.testing.assert_close(g, eg, rtol=1e-12, atol=1e-12)
 
 
+def test_compiled_cpu_graph_checks_spike_times():
+    """Python skips its data checks inside compiled graphs; the CPU kernels check t_in themselves."""
+    (t_in, w, b), t_min, t_max = _dense_args("cpu", False)
+    layer = torch.compile(lambda t: TF.linear(t, w, b, t_min, t_max), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(layer(t_in), TF.linear(t_in, w, b, t_min, t_max), rtol=0, atol=0)
+    t_in = t_in.clone()
+    t_in.view(-1)[-1] = float("nan")
+    with pytest.raises(ValueError, match="t_in contains NaN or inf"):
+        layer(t_in)
+
+
 @pytest.mark.needs_cuda
 def test_compile_reduce_overhead_cuda():
     """CUDA graphs replay on the capture stream: the kernels must launch on the current stream."""

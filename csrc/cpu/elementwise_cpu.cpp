@@ -11,6 +11,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
 #include <type_traits>
 
 namespace ttfs_ext {
@@ -19,37 +22,47 @@ namespace {
 constexpr int64_t kGrain = 32768;
 
 // One vectorised loop per span, cloned per ISA: spans that fit in L2 run at its speed only
-// with the wide vectors.
-template <typename in_t, typename out_t, bool kGate, bool kNegate>
-TTFS_CPU_CLONES void prologue_span(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out, int64_t n,
-                   in_t offset, in_t t_max) {
+// with the wide vectors. kCheck also returns whether an input is NaN or inf (the unordered
+// compare is true for NaN), in the same read.
+template <typename in_t, typename out_t, bool kGate, bool kNegate, bool kCheck>
+TTFS_CPU_CLONES int prologue_span(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
+                                  int64_t n, in_t offset, in_t t_max) {
+  int nonfinite = 0;
   for (int64_t i = 0; i < n; ++i) {
+    if constexpr (kCheck) nonfinite |= !(std::abs(in[i]) <= std::numeric_limits<in_t>::max());
     in_t v = kNegate ? offset - in[i] : in[i] - offset;
     if constexpr (kGate) v = gate[i] < t_max ? v : in_t(0);
     out[i] = static_cast<out_t>(v);
   }
+  return nonfinite;
 }
 
-template <typename in_t, typename out_t, bool kGate, bool kNegate>
+template <typename in_t, typename out_t, bool kGate, bool kNegate, bool kCheck>
 void prologue_kernel_impl(const PrologueParams& p) {
   const in_t* in = static_cast<const in_t*>(p.in);
   const in_t* gate = static_cast<const in_t*>(p.gate);
   out_t* out = static_cast<out_t*>(p.out);
   const in_t offset = static_cast<in_t>(p.offset);
   const in_t t_max = static_cast<in_t>(p.t_max);
-  at::parallel_for(0, p.numel, kGrain, [=](int64_t begin, int64_t end) {
-    prologue_span<in_t, out_t, kGate, kNegate>(in + begin, kGate ? gate + begin : nullptr, out + begin,
-                                               end - begin, offset, t_max);
+  std::atomic<int> nonfinite{0};
+  at::parallel_for(0, p.numel, kGrain, [&](int64_t begin, int64_t end) {
+    if (prologue_span<in_t, out_t, kGate, kNegate, kCheck>(in + begin, kGate ? gate + begin : nullptr,
+                                                           out + begin, end - begin, offset, t_max)) {
+      nonfinite.store(1, std::memory_order_relaxed);
+    }
   });
+  if constexpr (kCheck) *p.nonfinite = nonfinite.load();
 }
 
 template <typename in_t, typename out_t>
 void prologue_dispatch(const PrologueParams& p) {
-  const bool gate = p.gate != nullptr, negate = p.scale < 0;
-  if (gate && negate) prologue_kernel_impl<in_t, out_t, true, true>(p);
-  else if (gate) prologue_kernel_impl<in_t, out_t, true, false>(p);
-  else if (negate) prologue_kernel_impl<in_t, out_t, false, true>(p);
-  else prologue_kernel_impl<in_t, out_t, false, false>(p);
+  const bool gate = p.gate != nullptr, negate = p.scale < 0, check = p.nonfinite != nullptr;
+  if (gate && negate) prologue_kernel_impl<in_t, out_t, true, true, false>(p);
+  else if (gate) prologue_kernel_impl<in_t, out_t, true, false, false>(p);
+  else if (negate && check) prologue_kernel_impl<in_t, out_t, false, true, true>(p);
+  else if (negate) prologue_kernel_impl<in_t, out_t, false, true, false>(p);
+  else if (check) prologue_kernel_impl<in_t, out_t, false, false, true>(p);
+  else prologue_kernel_impl<in_t, out_t, false, false, false>(p);
 }
 
 template <typename time_t, bool kSpiking>
@@ -144,6 +157,8 @@ const char* cpu_clone_isa() {
 
 // CPU kernels support float64 and float32 spike times with matrices of the same dtype.
 const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
+  if (p.gate != nullptr && p.nonfinite != nullptr) return "the gated prologue does not check its input";
+  if (p.nonfinite != nullptr) *p.nonfinite = 0;
   if (p.numel == 0) return nullptr;
   if (p.in_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) {
     prologue_dispatch<double, double>(p);

@@ -60,15 +60,38 @@ def get_backend() -> Optional[str]:
 
 
 def set_input_checks(enabled: bool) -> None:
-    """Turn the data checks (NaN/inf spike times) on or off. They read the data, so on a GPU
-    they synchronise; they are skipped inside torch.compile graphs. Shape, dtype, device and
-    window checks always run. The environment variable TTFS_EXT_INPUT_CHECKS=0 turns them off."""
+    """Turn the data checks (NaN/inf spike times) on or off. Shape, dtype, device and window
+    checks always run. The environment variable TTFS_EXT_INPUT_CHECKS=0 turns them off.
+    The CPU kernels of linear, readout and conv2d check t_in in their first pass over it (no
+    extra read, inside torch.compile graphs too); elsewhere the check is a separate read of the
+    data, which synchronises on a GPU and is skipped inside torch.compile graphs."""
     global _input_checks
     _input_checks = bool(enabled)
+    if _C is not None:
+        _C._set_input_checks(_input_checks)
 
 
 def input_checks_enabled() -> bool:
     return _input_checks and not torch.compiler.is_compiling()
+
+
+if _C is not None:
+    _C._set_input_checks(_input_checks)
+
+
+def direct_kernel(t_in: torch.Tensor, backend: Optional[str]) -> bool:
+    """True where an op may call the kernel of t_in's device straight away and leave the
+    argument checks to it (functional.py): the backend chosen (per call, by set_backend or
+    automatically) is the kernel of t_in's device, which exists, and no NaN/inf check is left
+    to Python (the CPU kernels do it themselves)."""
+    choice = backend if backend is not None else _default_backend
+    if t_in.is_cpu:
+        device = "cpu"
+    elif t_in.is_cuda and not _input_checks:
+        device = "cuda"
+    else:
+        return False
+    return choice in (None, device) and device in _KERNEL_DEVICES and not torch.compiler.is_compiling()
 
 
 def use_kernel(op: str, device: torch.device, backend: Optional[str]) -> bool:

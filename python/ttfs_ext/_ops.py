@@ -15,8 +15,16 @@ from .functional import conv2d_output_size
 
 # --- fake kernels ---------------------------------------------------------------------
 
+def _check_devices(op: str, t_in, weight, bias) -> None:
+    # The real kernels check this; a meta tensor among CPU ones comes here instead.
+    for name, t in (("weight", weight), ("bias", bias)):
+        torch._check(t is None or t.device == t_in.device,
+                     lambda: f"{op}: {name} is on {t.device} but t_in is on {t_in.device}")
+
+
 @torch.library.register_fake("ttfs_ext::dense")
 def _dense_fake(t_in, weight, bias, t_min, t_max):
+    _check_devices("ttfs_ext.dense", t_in, weight, bias)
     torch._check(weight.dim() == 2 and t_in.dim() >= 1 and t_in.shape[-1] == weight.shape[1],
                  lambda: "ttfs_ext.dense: t_in (..., in) does not match weight (out, in)")
     return t_in.new_empty((*t_in.shape[:-1], weight.shape[0]))
@@ -45,6 +53,7 @@ def _readout_backward_fake(grad_out, t_in, weight, t_min, output_mask):
 
 @torch.library.register_fake("ttfs_ext::conv2d")
 def _conv2d_fake(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups):
+    _check_devices("ttfs_ext.conv2d", t_in, weight, bias)
     torch._check(t_in.dim() == 4 and weight.dim() == 4, lambda: "ttfs_ext.conv2d: t_in and weight must be 4-D")
     h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
     return t_in.new_empty((t_in.shape[0], weight.shape[0], h, w))

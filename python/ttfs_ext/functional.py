@@ -93,6 +93,22 @@ def _check_params(op: str, t_in: torch.Tensor, weight: torch.Tensor,
     return bias if bias.dtype == t_in.dtype else bias.to(t_in.dtype)
 
 
+# Errors a kernel raises for a bad argument (c10::Error, ValueError, TypeError, IndexError).
+_KERNEL_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+
+
+def _direct(t_in: torch.Tensor, bias: Optional[torch.Tensor], backend: Optional[str], *windows: Window) -> bool:
+    """True for the common call, which goes straight to the kernel: float windows, the kernel of
+    t_in's device as the backend (chosen or automatic), the bias in the spike-time dtype. The kernel checks shapes,
+    dtypes, devices, the window and (CPU) NaN/inf spike times itself; only when it raises do the
+    Python checks run, to name the argument at fault. The Python checks cost more than their
+    own ~10 us: after a layer that streamed megabytes through the cache the interpreter runs
+    cold, and they took 36 us there, 5-8 % of a small layer (benchmarks/NOTES.md, v5)."""
+    return (all(type(w) is float for w in windows) and isinstance(t_in, torch.Tensor)
+            and (bias is None or (isinstance(bias, torch.Tensor) and bias.dtype == t_in.dtype))
+            and _backend.direct_kernel(t_in, backend))
+
+
 def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
@@ -110,6 +126,11 @@ def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     t_in: (..., in_features); weight: (out_features, in_features) as in nn.Linear;
     bias: (out_features,) or None. Returns (..., out_features).
     """
+    if _direct(t_in, bias, backend, t_min, t_max):
+        try:
+            return torch.ops.ttfs_ext.dense(t_in, weight, bias, t_min, t_max)
+        except _KERNEL_ERRORS:
+            pass  # the checks below name the argument at fault, or the kernel raises again
     op = "ttfs_ext.functional.linear"
     lo, hi = _window(op, t_min, t_max)
     bias = _check_params(op, t_in, weight, bias)
@@ -123,6 +144,11 @@ def readout(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
             t_min: Window, *, backend: Optional[str] = None) -> torch.Tensor:
     """Membrane potential of the (non-spiking) output layer at t_min, which are the logits:
     V = W (t_min - t_in) + b. Shapes as in linear()."""
+    if _direct(t_in, bias, backend, t_min):
+        try:
+            return torch.ops.ttfs_ext.readout(t_in, weight, bias, t_min)
+        except _KERNEL_ERRORS:
+            pass  # the checks below name the argument at fault, or the kernel raises again
     op = "ttfs_ext.functional.readout"
     lo = _scalar(op, "t_min", t_min)
     bias = _check_params(op, t_in, weight, bias)
@@ -152,6 +178,11 @@ def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     in nn.Conv2d; bias: (C_out,), per output position (C_out, H_out, W_out) (as conversion of
     batch-normalised networks needs), or None.
     """
+    if _direct(t_in, bias, backend, t_min, t_max) and t_in.dim() == 4:
+        try:
+            return torch.ops.ttfs_ext.conv2d(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups)
+        except _KERNEL_ERRORS:
+            pass  # the checks below name the argument at fault, or the kernel raises again
     op = "ttfs_ext.functional.conv2d"
     lo, hi = _window(op, t_min, t_max)
     bias = _check_params(op, t_in, weight, bias)

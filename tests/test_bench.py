@@ -75,9 +75,9 @@ def test_layers_and_networks(quick_run):
                 assert "na" in entry  # --no-compile
                 continue
             assert entry["median_ms"] > 0, (record["name"], mode, impl)
-            # interleaved rounds: one median per round, the time is their median
-            assert report["rounds"] == 2 and len(entry["rounds_ms"]) == 2
-            assert entry["median_ms"] == pytest.approx(sum(entry["rounds_ms"]) / 2)
+            # paired cycles: at least the preset's rounds, the time their median
+            assert report["rounds"] == 2 and entry["cycles"] >= 2
+            assert entry["min_ms"] <= entry["median_ms"] <= entry["max_ms"]
             seen.add((mode, impl))
         assert {m for m, _ in seen} == set(bench.MODES)
         assert {"kernel", "reference", "twin"} <= {i for _, i in seen}
@@ -259,3 +259,46 @@ def test_one_pass_script_quick(tmp_path):
         assert case["one_pass_forward"] == (large and policy["min_rows"] <= case["rows"] <= policy["forward_max_rows"])
     assert any(c["one_pass_forward"] for c in cases) == policy["enabled"]
     assert not all(c["one_pass_backward"] for c in cases)
+
+
+def test_paired_ratio():
+    samples = {"kernel": [2.0, 4.0, 9.0], "twin": [1.0, 4.0, 3.0], "twin_compiled": [2.0, 2.0, 2.0]}
+    assert bench.paired_ratio(samples, ["kernel"], ["twin"]) == 2.0  # median of 2, 1, 3
+    # the fastest of several per cycle: 2/1, 4/2, 9/2
+    assert bench.paired_ratio(samples, ["kernel"], ["twin", "twin_compiled"]) == 2.0
+    assert bench.paired_ratio(samples, ["twin"], ["kernel"]) == 0.5  # median of 1/2, 1, 1/3
+    assert bench.paired_ratio(samples, ["reference"], ["kernel"]) is None
+    assert bench.paired_ratio({"kernel": [], "twin": [1.0]}, ["kernel"], ["twin"]) is None
+
+
+def test_time_interleaved_pairs_cycles_and_records_failures():
+    def builder(seconds: float, fail: bool = False, keep_graph: bool = True):
+        def build():
+            def fwd():
+                time.sleep(seconds)
+                return seconds
+
+            def grad(out, retain):
+                if fail:
+                    raise RuntimeError("boom")
+                if retain and not keep_graph:
+                    raise RuntimeError("graph freed")
+                time.sleep(out)
+            return fwd, grad
+        return build
+
+    ctx = _context(min_run_time=0.01, rounds=3)
+    times, methods, memory, samples = bench.time_interleaved(
+        {"fast": builder(0.001), "slow": builder(0.003), "no_graph": builder(0.002, keep_graph=False),
+         "broken": builder(0.001, fail=True)}, ctx)
+    assert "boom" in times["fwd"]["broken"]["na"] and memory["broken"] is None
+    assert methods == {"fast": "retain_graph", "slow": "retain_graph", "no_graph": "difference"}
+    cycles = len(samples["fwd"]["fast"])
+    assert cycles >= 3
+    for mode in bench.MODES:
+        for impl in ("fast", "slow", "no_graph"):
+            assert len(samples[mode][impl]) == cycles and times[mode][impl]["cycles"] == cycles
+    # sleeps only ever last longer: 3 ms against 1 ms per call is a ratio near 3
+    assert 1.5 < bench.paired_ratio(samples["fwd"], ["slow"], ["fast"]) < 4.5
+    assert samples["bwd"]["no_graph"][0] == pytest.approx(samples["fwd+bwd"]["no_graph"][0]
+                                                          - samples["fwd"]["no_graph"][0])

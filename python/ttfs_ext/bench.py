@@ -17,8 +17,10 @@ backward pass and forward+backward of every implementation side by side:
 - a time-stepped (clock-driven) simulation of the same layer at the largest step size whose
   spike-time error reaches 1e-3, against the kernel.
 
-Times are medians of torch.utils.benchmark.Timer.blocked_autorange (which synchronises CUDA)
-after warm-up calls; "fwd" is the forward pass of a training step (autograd recording),
+Times are taken in cycles (time_interleaved): each cycle times one block of calls of every
+implementation back to back (synchronised), and a ratio is the median of the per-cycle ratios,
+so interference on a shared machine hits both sides of it alike; times are medians over the
+cycles, after warm-up calls; "fwd" is the forward pass of a training step (autograd recording),
 "bwd" the backward pass alone (torch.autograd.grad with retain_graph on one forward), "fwd+bwd"
 both. Peak memory is the most memory allocated during one fwd+bwd call beyond what was
 allocated before it: torch.cuda.max_memory_allocated on CUDA, the allocation events of
@@ -76,7 +78,7 @@ CHECK_TOLERANCE = 1e-4          # float32 kernel vs float64 reference, relative 
 NETWORK_CHECK_TOLERANCE = 1e-7  # whole networks, float64 kernel vs float64 reference
 EVENT_TOLERANCE = (1e-9, 1e-6)  # float64 event kernel vs float64 reference: values, gradients
 REFERENCE_BYTES_PER_ELEMENT = 9  # sort-and-gather reference, fwd+bwd: ~9 tensors of batch x inputs x outputs
-JSON_VERSION = 1
+JSON_VERSION = 2  # 2: times and ratios from paired cycles (time_interleaved), no rounds_ms
 
 
 # --- cases and presets -------------------------------------------------------------------------
@@ -629,83 +631,132 @@ Forward = Callable[[], torch.Tensor]
 Backward = Callable[[torch.Tensor, bool], Any]
 
 
-def _time_modes(fwd: Forward, grad: Backward, ctx: Context) -> tuple[dict[str, Any], str]:
-    """Times of fwd, bwd and fwd+bwd; grad(out, retain) runs the backward pass of out. Returns
-    (times per mode, how bwd was timed)."""
-    times: dict[str, Any] = {}
-    times["fwd"] = measure(fwd, ctx)
-    times["fwd+bwd"] = measure(lambda: grad(fwd(), False), ctx)
-    method = "retain_graph"
-    graph = [fwd()]  # one forward, its graph kept for every timed backward pass
-    try:
-        times["bwd"] = measure(lambda: grad(graph[0], True), ctx)
-    except RuntimeError:  # where the graph cannot be kept: the difference of the medians
-        method = "difference"
-        times["bwd"] = {"median_ms": max(times["fwd+bwd"]["median_ms"] - times["fwd"]["median_ms"], 1e-6),
-                        "iqr_ms": None, "runs": None, "calls_per_run": None}
-    graph.clear()
-    return times, method
+# A timed block holds enough calls to last this long, so that a synchronisation and the timer
+# weigh little against it (on a 2-core CPU every call of the suite's shapes is longer).
+BLOCK_SECONDS = 2e-3
+
+
+def _block(fn: Callable[[], Any], calls: int, ctx: Context) -> float:
+    """Seconds per call of `calls` back-to-back calls of fn (synchronised before and after)."""
+    ctx.sync()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    ctx.sync()
+    return (time.perf_counter() - start) / calls
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, Any]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median_ms": statistics.median(values) * 1e3, "iqr_ms": (q[2] - q[0]) * 1e3,
+            "min_ms": min(values) * 1e3, "max_ms": max(values) * 1e3}
 
 
 def time_interleaved(builders: dict[str, Callable[[], tuple[Forward, Backward]]], ctx: Context
-                     ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Optional[int]]]:
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Optional[int]],
+                                dict[str, dict[str, list[float]]]]:
     """Times fwd, fwd+bwd and bwd of every implementation (builders: name -> () -> (fwd, grad))
-    in ctx.rounds rounds. Each round times every implementation once, in an order rotated from
-    round to round, for min_run_time / rounds per mode; an implementation's time is the median
-    of its rounds' medians. Drift on a shared machine then hits every side of a ratio alike:
-    timed one implementation after the other, the same GEMM swung by tens of per cent between
-    neighbours (benchmarks/NOTES.md, v1). An implementation that fails (to build, compile or
-    run) is recorded as n/a with the reason. Returns (times[mode][impl], bwd method per
-    implementation, peak memory of one fwd+bwd per implementation)."""
+    in cycles. A cycle times one block of calls (BLOCK_SECONDS or one call) of every
+    implementation and mode back to back, in an order reversed from cycle to cycle. An
+    implementation's time is the median over cycles; a ratio of two is the median of their
+    per-cycle ratios (paired_ratio), so interference that lasts longer than a cycle hits both
+    sides of it alike. On the shared 2-core machine, timed 0.1 s per implementation in turn, the
+    same kernel/twin ratio ranged 0.82-1.10 over 8 repeats; paired per call, 1.094-1.098
+    (benchmarks/NOTES.md, v5). Cycles run until every implementation had ctx.min_run_time per
+    mode, and at least ctx.rounds of them. bwd is the backward alone, with retain_graph on one
+    forward, or where the graph cannot be kept the per-cycle difference fwd+bwd - fwd. An
+    implementation that fails (to build, compile or run) is recorded as n/a with the reason.
+    Returns (times[mode][impl], bwd method per implementation, peak memory of one fwd+bwd per
+    implementation, seconds per call samples[mode][impl], one per cycle)."""
     times: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
     methods: dict[str, str] = {}
     memory: dict[str, Optional[int]] = {}
+    samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+    calls: dict[tuple[str, str], Callable[[], Any]] = {}  # (impl, mode) -> one call
+    block_calls: dict[tuple[str, str], int] = {}
     live: dict[str, tuple[Forward, Backward]] = {}
-    per_round: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    graphs: dict[str, Any] = {}
 
     def fail(impl: str, err: BaseException) -> None:
         live.pop(impl, None)
+        graphs.pop(impl, None)
+        methods.pop(impl, None)
         for mode in MODES:
             times[mode][impl] = _na(err)
+            samples[mode].pop(impl, None)
         memory[impl] = None
+
+    def warm(fn: Callable[[], Any]) -> int:  # warm-up calls; returns the calls per block
+        elapsed = 0.0
+        for _ in range(max(1, ctx.warmup)):
+            elapsed = _block(fn, 1, ctx)
+            if elapsed > ctx.min_run_time:
+                break
+        return max(1, int(BLOCK_SECONDS / max(elapsed, 1e-9)))
 
     with _compile_config():
         for impl, build in builders.items():
             try:
-                live[impl] = build()
+                fwd, grad = live[impl] = build()
+                calls[impl, "fwd"] = fwd
+                calls[impl, "fwd+bwd"] = lambda fwd=fwd, grad=grad: grad(fwd(), False)
+                methods[impl] = "retain_graph"
+                graphs[impl] = fwd()  # one forward, its graph kept for every timed backward pass
+                calls[impl, "bwd"] = lambda impl=impl, grad=grad: grad(graphs[impl], True)
+                for mode in ("fwd", "fwd+bwd", "bwd"):
+                    try:
+                        block_calls[impl, mode] = warm(calls[impl, mode])
+                    except RuntimeError:
+                        if mode != "bwd":
+                            raise
+                        methods[impl] = "difference"  # the graph cannot be kept
+                        graphs.pop(impl, None)
             except Exception as err:  # compile set-up failures, out of memory, ...
                 fail(impl, err)
         names = list(live)
-        rounds = max(1, ctx.rounds)
-        for r in range(rounds):
-            round_ctx = dataclasses.replace(ctx, min_run_time=ctx.min_run_time / rounds,
-                                            warmup=ctx.warmup if r == 0 else 1)
-            shift = r % len(names) if names else 0
-            for impl in names[shift:] + names[:shift]:
+        timed = [(impl, mode) for impl in names for mode in ("fwd", "fwd+bwd", "bwd")
+                 if mode != "bwd" or methods[impl] == "retain_graph"]
+        budget = ctx.min_run_time * len(timed)
+        spent, cycle = 0.0, 0
+        while timed and (cycle < max(1, ctx.rounds) or spent < budget):
+            start = time.perf_counter()
+            for impl, mode in (timed if cycle % 2 == 0 else timed[::-1]):
                 if impl not in live:
                     continue
                 try:
-                    round_times, methods[impl] = _time_modes(*live[impl], round_ctx)
+                    seconds = _block(calls[impl, mode], block_calls[impl, mode], ctx)
                 except Exception as err:
                     fail(impl, err)
                     continue
-                for mode in MODES:
-                    per_round.setdefault(impl, {}).setdefault(mode, []).append(round_times[mode])
+                samples[mode].setdefault(impl, []).append(seconds)
+            timed = [(impl, mode) for impl, mode in timed if impl in live]
+            spent += time.perf_counter() - start
+            cycle += 1
+        graphs.clear()
         for impl, (fwd, grad) in list(live.items()):
+            if methods[impl] == "difference":
+                samples["bwd"][impl] = [max(fb - f, 1e-9) for fb, f in
+                                        zip(samples["fwd+bwd"][impl], samples["fwd"][impl])]
             for mode in MODES:
-                rs = per_round[impl][mode]
-                medians = [x["median_ms"] for x in rs]
-                quartiles = statistics.quantiles(medians, n=4) if len(medians) > 1 else [medians[0]] * 3
-                times[mode][impl] = {"median_ms": statistics.median(medians), "iqr_ms": quartiles[2] - quartiles[0],
-                                     "rounds_ms": medians, "runs": sum(x["runs"] or 0 for x in rs),
-                                     "calls_per_run": rs[-1]["calls_per_run"]}
+                times[mode][impl] = {**_quantiles(samples[mode][impl]), "cycles": len(samples[mode][impl]),
+                                     "calls_per_block": block_calls.get((impl, mode))}
             try:
                 memory[impl] = peak_memory(lambda fwd=fwd, grad=grad: grad(fwd(), False), ctx)
             except Exception:
                 memory[impl] = None
     live.clear()
     _cleanup(ctx.device)
-    return times, methods, memory
+    return times, methods, memory, samples
+
+
+def paired_ratio(samples: dict[str, list[float]], num: Sequence[str], den: Sequence[str]) -> Optional[float]:
+    """The median over cycles of (the fastest of `num`) / (the fastest of `den`) in the same
+    cycle; None where either side has no samples."""
+    nums = [samples[i] for i in num if samples.get(i)]
+    dens = [samples[i] for i in den if samples.get(i)]
+    if not nums or not dens:
+        return None
+    return statistics.median(min(a) / min(b) for a, b in zip(zip(*nums), zip(*dens)))
 
 
 class _Upstream:
@@ -723,28 +774,21 @@ class _Upstream:
         return self.cache[key]
 
 
-def _ratios(times: dict[str, dict[str, Any]], impls: Sequence[str]) -> dict[str, dict[str, Optional[float]]]:
-    """Per mode: kernel/twin, kernel/twin_compiled, kernel/best twin, reference/kernel, ..."""
-    def ms(mode: str, impl: str) -> Optional[float]:
-        value = times.get(mode, {}).get(impl, {})
-        return value.get("median_ms") if isinstance(value, dict) else None
-
-    def div(a: Optional[float], b: Optional[float]) -> Optional[float]:
-        return a / b if a is not None and b else None
-
+def _ratios(samples: dict[str, dict[str, list[float]]], impls: Sequence[str]) -> dict[str, dict[str, Optional[float]]]:
+    """Per mode, paired per cycle (paired_ratio): kernel/twin, kernel/twin_compiled, kernel/best
+    twin, reference/kernel, ..."""
     out: dict[str, dict[str, Optional[float]]] = {}
+    twins, refs = ("twin", "twin_compiled"), ("reference", "reference_compiled")
     for mode in MODES:
-        kernel = ms(mode, "kernel")
-        twins = [t for t in (ms(mode, "twin"), ms(mode, "twin_compiled")) if t is not None]
-        refs = [t for t in (ms(mode, "reference"), ms(mode, "reference_compiled")) if t is not None]
-        row = {"kernel/twin": div(kernel, ms(mode, "twin")),
-               "kernel/twin_compiled": div(kernel, ms(mode, "twin_compiled")),
-               "kernel/best_twin": div(kernel, min(twins)) if twins else None,
-               "reference/kernel": div(ms(mode, "reference"), kernel),
-               "reference_compiled/kernel": div(ms(mode, "reference_compiled"), kernel),
-               "best_reference/kernel": div(min(refs), kernel) if refs else None}
+        s = samples.get(mode, {})
+        row = {"kernel/twin": paired_ratio(s, ["kernel"], ["twin"]),
+               "kernel/twin_compiled": paired_ratio(s, ["kernel"], ["twin_compiled"]),
+               "kernel/best_twin": paired_ratio(s, ["kernel"], twins),
+               "reference/kernel": paired_ratio(s, ["reference"], ["kernel"]),
+               "reference_compiled/kernel": paired_ratio(s, ["reference_compiled"], ["kernel"]),
+               "best_reference/kernel": paired_ratio(s, refs, ["kernel"])}
         if "kernel_compiled" in impls:
-            row["kernel_compiled/best_twin"] = div(ms(mode, "kernel_compiled"), min(twins)) if twins else None
+            row["kernel_compiled/best_twin"] = paired_ratio(s, ["kernel_compiled"], twins)
         out[mode] = row
     return out
 
@@ -871,14 +915,14 @@ def bench_layer(case: LayerCase, p: Precision, ctx: Context) -> dict[str, Any]:
             return build
 
         impls = [impl for impl in LAYER_IMPLS if ctx.compile or impl not in COMPILED]
-        times, methods, memory = time_interleaved({impl: builder(impl) for impl in impls}, ctx)
+        times, methods, memory, samples = time_interleaved({impl: builder(impl) for impl in impls}, ctx)
         for impl in LAYER_IMPLS:
             if impl not in impls:
                 for mode in MODES:
                     times[mode][impl] = {"na": "torch.compile off (--no-compile)"}
                 memory[impl] = None
         record.update(times_ms=times, bwd_method=methods, peak_mem_bytes=memory,
-                      ratios=_ratios(times, LAYER_IMPLS),
+                      ratios=_ratios(samples, LAYER_IMPLS),
                       gflops={impl: {mode: costs["flops"][mode] / times[mode][impl]["median_ms"] / 1e6
                                      for mode in MODES if "median_ms" in times[mode].get(impl, {})}
                               for impl in LAYER_IMPLS})
@@ -1003,7 +1047,7 @@ def bench_network(case: NetworkCase, p: Precision, ctx: Context) -> dict[str, An
         if any(impl in COMPILED for impl in impls):
             torch._dynamo.reset()  # each compiled implementation's graphs stay cached for the rounds
         try:
-            times, methods, memory = time_interleaved({impl: builder(impl) for impl in impls}, ctx)
+            times, methods, memory, samples = time_interleaved({impl: builder(impl) for impl in impls}, ctx)
         finally:
             torch._dynamo.reset()
         for impl in NETWORK_IMPLS:
@@ -1011,7 +1055,7 @@ def bench_network(case: NetworkCase, p: Precision, ctx: Context) -> dict[str, An
                 for mode in MODES:
                     times[mode][impl] = {"na": "torch.compile off (--no-compile)"}
                 memory[impl] = None
-        record.update(times_ms=times, bwd_method=methods, peak_mem_bytes=memory, ratios=_ratios(times, NETWORK_IMPLS),
+        record.update(times_ms=times, bwd_method=methods, peak_mem_bytes=memory, ratios=_ratios(samples, NETWORK_IMPLS),
                       gflops={impl: {mode: record["flops"][mode] / times[mode][impl]["median_ms"] / 1e6
                                      for mode in MODES if "median_ms" in times[mode].get(impl, {})}
                               for impl in NETWORK_IMPLS})
@@ -1140,13 +1184,10 @@ def bench_event(ev: EventCase, ctx: Context) -> dict[str, Any]:
             return fwd, grad
         return build
 
-    times, _, memory = time_interleaved({impl: builder(backend, batch) for impl, backend, batch in runs}, ctx)
-    ratios = {}
-    for mode in MODES:
-        kernel_same = times[mode].get("kernel_at_reference_batch", times[mode].get("kernel", {}))
-        ref = times[mode].get("reference", {})
-        ratios[mode] = {"reference/kernel": ref["median_ms"] / kernel_same["median_ms"]
-                        if "median_ms" in ref and "median_ms" in kernel_same else None}
+    times, _, memory, samples = time_interleaved({impl: builder(backend, batch) for impl, backend, batch in runs},
+                                                 ctx)
+    kernel_same = "kernel_at_reference_batch" if ref_batch not in (None, case.batch) else "kernel"
+    ratios = {mode: {"reference/kernel": paired_ratio(samples[mode], ["reference"], [kernel_same])} for mode in MODES}
     record.update(times_ms=times, peak_mem_bytes=memory, ratios=ratios)
     return record
 
@@ -1387,9 +1428,12 @@ def run_suite(p: Preset, ctx: Context) -> dict[str, Any]:
         "reference_budget_bytes": ctx.reference_budget,
         "window": {"t_start": T_START, "t_min": T_MIN, "t_max": T_MAX},
         "notes": {
-            "times": "ms: the median over interleaved rounds (rounds_ms; each round times every implementation once) "
-                     "of torch.utils.benchmark blocked_autorange medians after warm-up; fwd = forward with autograd "
-                     "recording, bwd = backward alone (retain_graph), fwd+bwd = both",
+            "times": "ms per call: the median over cycles (each cycle times one block of calls, ~2 ms or one call, "
+                     "of every implementation and mode back to back, in an order reversed every cycle) after "
+                     "warm-up; fwd = forward with autograd recording, bwd = backward alone (retain_graph), "
+                     "fwd+bwd = both",
+            "ratios_paired": "every ratio is the median over cycles of the two implementations' ratio within a "
+                             "cycle (paired), not a ratio of medians",
             "peak_memory": PEAK_MEMORY_METHOD[ctx.device],
             "input_checks": "the NaN/inf data check of ttfs_ext is off while timing (ttfs_ext_status shows the setting "
                             "before the run)",

@@ -32,6 +32,12 @@ struct PrologueParams {
   // with checks_finite_in_prologue (the CPU) take it: there the input check rides on the
   // forward's one read of the spike times instead of a separate pass.
   int32_t* nonfinite = nullptr;
+  // Where set (backends with sums_spans_in_prologue, for the gated gradient only): the sum of
+  // each span of `span` consecutive outputs, numel / span values in in_dtype. A convolution's
+  // bias gradient is then a sum over images of (image, channel) spans, instead of another
+  // read of the gradient.
+  void* span_sums = nullptr;
+  int64_t span = 0;
 };
 
 // Output laid out as (batch, channels, positions), contiguous.
@@ -74,6 +80,7 @@ struct ElementwiseBackend {
   LinearOnePassBackwardFn linear_one_pass_backward = nullptr;
   LinearOnePassForwardFn linear_one_pass_forward = nullptr;
   bool checks_finite_in_prologue = false;  // the prologue honours PrologueParams::nonfinite
+  bool sums_spans_in_prologue = false;     // ... and PrologueParams::span_sums
 };
 
 // The data check of the forward ops' spike times (NaN/inf), for backends that fuse it into

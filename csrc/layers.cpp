@@ -127,13 +127,28 @@ at::Tensor empty_grad() { return at::Tensor(); }
 
 // The upstream gradient, gated by the spike mask (gate != nullptr) or negated (readout), in
 // the spike-time dtype (for the bias gradient) and in the matrix dtype (for the GEMMs; a
-// cast only under low precision).
+// cast only under low precision). With span_sums, the same pass writes the sum of each span
+// of `span` consecutive gated gradients into it.
 std::pair<at::Tensor, at::Tensor> gated_grad(const ElementwiseBackend& be, const at::Tensor& grad_out,
                                              const at::Tensor* gate, double scale, double t_max,
-                                             at::ScalarType matrix_dtype) {
+                                             at::ScalarType matrix_dtype, const at::Tensor* span_sums = nullptr,
+                                             int64_t span = 0) {
   const at::Tensor go = grad_out.contiguous();
   at::Tensor gm_time = at::empty(go.sizes(), go.options());
-  run_prologue(be, go, gate, gm_time, 0.0, scale, t_max);
+  if (span_sums != nullptr) {
+    PrologueParams p;
+    p.in = go.const_data_ptr();
+    p.gate = gate->const_data_ptr();
+    p.out = gm_time.data_ptr();
+    p.in_dtype = p.out_dtype = to_dtype(go.scalar_type());
+    p.numel = go.numel();
+    p.t_max = t_max;
+    p.span_sums = span_sums->data_ptr();
+    p.span = span;
+    check_launch(be.prologue(p, be.stream), "prologue");
+  } else {
+    run_prologue(be, go, gate, gm_time, 0.0, scale, t_max);
+  }
   at::Tensor gm = matrix_dtype == go.scalar_type() ? gm_time : gm_time.to(matrix_dtype);
   return {gm, gm_time};
 }
@@ -324,7 +339,14 @@ Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, 
   TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type() && t_out.scalar_type() == t_in.scalar_type(),
               op, ": grad_out and t_out must have the dtype of t_in");
   const at::Tensor gate = t_out.contiguous();
-  const auto [gm, gm_time] = gated_grad(be, grad_out, &gate, 1.0, t_max, weight.scalar_type());
+  // The per-channel bias gradient: sums of (image, channel) spans from the gating pass, where
+  // the backend can, then a sum over images; else one more read of the gradient.
+  const int64_t positions = grad_out.size(2) * grad_out.size(3);
+  const bool span_sums = mask[2] && !bias_per_position && be.sums_spans_in_prologue && positions > 0;
+  const at::Tensor sums = span_sums ? at::empty({grad_out.size(0), grad_out.size(1)}, grad_out.options())
+                                    : at::Tensor();
+  const auto [gm, gm_time] = gated_grad(be, grad_out, &gate, 1.0, t_max, weight.scalar_type(),
+                                        span_sums ? &sums : nullptr, positions);
 
   at::Tensor g_in = empty_grad(), g_w = empty_grad(), g_b = empty_grad();
   if (mask[0] || mask[1]) {
@@ -338,7 +360,7 @@ Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, 
     if (mask[1]) g_w = std::get<1>(grads);
   }
   if (mask[2]) {
-    g_b = bias_per_position ? gm_time.sum(0) : gm_time.sum({0, 2, 3});
+    g_b = bias_per_position ? gm_time.sum(0) : span_sums ? sums.sum(0) : gm_time.sum({0, 2, 3});
     g_b.neg_();
   }
   return {g_in, g_w, g_b};

@@ -53,6 +53,25 @@ def test_conv2d_matches_reference(device, dtype, stride, padding, dilation, grou
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("size", [(1, 3), (4, 4), (71, 67)])
+def test_conv2d_bias_gradient_over_spans(device, dtype, size):
+    # The CPU kernel sums the bias gradient per (image, channel) span inside the gating pass,
+    # 16 lanes at a time: spans shorter than, equal to and far longer than that, with a tail.
+    t_in, w, t_min, t_max, gen = conv_case(70, n=3, c_in=2, c_out=5, size=size, kernel=(1, 1))
+    b = 0.3 * torch.randn(5, generator=gen, dtype=torch.float64)
+    upstream = torch.randn(3, 5, *size, generator=gen, dtype=torch.float64)
+    def bias_grad(fn, device, dtype):
+        leaves = [x.to(device, dtype).requires_grad_() for x in (t_in, w, b)]
+        out = fn(*leaves)
+        return torch.autograd.grad(out, leaves[2], upstream.to(device, dtype))[0]
+    g = bias_grad(lambda t, w_, b_: TF.conv2d(t, w_, b_, t_min, t_max, backend=device), device, dtype)
+    ref = bias_grad(lambda t, w_, b_: R.conv2d(t, w_, b_, t_min, t_max), "cpu", torch.float64)
+    assert (ref != 0).all()
+    assert_close_scaled(g, ref, dtype, "grad bias")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_conv2d_padding_is_t_min(device):
     """Padding with t_min equals explicit padding of the spike times with t_min."""
     t_in, w, t_min, t_max, _ = conv_case(3)

@@ -54,8 +54,50 @@ void prologue_kernel_impl(const PrologueParams& p) {
   if constexpr (kCheck) *p.nonfinite = nonfinite.load();
 }
 
+// The gated gradient of one span and its sum, for the bias gradient of a convolution: one
+// running sum per lane, so that the loop vectorises without reassociating (a fixed order of
+// additions: the sum is deterministic).
+template <typename in_t, typename out_t>
+TTFS_CPU_CLONES in_t gated_span_sum(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
+                                    int64_t n, in_t t_max) {
+  constexpr int kLanes = 16;
+  in_t lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const in_t v = gate[i + l] < t_max ? in[i + l] : in_t(0);
+      out[i + l] = static_cast<out_t>(v);
+      lanes[l] += v;
+    }
+  }
+  in_t total = 0;
+  for (; i < n; ++i) {
+    const in_t v = gate[i] < t_max ? in[i] : in_t(0);
+    out[i] = static_cast<out_t>(v);
+    total += v;
+  }
+  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  return total;
+}
+
+template <typename in_t, typename out_t>
+void gated_span_sums_impl(const PrologueParams& p) {
+  const in_t* in = static_cast<const in_t*>(p.in);
+  const in_t* gate = static_cast<const in_t*>(p.gate);
+  out_t* out = static_cast<out_t*>(p.out);
+  in_t* sums = static_cast<in_t*>(p.span_sums);
+  const in_t t_max = static_cast<in_t>(p.t_max);
+  const int64_t span = p.span;
+  at::parallel_for(0, p.numel / span, std::max<int64_t>(1, kGrain / span), [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end; ++s) {
+      sums[s] = gated_span_sum<in_t, out_t>(in + s * span, gate + s * span, out + s * span, span, t_max);
+    }
+  });
+}
+
 template <typename in_t, typename out_t>
 void prologue_dispatch(const PrologueParams& p) {
+  if (p.span_sums != nullptr) return gated_span_sums_impl<in_t, out_t>(p);
   const bool gate = p.gate != nullptr, negate = p.scale < 0, check = p.nonfinite != nullptr;
   if (gate && negate) prologue_kernel_impl<in_t, out_t, true, true, false>(p);
   else if (gate) prologue_kernel_impl<in_t, out_t, true, false, false>(p);
@@ -158,6 +200,10 @@ const char* cpu_clone_isa() {
 // CPU kernels support float64 and float32 spike times with matrices of the same dtype.
 const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   if (p.gate != nullptr && p.nonfinite != nullptr) return "the gated prologue does not check its input";
+  if (p.span_sums != nullptr && (p.gate == nullptr || p.offset != 0.0 || p.scale != 1.0 || p.span <= 0 ||
+                                 p.numel % p.span != 0)) {
+    return "span sums are for the gated gradient (offset 0, scale 1) in whole spans only";
+  }
   if (p.nonfinite != nullptr) *p.nonfinite = 0;
   if (p.numel == 0) return nullptr;
   if (p.in_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) {

@@ -12,7 +12,8 @@ namespace {
 ElementwiseBackend cpu_backend() {
   const bool one_pass = linear_one_pass_enabled();  // not with SSE2 code (linear_one_pass.h)
   return {prologue_cpu, epilogue_cpu, nullptr, one_pass ? linear_one_pass_backward_cpu : nullptr,
-          one_pass ? linear_one_pass_forward_cpu : nullptr, /*checks_finite_in_prologue=*/true};
+          one_pass ? linear_one_pass_forward_cpu : nullptr, /*checks_finite_in_prologue=*/true,
+          /*sums_spans_in_prologue=*/true};
 }
 
 FirstSpikeBackend first_spike_cpu_backend() {

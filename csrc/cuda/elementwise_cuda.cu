@@ -103,7 +103,9 @@ const char* launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
 // Spike times are float64 or float32; matrices have the spike-time dtype, or
 // float16/bfloat16 with float32 spike times (autocast).
 const char* prologue_cuda(const PrologueParams& p, void* stream) {
-  if (p.nonfinite != nullptr) return "the CUDA prologue takes no host flag (checks_finite_in_prologue is false)";
+  if (p.nonfinite != nullptr || p.span_sums != nullptr) {
+    return "the CUDA prologue neither checks its input nor sums spans (see ElementwiseBackend)";
+  }
   if (p.numel == 0) return nullptr;
   auto s = static_cast<cudaStream_t>(stream);
   if (p.in_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) return launch_prologue<double, double>(p, s);

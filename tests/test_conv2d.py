@@ -67,7 +67,7 @@ def test_conv2d_bias_gradient_over_spans(device, dtype, size):
         return torch.autograd.grad(out, leaves[2], upstream.to(device, dtype))[0]
     g = bias_grad(lambda t, w_, b_: TF.conv2d(t, w_, b_, t_min, t_max, backend=device), device, dtype)
     ref = bias_grad(lambda t, w_, b_: R.conv2d(t, w_, b_, t_min, t_max), "cpu", torch.float64)
-    assert (ref != 0).all()
+    assert (ref != 0).any()
     assert_close_scaled(g, ref, dtype, "grad bias")
 
 

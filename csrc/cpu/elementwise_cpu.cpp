@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -55,19 +56,26 @@ void prologue_kernel_impl(const PrologueParams& p) {
 }
 
 // The gated gradient of one span and its sum, for the bias gradient of a convolution: one
-// running sum per lane, so that the loop vectorises without reassociating (a fixed order of
-// additions: the sum is deterministic).
+// running sum per lane of a 16-lane vector, a fixed order of additions (deterministic). The
+// lanes are an explicit GCC vector: GCC 12.2's loop vectoriser miscompiles the same loop
+// written with a scalar lanes[16] array at -O3 with AVX2/AVX-512 (stores skipped, wrong sums;
+// benchmarks/NOTES.md, v5).
 template <typename in_t, typename out_t>
 TTFS_CPU_CLONES in_t gated_span_sum(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
                                     int64_t n, in_t t_max) {
   constexpr int kLanes = 16;
-  in_t lanes[kLanes] = {};
+  typedef in_t lanes_t __attribute__((vector_size(kLanes * sizeof(in_t))));
+  lanes_t sums = {};
+  const lanes_t zero = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const in_t v = gate[i + l] < t_max ? in[i + l] : in_t(0);
-      out[i + l] = static_cast<out_t>(v);
-      lanes[l] += v;
+  if constexpr (std::is_same_v<in_t, out_t>) {
+    for (; i + kLanes <= n; i += kLanes) {
+      lanes_t x, g;
+      std::memcpy(&x, in + i, sizeof(x));
+      std::memcpy(&g, gate + i, sizeof(g));
+      const lanes_t v = g < t_max ? x : zero;
+      std::memcpy(out + i, &v, sizeof(v));
+      sums += v;
     }
   }
   in_t total = 0;
@@ -76,7 +84,7 @@ TTFS_CPU_CLONES in_t gated_span_sum(const in_t* __restrict in, const in_t* __res
     out[i] = static_cast<out_t>(v);
     total += v;
   }
-  for (int l = 0; l < kLanes; ++l) total += lanes[l];
+  for (int l = 0; l < kLanes; ++l) total += sums[l];
   return total;
 }
 

@@ -3,8 +3,9 @@ ReLU twin (F.linear/F.conv2d + relu on activations x = t_min - t_in, same shapes
 
     python benchmarks/bench_layers.py [--device cpu|cuda] [--dtype float32|float64] [--quick]
 
-Times are medians of torch.utils.benchmark.Timer.blocked_autorange (which synchronises
-CUDA). The NaN/inf data check of ttfs_ext is turned off while timing. FLOPs count only the
+Times come from paired cycles (ttfs_ext.bench.time_paired: one block of calls of every
+implementation and mode back to back, synchronised; medians over the cycles) and every ratio
+is the median of the per-cycle ratios. The NaN/inf data check of ttfs_ext is turned off while timing. FLOPs count only the
 GEMM-like part (2*M*N*K forward; 3x that for forward+backward); bytes are a lower bound
 (each tensor read or written once), so GFLOP/s and GB/s show how far each run is from the floor.
 """
@@ -14,6 +15,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +23,10 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.benchmark import Timer
 
 import ttfs_ext
 from ttfs_ext import functional as TF
-from ttfs_ext.bench import device_name, tune_cpu_allocator
+from ttfs_ext.bench import Context, device_name, paired_ratio, time_paired, tune_cpu_allocator
 
 T_MIN, WIDTH = 1.0, 10.0
 T_MAX = T_MIN + WIDTH
@@ -100,43 +101,41 @@ def check(fns: dict[str, Fn], tensors: list[torch.Tensor]) -> dict[str, float]:
             "max_rel_err_grad": max(rel(a, e) for a, e in zip(grads["kernel"], grads["reference"]))}
 
 
-def time_ms(fn: Callable[[], Any], threads: int, min_run_time: float) -> dict[str, float]:
-    m = Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
-    return {"median_ms": m.median * 1e3, "iqr_ms": m.iqr * 1e3, "runs": len(m.times)}
-
-
-def bench(case: Case, device: str, dtype: torch.dtype, threads: int, min_run_time: float) -> list[dict[str, Any]]:
+def bench(case: Case, device: str, dtype: torch.dtype, ctx: Context) -> list[dict[str, Any]]:
     fns, (t_in, w, b) = make_fns(case, device, dtype)
     errors = check(fns, [t_in, w, b])
     inputs = {"kernel": t_in, "reference": t_in, "relu": T_MIN - t_in}    # ReLU twin: activations
     m, n, k = case.gemm()
     size = t_in.element_size()
     io = (t_in.numel() + w.numel() + b.numel() + m * n) * size            # read t_in, W, b; write out
+    calls = {}
+    for impl in IMPLS:
+        fn, x = fns[impl], inputs[impl]
+
+        def fwd(fn=fn, x=x) -> Any:
+            with torch.no_grad():
+                return fn(x, w, b)
+        leaves = [y.detach().clone().requires_grad_() for y in (x, w, b)]
+        g = torch.ones(fn(*leaves).shape, dtype=dtype, device=device)
+
+        def fwd_bwd(fn=fn, leaves=leaves, g=g) -> Any:
+            return torch.autograd.grad(fn(*leaves), leaves, g)
+        calls[impl, "fwd"], calls[impl, "fwd+bwd"] = fwd, fwd_bwd
+    timed = time_paired(calls, ctx)
     rows = []
     for mode in ("fwd", "fwd+bwd"):
         flops = 2 * m * n * k * (1 if mode == "fwd" else 3)                   # bwd: grad_in + grad_W GEMMs
         nbytes = io if mode == "fwd" else 2 * io + m * n * size               # + read g, out; write grads
-        times = {}
-        for impl in IMPLS:
-            fn, x = fns[impl], inputs[impl]
-            if mode == "fwd":
-                def run(fn=fn, x=x) -> Any:
-                    with torch.no_grad():
-                        return fn(x, w, b)
-            else:
-                leaves = [y.detach().clone().requires_grad_() for y in (x, w, b)]
-                g = torch.ones(fn(*leaves).shape, dtype=dtype, device=device)
-                def run(fn=fn, leaves=leaves, g=g) -> Any:
-                    return torch.autograd.grad(fn(*leaves), leaves, g)
-            times[impl] = time_ms(run, threads, min_run_time)
-        ms = {impl: times[impl]["median_ms"] for impl in IMPLS}
+        samples = {impl: timed[impl, mode] for impl in IMPLS}
+        ms = {impl: statistics.median(v) * 1e3 for impl, v in samples.items()}
+        times = {impl: {"median_ms": ms[impl], "cycles": len(samples[impl])} for impl in IMPLS}
         rows.append({"case": case.name, "kind": case.kind, "mode": mode, "t_in_shape": list(case.t_shape),
                      "weight_shape": list(case.w_shape), "padding": case.padding, "gemm_mnk": [m, n, k],
                      "flops": flops, "min_bytes": nbytes, "times": times,
                      "gflops": {i: flops / ms[i] / 1e6 for i in IMPLS},
                      "gbytes_per_s": {i: nbytes / ms[i] / 1e6 for i in IMPLS},
-                     "speedup_vs_reference": ms["reference"] / ms["kernel"],
-                     "overhead_vs_relu": ms["kernel"] / ms["relu"], **errors})
+                     "speedup_vs_reference": paired_ratio(samples, ["reference"], ["kernel"]),
+                     "overhead_vs_relu": paired_ratio(samples, ["kernel"], ["relu"]), **errors})
     return rows
 
 
@@ -178,15 +177,16 @@ def main() -> None:
     load = os.getloadavg()  # other work on the machine skews CPU timings: recorded before and after
     print(f"ttfs_ext {ttfs_ext.__version__} on {device_name(args.device)} ({args.device}, {args.dtype}, "
           f"{args.threads} threads), window [{T_MIN}, {T_MAX}], input checks off, load {load[0]:.2f}")
-    rows = [r for case in cases(args.quick) for r in bench(case, args.device, dtype, args.threads,
-                                                            0.05 if args.quick else 0.5)]
+    ctx = Context(device=args.device, threads=args.threads, min_run_time=0.05 if args.quick else 0.5, warmup=2,
+                  compile=False, precisions=[], reference_budget=0, rounds=2 if args.quick else 5)
+    rows = [r for case in cases(args.quick) for r in bench(case, args.device, dtype, ctx)]
     print_table(rows)
     report = {"device": args.device, "device_name": device_name(args.device), "torch_version": torch.__version__,
               "ttfs_ext_status": ttfs_ext.status(), "git_commit": git_commit(), "dtype": args.dtype,
               "threads": args.threads, "loadavg_1min_before_after": [load[0], os.getloadavg()[0]],
               "quick": args.quick, "input_checks": False, "cpu_allocator": cpu_allocator, "window": [T_MIN, T_MAX],
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "notes": "median of blocked_autorange; flops = 2*M*N*K GEMM part (x3 for fwd+bwd); min_bytes = "
+              "notes": "medians over paired cycles, ratios the median of per-cycle ratios (ttfs_ext.bench.time_paired); flops = 2*M*N*K GEMM part (x3 for fwd+bwd); min_bytes = "
                        "each tensor read/written once; relu = F.linear/F.conv2d + relu on x = t_min - t_in",
               "results": rows}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ against the ReLU twin's, over weight sizes and row counts (benchmarks/NOTES.md, 
 The ops are called directly (torch.ops.ttfs_ext.dense and _dense_backward: no Python input
 checks); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
 it: threshold_backward, grad_in = g W, grad_w = g^T x, grad_b = sum(g). Every (shape, rows)
-case times the four functions in interleaved rounds (torch.utils.benchmark, medians of the
-rounds' medians). The policy in force (ttfs_ext.status()["cpu_dense_one_pass"]) is recorded
+case times the four functions in paired cycles (ttfs_ext.bench.time_paired: medians over the
+cycles; a ratio is the median of the per-cycle ratios). The policy in force (ttfs_ext.status()["cpu_dense_one_pass"]) is recorded
 with each case, so the table shows the one-pass cases next to the vendor-GEMM ones. With
 --isa, the kernels run that ISA's code (vector width and blocking) on any CPU that can: the
 vendor GEMMs of the twin keep the CPU's own. Writes benchmarks/results/one_pass_cpu.json
@@ -26,10 +26,9 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.benchmark import Timer
 
 import ttfs_ext
-from ttfs_ext.bench import environment
+from ttfs_ext.bench import Context, environment, paired_ratio, time_paired
 
 T_MIN, T_MAX = 1.0, 11.0
 # (in_features, out_features): 1 MB (FC2) to 400 MB (VGG16's first dense layer) in float32
@@ -60,33 +59,26 @@ def _functions(n_in: int, n_out: int, rows: int) -> dict[str, Callable[[], Any]]
             "twin_bwd": twin_backward}
 
 
-def measure(n_in: int, n_out: int, rows: int, rounds: int, min_run_time: float) -> dict[str, Any]:
+def measure(n_in: int, n_out: int, rows: int, ctx: Context) -> dict[str, Any]:
     fns = _functions(n_in, n_out, rows)
-    per_round: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    names = list(fns)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotated order
-            timer = Timer("fn()", globals={"fn": fns[name]}, num_threads=torch.get_num_threads())
-            per_round[name].append(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
-    ms = {name: statistics.median(v) for name, v in per_round.items()}
+    samples = time_paired(fns, ctx)
+    ms = {name: statistics.median(v) * 1e3 for name, v in samples.items()}
     policy = ttfs_ext.status()["cpu_dense_one_pass"] or {}
     weight_bytes = n_in * n_out * 4
     large = policy.get("enabled", False) and weight_bytes >= policy["min_weight_bytes"]
     return {"in_features": n_in, "out_features": n_out, "rows": rows, "weight_bytes": weight_bytes,
             "one_pass_forward": large and policy["min_rows"] <= rows <= policy["forward_max_rows"],
             "one_pass_backward": large and policy["min_rows"] <= rows <= policy["max_rows"],
-            "median_ms": ms, "rounds_ms": per_round,
-            "fwd_kernel/twin": ms["kernel_fwd"] / ms["twin_fwd"],
-            "bwd_kernel/twin": ms["kernel_bwd"] / ms["twin_bwd"]}
+            "median_ms": ms, "cycles": len(samples["kernel_fwd"]),
+            "fwd_kernel/twin": paired_ratio(samples, ["kernel_fwd"], ["twin_fwd"]),
+            "bwd_kernel/twin": paired_ratio(samples, ["kernel_bwd"], ["twin_bwd"])}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two small shapes, two row counts")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds per function and round")
+    parser.add_argument("--rounds", type=int, default=5, help="at least this many cycles per case")
+    parser.add_argument("--min-run-time", type=float, default=1.5, help="seconds of timing per function and case")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--isa", choices=["x86-64-v4", "x86-64-v3", "baseline"], default=None,
                         help="run the one-pass kernels with this ISA's code (default: the CPU's)")
@@ -105,14 +97,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     shapes, row_counts = (QUICK_SHAPES, QUICK_ROWS) if args.quick else (SHAPES, ROWS)
-    rounds, min_run_time = (2, 0.01) if args.quick else (args.rounds, args.min_run_time)
+    rounds, min_run_time = (2, 0.02) if args.quick else (args.rounds, args.min_run_time)
+    ctx = Context(device="cpu", threads=torch.get_num_threads(), min_run_time=min_run_time, warmup=1, compile=False,
+                  precisions=[], reference_budget=0, rounds=rounds)
     results = []
     print(f"{'in x out':>12} {'rows':>4} {'one-pass':>9} {'fwd ms':>9} {'twin':>9} {'ratio':>6} "
           f"{'bwd ms':>9} {'twin':>9} {'ratio':>6}")
     for n_in, n_out in shapes:
         for rows in row_counts:
             with torch.no_grad():
-                r = measure(n_in, n_out, rows, rounds, min_run_time)
+                r = measure(n_in, n_out, rows, ctx)
             results.append(r)
             ms = r["median_ms"]
             which = "/".join(k for k, on in (("fwd", r["one_pass_forward"]), ("bwd", r["one_pass_backward"])) if on)

@@ -302,3 +302,22 @@ def test_time_interleaved_pairs_cycles_and_records_failures():
     assert 1.5 < bench.paired_ratio(samples["fwd"], ["slow"], ["fast"]) < 4.5
     assert samples["bwd"]["no_graph"][0] == pytest.approx(samples["fwd+bwd"]["no_graph"][0]
                                                           - samples["fwd"]["no_graph"][0])
+
+
+def test_time_paired_raises_without_on_error_and_keeps_cycles_aligned():
+    ctx = _context(min_run_time=0.003, rounds=3)
+    calls = {"a": lambda: time.sleep(0.0005), "b": lambda: time.sleep(0.001)}
+    samples = bench.time_paired(calls, ctx)
+    assert set(samples) == {"a", "b"} and len(samples["a"]) == len(samples["b"]) >= 3
+    state = {"n": 0}
+
+    def flaky():
+        state["n"] += 1
+        if state["n"] > 3:  # passes the warm-up, fails in a later cycle
+            raise RuntimeError("flaky")
+    with pytest.raises(RuntimeError, match="flaky"):
+        bench.time_paired({**calls, "c": flaky}, ctx)
+    state["n"] = 0
+    dropped = []
+    samples = bench.time_paired({**calls, "c": flaky}, ctx, lambda key, err: dropped.append(key) or [key])
+    assert dropped == ["c"] and set(samples) == {"a", "b"} and len(samples["a"]) == len(samples["b"]) >= 3

@@ -652,94 +652,117 @@ def _quantiles(values: Sequence[float]) -> dict[str, Any]:
             "min_ms": min(values) * 1e3, "max_ms": max(values) * 1e3}
 
 
+Key = Any  # a hashable name of a timed call
+
+
+def time_paired(calls: dict[Key, Callable[[], Any]], ctx: Context,
+                on_error: Optional[Callable[[Key, BaseException], Sequence[Key]]] = None) -> dict[Key, list[float]]:
+    """Seconds per call of every function, one sample per cycle. After ctx.warmup calls each
+    function gets a block size (BLOCK_SECONDS of calls, or one call); a cycle then times one
+    block of every function back to back, in an order reversed from cycle to cycle, so that
+    interference lasting longer than a cycle hits every function of it alike (compare them with
+    paired_ratio). Cycles run until every function had ctx.min_run_time, and at least
+    ctx.rounds of them. Where a function raises, on_error(key, err) names the keys to stop
+    timing (without on_error it raises); the samples of the others stay aligned by cycle."""
+    block: dict[Key, int] = {}
+    live = dict(calls)
+
+    def failed(key: Key, err: BaseException) -> None:
+        if on_error is None:
+            raise err
+        for k in on_error(key, err):
+            live.pop(k, None)
+
+    for key, fn in calls.items():
+        if key not in live:
+            continue
+        try:
+            seconds = 0.0
+            for _ in range(max(1, ctx.warmup)):
+                seconds = _block(fn, 1, ctx)
+                if seconds > ctx.min_run_time:
+                    break
+            block[key] = max(1, int(BLOCK_SECONDS / max(seconds, 1e-9)))
+        except Exception as err:
+            failed(key, err)
+    samples: dict[Key, list[float]] = {key: [] for key in live}
+    budget = ctx.min_run_time * len(live)
+    spent, cycle = 0.0, 0
+    while live and (cycle < max(1, ctx.rounds) or spent < budget):
+        start = time.perf_counter()
+        keys = list(live)
+        for key in keys if cycle % 2 == 0 else keys[::-1]:
+            if key not in live:
+                continue
+            try:
+                samples[key].append(_block(live[key], block[key], ctx))
+            except Exception as err:
+                failed(key, err)
+        spent += time.perf_counter() - start
+        cycle += 1
+    return {key: samples[key] for key in live}
+
+
 def time_interleaved(builders: dict[str, Callable[[], tuple[Forward, Backward]]], ctx: Context
                      ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Optional[int]],
                                 dict[str, dict[str, list[float]]]]:
     """Times fwd, fwd+bwd and bwd of every implementation (builders: name -> () -> (fwd, grad))
-    in cycles. A cycle times one block of calls (BLOCK_SECONDS or one call) of every
-    implementation and mode back to back, in an order reversed from cycle to cycle. An
-    implementation's time is the median over cycles; a ratio of two is the median of their
-    per-cycle ratios (paired_ratio), so interference that lasts longer than a cycle hits both
-    sides of it alike. On the shared 2-core machine, timed 0.1 s per implementation in turn, the
-    same kernel/twin ratio ranged 0.82-1.10 over 8 repeats; paired per call, 1.094-1.098
-    (benchmarks/NOTES.md, v5). Cycles run until every implementation had ctx.min_run_time per
-    mode, and at least ctx.rounds of them. bwd is the backward alone, with retain_graph on one
-    forward, or where the graph cannot be kept the per-cycle difference fwd+bwd - fwd. An
-    implementation that fails (to build, compile or run) is recorded as n/a with the reason.
-    Returns (times[mode][impl], bwd method per implementation, peak memory of one fwd+bwd per
-    implementation, seconds per call samples[mode][impl], one per cycle)."""
+    with time_paired: an implementation's time is the median over cycles, a ratio of two the
+    median of their per-cycle ratios (paired_ratio). On the shared 2-core machine, timed 0.1 s
+    per implementation in turn, the same kernel/twin ratio ranged 0.82-1.10 over 8 repeats;
+    paired per call, 1.094-1.098 (benchmarks/NOTES.md, v5). bwd is the backward alone, with
+    retain_graph on one forward, or where the graph cannot be kept the per-cycle difference
+    fwd+bwd - fwd. An implementation that fails (to build, compile or run) is recorded as n/a
+    with the reason. Returns (times[mode][impl], bwd method per implementation, peak memory of
+    one fwd+bwd per implementation, seconds per call samples[mode][impl], one per cycle)."""
     times: dict[str, dict[str, Any]] = {mode: {} for mode in MODES}
     methods: dict[str, str] = {}
     memory: dict[str, Optional[int]] = {}
-    samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
-    calls: dict[tuple[str, str], Callable[[], Any]] = {}  # (impl, mode) -> one call
-    block_calls: dict[tuple[str, str], int] = {}
     live: dict[str, tuple[Forward, Backward]] = {}
-    graphs: dict[str, Any] = {}
+    graphs: dict[str, Any] = {}  # per implementation one forward, its graph kept for the timed backward passes
+    calls: dict[tuple[str, str], Callable[[], Any]] = {}
 
-    def fail(impl: str, err: BaseException) -> None:
+    def fail(impl: str, err: BaseException) -> list[tuple[str, str]]:
         live.pop(impl, None)
         graphs.pop(impl, None)
         methods.pop(impl, None)
         for mode in MODES:
             times[mode][impl] = _na(err)
-            samples[mode].pop(impl, None)
         memory[impl] = None
+        return [(impl, mode) for mode in MODES]
 
-    def warm(fn: Callable[[], Any]) -> int:  # warm-up calls; returns the calls per block
-        elapsed = 0.0
-        for _ in range(max(1, ctx.warmup)):
-            elapsed = _block(fn, 1, ctx)
-            if elapsed > ctx.min_run_time:
-                break
-        return max(1, int(BLOCK_SECONDS / max(elapsed, 1e-9)))
+    def on_error(key: tuple[str, str], err: BaseException) -> list[tuple[str, str]]:
+        impl, mode = key
+        if mode == "bwd" and isinstance(err, RuntimeError):  # the graph cannot be kept
+            methods[impl] = "difference"
+            graphs.pop(impl, None)
+            return [key]
+        return fail(impl, err)
 
     with _compile_config():
         for impl, build in builders.items():
             try:
                 fwd, grad = live[impl] = build()
-                calls[impl, "fwd"] = fwd
-                calls[impl, "fwd+bwd"] = lambda fwd=fwd, grad=grad: grad(fwd(), False)
-                methods[impl] = "retain_graph"
-                graphs[impl] = fwd()  # one forward, its graph kept for every timed backward pass
-                calls[impl, "bwd"] = lambda impl=impl, grad=grad: grad(graphs[impl], True)
-                for mode in ("fwd", "fwd+bwd", "bwd"):
-                    try:
-                        block_calls[impl, mode] = warm(calls[impl, mode])
-                    except RuntimeError:
-                        if mode != "bwd":
-                            raise
-                        methods[impl] = "difference"  # the graph cannot be kept
-                        graphs.pop(impl, None)
+                graphs[impl] = fwd()
             except Exception as err:  # compile set-up failures, out of memory, ...
                 fail(impl, err)
-        names = list(live)
-        timed = [(impl, mode) for impl in names for mode in ("fwd", "fwd+bwd", "bwd")
-                 if mode != "bwd" or methods[impl] == "retain_graph"]
-        budget = ctx.min_run_time * len(timed)
-        spent, cycle = 0.0, 0
-        while timed and (cycle < max(1, ctx.rounds) or spent < budget):
-            start = time.perf_counter()
-            for impl, mode in (timed if cycle % 2 == 0 else timed[::-1]):
-                if impl not in live:
-                    continue
-                try:
-                    seconds = _block(calls[impl, mode], block_calls[impl, mode], ctx)
-                except Exception as err:
-                    fail(impl, err)
-                    continue
-                samples[mode].setdefault(impl, []).append(seconds)
-            timed = [(impl, mode) for impl, mode in timed if impl in live]
-            spent += time.perf_counter() - start
-            cycle += 1
+                continue
+            methods[impl] = "retain_graph"
+            calls[impl, "fwd"] = fwd
+            calls[impl, "fwd+bwd"] = lambda fwd=fwd, grad=grad: grad(fwd(), False)
+            calls[impl, "bwd"] = lambda impl=impl, grad=grad: grad(graphs[impl], True)
+        timed = time_paired(calls, ctx, on_error)
         graphs.clear()
+        samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
+        for (impl, mode), values in timed.items():
+            if impl in live:
+                samples[mode][impl] = values
         for impl, (fwd, grad) in list(live.items()):
             if methods[impl] == "difference":
                 samples["bwd"][impl] = [max(fb - f, 1e-9) for fb, f in
                                         zip(samples["fwd+bwd"][impl], samples["fwd"][impl])]
             for mode in MODES:
-                times[mode][impl] = {**_quantiles(samples[mode][impl]), "cycles": len(samples[mode][impl]),
-                                     "calls_per_block": block_calls.get((impl, mode))}
+                times[mode][impl] = {**_quantiles(samples[mode][impl]), "cycles": len(samples[mode][impl])}
             try:
                 memory[impl] = peak_memory(lambda fwd=fwd, grad=grad: grad(fwd(), False), ctx)
             except Exception:

@@ -343,6 +343,11 @@ def test_bad_arguments():
         ttfs_ext.convert(model, torch.rand(4, 1, 5, 5), input_range=(0, 1))
     with pytest.raises(ValueError, match="NaN or inf"):
         ttfs_ext.convert(model, torch.full((4, 1, 8, 8), float("nan")), input_range=(0, 1))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        one_bad = torch.rand(4, 1, 8, 8)
+        one_bad[2, 0, 3, 5] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            ttfs_ext.convert(model, one_bad, input_range=(0, 1))
     with pytest.raises(ValueError, match="empty"):
         ttfs_ext.convert(model, torch.rand(0, 1, 8, 8), input_range=(0, 1))
 

@@ -752,9 +752,10 @@ def _input_range(data: Data, input_range: Optional[tuple[float, float]]) -> tupl
     lo, hi = math.inf, -math.inf
     for x in _batches(data):
         if x.numel():
-            if not bool(torch.isfinite(x).all()):
+            x_lo, x_hi = (float(v) for v in torch.aminmax(x))  # NaN propagates into both
+            if not (math.isfinite(x_lo) and math.isfinite(x_hi)):
                 raise ValueError("ttfs_ext.convert: calibration_data contains NaN or inf")
-            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+            lo, hi = min(lo, x_lo), max(hi, x_hi)
     if lo > hi:
         raise ValueError("ttfs_ext.convert: calibration_data is empty")
     if input_range is None:

@@ -1637,7 +1637,9 @@ def readme_table(json_path: "str | Path") -> str:
            + (f", CUDA {env['cuda_version']}" if env.get("cuda_version") else "")
            + f", {env['threads']} thread{'s' if env['threads'] != 1 else ''}), preset `{report['preset']}`"
            + ("" if report.get("compile", True) else ", torch.compile off")
-           + f", commit {commit}, {env['date'][:10]}; raw results `{Path(json_path).name}`.", ""]
+           + f", commit {commit}, {env['date'][:10]}; raw results `{Path(json_path).name}`."
+           + (" Times are medians over cycles; a ratio is the median of the per-cycle ratios (paired), not the "
+              "quotient of the medians shown." if report.get("json_version", 1) >= 2 else ""), ""]
     layers = [r for r in report.get("layers", []) if "times_ms" in r]
     if layers:
         out += ["Layers, forward+backward (ms, median; twin = `F.linear`/`F.conv2d` + ReLU, the floor; "

@@ -24,11 +24,14 @@ void check_launch(const char* err, const char* what) {
   TORCH_CHECK(err == nullptr, "ttfs_ext: ", what, " kernel failed: ", err == nullptr ? "" : err);
 }
 
-std::atomic<bool> g_input_checks{true};
+std::atomic<bool> g_input_checks{true};  // set_input_checks(); read by every forward call
 
-// out = cast(scale * (in - offset)), zeroed where gate >= t_max (when a gate is given).
+// out = cast(scale * (in - offset)), zeroed where gate >= t_max (when a gate is given). In the
+// same pass, where the backend can: a NaN/inf check of `in` (nonfinite), or the sums of spans
+// of `span` consecutive outputs (span_sums; PrologueParams).
 void run_prologue(const ElementwiseBackend& be, const at::Tensor& in, const at::Tensor* gate,
-                  const at::Tensor& out, double offset, double scale, double t_max) {
+                  const at::Tensor& out, double offset, double scale, double t_max, int32_t* nonfinite = nullptr,
+                  const at::Tensor* span_sums = nullptr, int64_t span = 0) {
   PrologueParams p;
   p.in = in.const_data_ptr();
   p.gate = gate != nullptr ? gate->const_data_ptr() : nullptr;
@@ -39,6 +42,9 @@ void run_prologue(const ElementwiseBackend& be, const at::Tensor& in, const at::
   p.offset = offset;
   p.scale = scale;
   p.t_max = t_max;
+  p.nonfinite = nonfinite;
+  p.span_sums = span_sums != nullptr ? span_sums->data_ptr() : nullptr;
+  p.span = span;
   check_launch(be.prologue(p, be.stream), "prologue");
 }
 
@@ -46,17 +52,9 @@ void run_prologue(const ElementwiseBackend& be, const at::Tensor& in, const at::
 // backend can in the same read (elsewhere Python checks before the call).
 void run_forward_prologue(const char* op, const ElementwiseBackend& be, const at::Tensor& t_in,
                           const at::Tensor& x, double t_min) {
-  PrologueParams p;
-  p.in = t_in.const_data_ptr();
-  p.out = x.data_ptr();
-  p.in_dtype = to_dtype(t_in.scalar_type());
-  p.out_dtype = to_dtype(x.scalar_type());
-  p.numel = t_in.numel();
-  p.offset = t_min;
-  p.scale = -1.0;
   int32_t nonfinite = 0;
-  if (be.checks_finite_in_prologue && input_checks_enabled()) p.nonfinite = &nonfinite;
-  check_launch(be.prologue(p, be.stream), "prologue");
+  const bool check = be.checks_finite_in_prologue && input_checks_enabled();
+  run_prologue(be, t_in, nullptr, x, t_min, -1.0, 0.0, check ? &nonfinite : nullptr);
   TORCH_CHECK_VALUE(nonfinite == 0, op, ": t_in contains NaN or inf spike times");
 }
 
@@ -135,20 +133,7 @@ std::pair<at::Tensor, at::Tensor> gated_grad(const ElementwiseBackend& be, const
                                              int64_t span = 0) {
   const at::Tensor go = grad_out.contiguous();
   at::Tensor gm_time = at::empty(go.sizes(), go.options());
-  if (span_sums != nullptr) {
-    PrologueParams p;
-    p.in = go.const_data_ptr();
-    p.gate = gate->const_data_ptr();
-    p.out = gm_time.data_ptr();
-    p.in_dtype = p.out_dtype = to_dtype(go.scalar_type());
-    p.numel = go.numel();
-    p.t_max = t_max;
-    p.span_sums = span_sums->data_ptr();
-    p.span = span;
-    check_launch(be.prologue(p, be.stream), "prologue");
-  } else {
-    run_prologue(be, go, gate, gm_time, 0.0, scale, t_max);
-  }
+  run_prologue(be, go, gate, gm_time, 0.0, scale, t_max, nullptr, span_sums, span);
   at::Tensor gm = matrix_dtype == go.scalar_type() ? gm_time : gm_time.to(matrix_dtype);
   return {gm, gm_time};
 }

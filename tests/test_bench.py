@@ -185,6 +185,7 @@ def test_presets_and_costs():
     assert full.simulate[0].batch == 128
     cpu = bench.preset("cpu")
     assert {c.group for c in cpu.layers} == {c.group for c in full.layers}
+    assert cpu.simulate[0].batch == 128  # the event-path target's batch runs on the CPU too
     c = bench.layer_costs(bench.LayerCase("x", "linear", 8, 100, 30))
     assert c["flops"] == {"fwd": 2 * 8 * 30 * 100, "bwd": 4 * 8 * 30 * 100, "fwd+bwd": 6 * 8 * 30 * 100}
     assert c["bytes"]["prologue"] == 2 * 4 * 8 * 100 and c["bytes"]["kernel_extra_fwd+bwd"] == 4 * 4 * 8 * 100

@@ -19,7 +19,8 @@ export PYTHONUNBUFFERED=1
 } 2>&1 | tee "$out/gpu_tests.log"
 python benchmarks/bench_layers.py --device cuda --out "$out/layers_cuda.json" 2>&1 | tee "$out/layers_cuda.log"
 # The performance suite, split so that each part stays under the device tool's 10-minute limit
-# (estimates, not yet measured: 3 interleaved rounds of 0.1 s per timing, ~10 s per torch.compile).
+# (estimates, not yet measured: paired cycles with 0.3 s per implementation and mode, at least 3 cycles,
+# ~10 s per torch.compile).
 # Run the parts in separate calls: PART=layers-a|layers-b|layers-lowp|networks|events; each writes
 # its own folder $out/<part>/ (suite_cuda_partial.json, .png, log). Merge the tables with
 # `python benchmarks/bench_suite.py --from-json <the parts' JSON files> --readme README.md`.

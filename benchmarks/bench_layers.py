@@ -5,9 +5,10 @@ ReLU twin (F.linear/F.conv2d + relu on activations x = t_min - t_in, same shapes
 
 Times come from paired cycles (ttfs_ext.bench.time_paired: one block of calls of every
 implementation and mode back to back, synchronised; medians over the cycles) and every ratio
-is the median of the per-cycle ratios. The NaN/inf data check of ttfs_ext is turned off while timing. FLOPs count only the
-GEMM-like part (2*M*N*K forward; 3x that for forward+backward); bytes are a lower bound
-(each tensor read or written once), so GFLOP/s and GB/s show how far each run is from the floor.
+is the median of the per-cycle ratios. The NaN/inf data check of ttfs_ext is turned off
+while timing. FLOPs count only the GEMM-like part (2*M*N*K forward; 3x that for
+forward+backward); bytes are a lower bound (each tensor read or written once), so GFLOP/s and
+GB/s show how far each run is from the floor.
 """
 from __future__ import annotations
 
@@ -186,7 +187,8 @@ def main() -> None:
               "threads": args.threads, "loadavg_1min_before_after": [load[0], os.getloadavg()[0]],
               "quick": args.quick, "input_checks": False, "cpu_allocator": cpu_allocator, "window": [T_MIN, T_MAX],
               "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "notes": "medians over paired cycles, ratios the median of per-cycle ratios (ttfs_ext.bench.time_paired); flops = 2*M*N*K GEMM part (x3 for fwd+bwd); min_bytes = "
+              "notes": "medians over paired cycles, ratios the median of per-cycle ratios "
+                       "(ttfs_ext.bench.time_paired); flops = 2*M*N*K GEMM part (x3 for fwd+bwd); min_bytes = "
                        "each tensor read/written once; relu = F.linear/F.conv2d + relu on x = t_min - t_in",
               "results": rows}
     out.parent.mkdir(parents=True, exist_ok=True)

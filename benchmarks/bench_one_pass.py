@@ -9,10 +9,11 @@ The ops are called directly (torch.ops.ttfs_ext.dense and _dense_backward: no Py
 checks); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
 it: threshold_backward, grad_in = g W, grad_w = g^T x, grad_b = sum(g). Every (shape, rows)
 case times the four functions in paired cycles (ttfs_ext.bench.time_paired: medians over the
-cycles; a ratio is the median of the per-cycle ratios). The policy in force (ttfs_ext.status()["cpu_dense_one_pass"]) is recorded
-with each case, so the table shows the one-pass cases next to the vendor-GEMM ones. With
---isa, the kernels run that ISA's code (vector width and blocking) on any CPU that can: the
-vendor GEMMs of the twin keep the CPU's own. Writes benchmarks/results/one_pass_cpu.json
+cycles; a ratio is the median of the per-cycle ratios). The policy in force
+(ttfs_ext.status()["cpu_dense_one_pass"]) is recorded with each case, so the table shows the
+one-pass cases next to the vendor-GEMM ones. With --isa, the kernels run that ISA's code
+(vector width and blocking) on any CPU that can: the vendor GEMMs of the twin keep the CPU's
+own. Writes benchmarks/results/one_pass_cpu.json
 (one_pass_cpu_<isa>.json with --isa).
 """
 from __future__ import annotations

@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import copy
 import ctypes
-import dataclasses
 import datetime
 import gc
 import importlib.util
@@ -754,9 +753,8 @@ def time_interleaved(builders: dict[str, Callable[[], tuple[Forward, Backward]]]
         timed = time_paired(calls, ctx, on_error)
         graphs.clear()
         samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in MODES}
-        for (impl, mode), values in timed.items():
-            if impl in live:
-                samples[mode][impl] = values
+        for (impl, mode), values in timed.items():  # only implementations still live
+            samples[mode][impl] = values
         for impl, (fwd, grad) in list(live.items()):
             if methods[impl] == "difference":
                 samples["bwd"][impl] = [max(fb - f, 1e-9) for fb, f in

@@ -92,10 +92,6 @@ bool input_checks_enabled();
 // "one thread" when torch uses OpenMP but this library was compiled without it.
 const char* cpu_parallel_backend();
 
-// Which TTFS_CPU_CLONES variant (cpu/cpu_isa.h) the CPU loops run: "x86-64-v4" (AVX-512),
-// "x86-64-v3" (AVX2) or "baseline".
-const char* cpu_clone_isa();
-
 // Defined in cpu/elementwise_cpu.cpp and cuda/elementwise_cuda.cu.
 const char* prologue_cpu(const PrologueParams& p, void* stream);
 const char* epilogue_cpu(const EpilogueParams& p, void* stream);

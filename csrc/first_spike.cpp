@@ -199,7 +199,7 @@ FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at
     const at::Tensor t_arrive = t.clamp_min(t_start);
     if (mask[0]) {
       g_in = grad_patch_rows(be, g, t_o, t_arrive, weight.contiguous());
-      g_in.masked_fill_(t < t_start, 0.0);  // clamped inputs: as torch.clamp_min's gradient
+      g_in.masked_fill_(t < t_start, 0.0);  // held at t_start: no gradient; at t_start: arrives (reference.clamp)
     }
     if (mask[1]) g_w = grad_weight_rows(be, g, t_o, t_arrive, weight.size(0)).to(weight.scalar_type());
   }
@@ -379,7 +379,7 @@ FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const a
                                              c.stride));
     }
   }
-  if (mask[0]) g_in.masked_fill_(t < t_start, 0.0);  // clamped inputs: as torch.clamp_min's gradient
+  if (mask[0]) g_in.masked_fill_(t < t_start, 0.0);  // held at t_start: no gradient; at t_start: arrives (reference.clamp)
   if (mask[1]) g_w = w_acc.view(weight.sizes()).to(weight.scalar_type());
   return {g_in, g_w, g_alpha, g_theta};
 }

@@ -2,6 +2,7 @@
 // static initialisers register the ops; the module itself only reports how it was built.
 #include <pybind11/pybind11.h>
 
+#include "cpu/cpu_isa.h"
 #include "elementwise.h"
 #include "first_spike.h"
 #include "linear_one_pass.h"
@@ -19,7 +20,12 @@ PYBIND11_MODULE(_C, m) {
     info["version"] = TTFS_VERSION;
     info["torch_version"] = TTFS_TORCH_VERSION;
     info["with_cuda"] = static_cast<bool>(TTFS_WITH_CUDA);
-    info["cpu_isa"] = ttfs_ext::cpu_clone_isa();
+    // "cpu", "cpu-with-cuda-torch" (CPU kernels only, against a CUDA build of torch) or "cuda",
+    // and why CMake decided so.
+    info["build"] = TTFS_BUILD_KIND;
+    info["build_reason"] = TTFS_BUILD_REASON;
+    info["cpu_isa"] = ttfs_ext::cpu_isa_name(ttfs_ext::cpu_isa());
+    info["cpu_isa_detected"] = ttfs_ext::cpu_isa_name(ttfs_ext::detected_cpu_isa());
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
     py::dict one_pass;  // where the CPU dense layers take the one-pass kernels
     one_pass["enabled"] = ttfs_ext::linear_one_pass_enabled();
@@ -38,11 +44,16 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_arch_list"] = py::none();
 #endif
     return info;
-  }, "How this library was built: version, torch version, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense layers take the one-pass kernels.");
+  }, "How this library was built: version, torch version, build kind and why, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense layers take the one-pass kernels.");
   m.def("_set_input_checks", &ttfs_ext::set_input_checks,
         "Set by ttfs_ext.set_input_checks: whether the CPU forward ops check t_in for NaN/inf "
         "(in their first pass over it).");
   m.def("_input_checks_enabled", &ttfs_ext::input_checks_enabled);
+  m.def("_set_cpu_isa", [](const std::string& name) {
+    const char* err = ttfs_ext::set_cpu_isa(name.c_str());
+    if (err != nullptr) throw py::value_error(std::string("ttfs_ext: ") + err);
+  }, "For tests and measurements: run every CPU loop in one ISA's code ('x86-64-v4', "
+     "'x86-64-v3', 'baseline'; any this CPU can run), or '' for automatic (the best it can).");
   m.def("_set_one_pass_isa", [](const std::string& name) {
     const char* err = ttfs_ext::set_linear_one_pass_isa(name.c_str());
     if (err != nullptr) throw py::value_error(std::string("ttfs_ext: ") + err);

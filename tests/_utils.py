@@ -24,6 +24,14 @@ def assert_close_scaled(actual: torch.Tensor, expected: torch.Tensor, dtype: tor
     torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale, msg=lambda m: f"{what}: {m}")
 
 
+def expected_cpu_isa() -> str:
+    """The ISA the CPU loops run when no test forces one: TTFS_EXT_CPU_ISA, or the CPU's best."""
+    import os
+
+    import ttfs_ext
+    return os.environ.get("TTFS_EXT_CPU_ISA") or ttfs_ext.status()["cpu_isa_detected"]
+
+
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -1,6 +1,4 @@
 """Backend choice, fallback warnings and status."""
-import platform
-
 import pytest
 import torch
 
@@ -8,7 +6,7 @@ import ttfs_ext
 from ttfs_ext import _backend
 from ttfs_ext import functional as TF
 
-from _utils import dense_case
+from _utils import dense_case, expected_cpu_isa
 
 
 def _grad_fn_name(out):
@@ -23,22 +21,25 @@ def case():
 
 def test_status_reports_build():
     info = ttfs_ext.status()
-    for key in ("version", "compiled", "with_cuda", "cuda_arch_list", "built_with_torch", "built_with_cuda",
-                "torch_version", "cuda_available", "kernel_devices", "backend", "fallbacks"):
+    for key in ("version", "compiled", "build", "build_reason", "with_cuda", "cuda_arch_list", "built_with_torch",
+                "built_with_cuda", "torch_version", "cuda_available", "kernel_devices", "backend", "fallbacks"):
         assert key in info
     assert info["compiled"] and "cpu" in info["kernel_devices"]
     assert info["version"] == ttfs_ext.__version__ == _backend._C.build_info()["version"]
     assert info["built_with_torch"].split("+")[0].rsplit(".", 1)[0] == torch.__version__.split("+")[0].rsplit(".", 1)[0]
+    # The build kind follows torch and the CUDA decision (CMakeLists.txt).
+    expected = "cuda" if info["with_cuda"] else ("cpu" if torch.version.cuda is None else "cpu-with-cuda-torch")
+    assert info["build"] == expected and info["build_reason"]
+    assert ("cuda" in info["kernel_devices"]) == info["with_cuda"]
     if not info["with_cuda"]:
         assert info["cuda_arch_list"] is None and info["built_with_cuda"] is None
-    # the CPU scans' instruction set follows the CPU (GCC's target_clones on x86-64 Linux)
-    assert info["cpu_isa"] in ("x86-64-v4", "x86-64-v3", "baseline")
-    flags = open("/proc/cpuinfo").read().split() if platform.system() == "Linux" else []
-    if platform.machine() == "x86_64" and all(f"avx512{x}" in flags for x in ("f", "bw", "cd", "dq", "vl")):
-        assert info["cpu_isa"] == "x86-64-v4"
-    # the one-pass dense kernels run only in their AVX-512 clone (linear_one_pass.h)
+    # The CPU loops run the detected ISA unless a test forces another (tests/test_cpu_isa.py
+    # runs each); the one-pass dense kernels follow it, with AVX-512 and AVX2 code only.
+    isas = ["x86-64-v4", "x86-64-v3", "baseline"]
+    assert info["cpu_isa_detected"] in isas and info["cpu_isa"] == expected_cpu_isa()
     policy = info["cpu_dense_one_pass"]
-    assert policy["enabled"] == (info["cpu_isa"] == "x86-64-v4")
+    assert policy["isa"] == info["cpu_isa"]
+    assert policy["enabled"] == (info["cpu_isa"] != "baseline")
     assert 1 <= policy["min_rows"] <= policy["forward_max_rows"] <= policy["max_rows"]
     assert policy["min_weight_bytes"] > 0
 

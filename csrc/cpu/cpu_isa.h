@@ -1,23 +1,21 @@
-// Instruction-set helpers of the CPU kernels.
+// Instruction sets of the CPU kernels.
 //
 // The extension is built for the baseline x86-64 ISA (SSE2) so that one wheel runs anywhere;
-// ATen's own kernels dispatch to AVX2/AVX-512 at run time. TTFS_CPU_CLONES gives a hot loop
-// the same: GCC emits an x86-64-v4 (AVX-512), an x86-64-v3 (AVX2) and a baseline clone and
-// picks one when the library loads. The loops a clone calls are TTFS_INLINE: inlined into
-// each clone, so compiled for its ISA with it (a call from one clone to another cannot be
-// inlined).
+// ATen's own kernels dispatch to AVX2/AVX-512 at run time. The hot loops here do the same:
+// each is written once as a TTFS_INLINE `run` of a small struct, and run_for_isa<Loop>(...)
+// calls a copy of it compiled for x86-64-v4 (AVX-512), x86-64-v3 (AVX2) or the baseline,
+// the one cpu_isa() names. That is the best the CPU supports, or the one set_cpu_isa() forces,
+// so that the tests run every ISA's code on whatever CPU they find (a load-time choice, as
+// GCC's target_clones make, could not be forced).
 #pragma once
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define TTFS_HAVE_CPU_CLONES 1
-#define TTFS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-// One function compiled for one ISA, for code whose blocking differs per ISA (the caller picks
-// it with cpu_clone_isa()).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TTFS_HAVE_ISA_VARIANTS 1
+// One function compiled for one ISA.
 #define TTFS_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define TTFS_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 #else
-#define TTFS_HAVE_CPU_CLONES 0
-#define TTFS_CPU_CLONES
+#define TTFS_HAVE_ISA_VARIANTS 0
 #endif
 
 #if defined(__GNUC__)
@@ -25,3 +23,49 @@
 #else
 #define TTFS_INLINE inline
 #endif
+
+namespace ttfs_ext {
+
+enum class CpuIsa : int { Baseline = 0, V3 = 1, V4 = 2 };  // ordered: each runs the ones below it
+
+// The best ISA this CPU (and this build) can run.
+CpuIsa detected_cpu_isa();
+// The ISA the CPU loops run now: detected_cpu_isa(), or the one set_cpu_isa() forced.
+CpuIsa cpu_isa();
+// "x86-64-v4", "x86-64-v3" or "baseline".
+const char* cpu_isa_name(CpuIsa isa);
+// For tests and measurements: run every CPU loop with one ISA's code, or "" for automatic.
+// Returns nullptr, or why not (an unknown name, an ISA this CPU cannot run).
+const char* set_cpu_isa(const char* name);
+// Parses an ISA name; returns false for an unknown one.
+bool parse_cpu_isa(const char* name, CpuIsa* isa);
+
+#if TTFS_HAVE_ISA_VARIANTS
+template <typename Loop, typename... Args>
+TTFS_TARGET_V4 auto run_v4(Args... args) {
+  return Loop::run(args...);
+}
+template <typename Loop, typename... Args>
+TTFS_TARGET_V3 auto run_v3(Args... args) {
+  return Loop::run(args...);
+}
+#endif
+template <typename Loop, typename... Args>
+auto run_baseline(Args... args) {
+  return Loop::run(args...);
+}
+
+// Loop::run(args...) in the code of the ISA the CPU loops run (cpu_isa()).
+template <typename Loop, typename... Args>
+auto run_for_isa(Args... args) {
+#if TTFS_HAVE_ISA_VARIANTS
+  switch (cpu_isa()) {
+    case CpuIsa::V4: return run_v4<Loop>(args...);
+    case CpuIsa::V3: return run_v3<Loop>(args...);
+    case CpuIsa::Baseline: break;
+  }
+#endif
+  return run_baseline<Loop>(args...);
+}
+
+}  // namespace ttfs_ext

@@ -22,21 +22,23 @@ namespace {
 
 constexpr int64_t kGrain = 32768;
 
-// One vectorised loop per span, cloned per ISA: spans that fit in L2 run at its speed only
-// with the wide vectors. kCheck also returns whether an input is NaN or inf (the unordered
+// One vectorised loop per span, compiled per ISA (run_for_isa): spans that fit in L2 run at
+// its speed only with the wide vectors. kCheck also returns whether an input is NaN or inf (the unordered
 // compare is true for NaN), in the same read.
 template <typename in_t, typename out_t, bool kGate, bool kNegate, bool kCheck>
-TTFS_CPU_CLONES int prologue_span(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
-                                  int64_t n, in_t offset, in_t t_max) {
-  int nonfinite = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if constexpr (kCheck) nonfinite |= !(std::abs(in[i]) <= std::numeric_limits<in_t>::max());
-    in_t v = kNegate ? offset - in[i] : in[i] - offset;
-    if constexpr (kGate) v = gate[i] < t_max ? v : in_t(0);
-    out[i] = static_cast<out_t>(v);
+struct PrologueSpan {
+  static TTFS_INLINE int run(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
+                             int64_t n, in_t offset, in_t t_max) {
+    int nonfinite = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if constexpr (kCheck) nonfinite |= !(std::abs(in[i]) <= std::numeric_limits<in_t>::max());
+      in_t v = kNegate ? offset - in[i] : in[i] - offset;
+      if constexpr (kGate) v = gate[i] < t_max ? v : in_t(0);
+      out[i] = static_cast<out_t>(v);
+    }
+    return nonfinite;
   }
-  return nonfinite;
-}
+};
 
 template <typename in_t, typename out_t, bool kGate, bool kNegate, bool kCheck>
 void prologue_kernel_impl(const PrologueParams& p) {
@@ -47,8 +49,8 @@ void prologue_kernel_impl(const PrologueParams& p) {
   const in_t t_max = static_cast<in_t>(p.t_max);
   std::atomic<int> nonfinite{0};
   at::parallel_for(0, p.numel, kGrain, [&](int64_t begin, int64_t end) {
-    if (prologue_span<in_t, out_t, kGate, kNegate, kCheck>(in + begin, kGate ? gate + begin : nullptr,
-                                                           out + begin, end - begin, offset, t_max)) {
+    if (run_for_isa<PrologueSpan<in_t, out_t, kGate, kNegate, kCheck>>(in + begin, kGate ? gate + begin : nullptr,
+                                                                       out + begin, end - begin, offset, t_max)) {
       nonfinite.store(1, std::memory_order_relaxed);
     }
   });
@@ -61,32 +63,34 @@ void prologue_kernel_impl(const PrologueParams& p) {
 // written with a scalar lanes[16] array at -O3 with AVX2/AVX-512 (stores skipped, wrong sums;
 // benchmarks/NOTES.md, v5).
 template <typename in_t, typename out_t>
-TTFS_CPU_CLONES in_t gated_span_sum(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
-                                    int64_t n, in_t t_max) {
-  constexpr int kLanes = 16;
-  typedef in_t lanes_t __attribute__((vector_size(kLanes * sizeof(in_t))));
-  lanes_t sums = {};
-  const lanes_t zero = {};
-  int64_t i = 0;
-  if constexpr (std::is_same_v<in_t, out_t>) {
-    for (; i + kLanes <= n; i += kLanes) {
-      lanes_t x, g;
-      std::memcpy(&x, in + i, sizeof(x));
-      std::memcpy(&g, gate + i, sizeof(g));
-      const lanes_t v = g < t_max ? x : zero;
-      std::memcpy(out + i, &v, sizeof(v));
-      sums += v;
+struct GatedSpanSum {
+  static TTFS_INLINE in_t run(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
+                              int64_t n, in_t t_max) {
+    constexpr int kLanes = 16;
+    typedef in_t lanes_t __attribute__((vector_size(kLanes * sizeof(in_t))));
+    lanes_t sums = {};
+    const lanes_t zero = {};
+    int64_t i = 0;
+    if constexpr (std::is_same_v<in_t, out_t>) {
+      for (; i + kLanes <= n; i += kLanes) {
+        lanes_t x, g;
+        std::memcpy(&x, in + i, sizeof(x));
+        std::memcpy(&g, gate + i, sizeof(g));
+        const lanes_t v = g < t_max ? x : zero;
+        std::memcpy(out + i, &v, sizeof(v));
+        sums += v;
+      }
     }
+    in_t total = 0;
+    for (; i < n; ++i) {
+      const in_t v = gate[i] < t_max ? in[i] : in_t(0);
+      out[i] = static_cast<out_t>(v);
+      total += v;
+    }
+    for (int l = 0; l < kLanes; ++l) total += sums[l];
+    return total;
   }
-  in_t total = 0;
-  for (; i < n; ++i) {
-    const in_t v = gate[i] < t_max ? in[i] : in_t(0);
-    out[i] = static_cast<out_t>(v);
-    total += v;
-  }
-  for (int l = 0; l < kLanes; ++l) total += sums[l];
-  return total;
-}
+};
 
 template <typename in_t, typename out_t>
 void gated_span_sums_impl(const PrologueParams& p) {
@@ -98,7 +102,7 @@ void gated_span_sums_impl(const PrologueParams& p) {
   const int64_t span = p.span;
   at::parallel_for(0, p.numel / span, std::max<int64_t>(1, kGrain / span), [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
-      sums[s] = gated_span_sum<in_t, out_t>(in + s * span, gate + s * span, out + s * span, span, t_max);
+      sums[s] = run_for_isa<GatedSpanSum<in_t, out_t>>(in + s * span, gate + s * span, out + s * span, span, t_max);
     }
   });
 }
@@ -126,28 +130,32 @@ TTFS_INLINE time_t fire(time_t v, time_t t_max) {
 // wrote the spike-time dtype) gets its own loop: GCC's run-time alias check would reject
 // out == u and fall back to the scalar loop.
 template <typename time_t, bool kSpiking>
-TTFS_CPU_CLONES void epilogue_span_inplace(time_t* __restrict io, const time_t* __restrict bias, int64_t bias_stride, int64_t n,
-                           time_t t_max) {
-  if (bias == nullptr) {
-    for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i], t_max);
-  } else if (bias_stride == 0) {
-    const time_t b = bias[0];
-    for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + b, t_max);
-  } else if (bias_stride == 1) {  // a contiguous loop, not a gather
-    for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i], t_max);
-  } else {
-    for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i * bias_stride], t_max);
+struct EpilogueSpanInplace {
+  static TTFS_INLINE void run(time_t* __restrict io, const time_t* __restrict bias, int64_t bias_stride, int64_t n,
+                              time_t t_max) {
+    if (bias == nullptr) {
+      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i], t_max);
+    } else if (bias_stride == 0) {
+      const time_t b = bias[0];
+      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + b, t_max);
+    } else if (bias_stride == 1) {  // a contiguous loop, not a gather
+      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i], t_max);
+    } else {
+      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i * bias_stride], t_max);
+    }
   }
-}
+};
 
 template <typename u_t, typename time_t, bool kSpiking>
-TTFS_CPU_CLONES void epilogue_span(const u_t* __restrict u, const time_t* __restrict bias, int64_t bias_stride,
-                   time_t* __restrict out, int64_t n, time_t t_max) {
-  for (int64_t i = 0; i < n; ++i) {
-    const time_t b = bias != nullptr ? bias[i * bias_stride] : time_t(0);
-    out[i] = fire<time_t, kSpiking>(static_cast<time_t>(u[i]) + b, t_max);
+struct EpilogueSpan {
+  static TTFS_INLINE void run(const u_t* __restrict u, const time_t* __restrict bias, int64_t bias_stride,
+                              time_t* __restrict out, int64_t n, time_t t_max) {
+    for (int64_t i = 0; i < n; ++i) {
+      const time_t b = bias != nullptr ? bias[i * bias_stride] : time_t(0);
+      out[i] = fire<time_t, kSpiking>(static_cast<time_t>(u[i]) + b, t_max);
+    }
   }
-}
+};
 
 // Rows of (channels, positions) elements; a span is one channel of one row (conv) or one
 // whole row (dense, positions == 1: one bias per element).
@@ -169,11 +177,11 @@ void epilogue_kernel_impl(const EpilogueParams& p) {
       const int64_t b_stride = dense ? p.bias_stride_c : p.bias_stride_p;
       if constexpr (std::is_same_v<u_t, time_t>) {
         if (inplace) {
-          epilogue_span_inplace<time_t, kSpiking>(out + s * span, b, b_stride, span, t_max);
+          run_for_isa<EpilogueSpanInplace<time_t, kSpiking>>(out + s * span, b, b_stride, span, t_max);
           continue;
         }
       }
-      epilogue_span<u_t, time_t, kSpiking>(u + s * span, b, b_stride, out + s * span, span, t_max);
+      run_for_isa<EpilogueSpan<u_t, time_t, kSpiking>>(u + s * span, b, b_stride, out + s * span, span, t_max);
     }
   });
 }
@@ -194,15 +202,6 @@ const char* cpu_parallel_backend() {
 #else
   return "native";
 #endif
-}
-
-const char* cpu_clone_isa() {
-#if TTFS_HAVE_CPU_CLONES
-  // The order of the resolver of TTFS_CPU_CLONES.
-  if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
-  if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
-#endif
-  return "baseline";
 }
 
 // CPU kernels support float64 and float32 spike times with matrices of the same dtype.

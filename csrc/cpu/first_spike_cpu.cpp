@@ -1,9 +1,9 @@
 // CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_cuda.cu.
 // A task owns whole rows (forward, grad_input) or whole splits of rows (grad_weight), and
 // the inner loops run over outputs or inputs so that they vectorise. The inner loops are
-// compiled for AVX-512, AVX2 and the x86-64 baseline, picked at load time by the CPU
-// (GCC's target_clones: only these functions get the wider code, so nothing built for
-// AVX-512 can be shared with, and run on, a CPU without it).
+// compiled for AVX-512, AVX2 and the x86-64 baseline and run in the code of cpu_isa()
+// (cpu/cpu_isa.h: only these loops get the wider code, so nothing built for AVX-512 can be
+// shared with, and run on, a CPU without it).
 #include "first_spike.h"
 #include "cpu/cpu_isa.h"
 
@@ -119,26 +119,28 @@ TTFS_INLINE void add_arrival(double* __restrict S, double* __restrict P, const d
 }
 
 // The segments of one row, arrivals sorted: walk them (k outer) and test every silent neuron
-// (o inner, branch-free, so that it vectorises); stop once every neuron has fired. One clone
+// (o inner, branch-free, so that it vectorises); stop once every neuron has fired. One copy
 // per ISA with the three loops inlined: the loops are a few vectors long, and calling each
-// as a clone of its own cost a quarter of the dense forward (benchmarks/NOTES.md, v2).
-TTFS_CPU_CLONES void scan_row(const double* __restrict A, const double* __restrict Th, double* __restrict S,
+// as a per-ISA function of its own cost a quarter of the dense forward.
+struct ScanRow {
+  static TTFS_INLINE void run(const double* __restrict A, const double* __restrict Th, double* __restrict S,
                               double* __restrict P, double* __restrict t_rel, double* __restrict slope,
                               const Arrival* __restrict arrivals, int64_t K, int64_t O, const double* __restrict w) {
-  double start = 0.0;
-  int64_t first_silent = 0;  // the neurons before it have all fired
-  for (int64_t k = 0;; ++k) {
-    while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
-    if (first_silent == O) return;
-    const double end = k < K ? arrivals[k].time : kInf;  // +inf: last segment
-    if (may_fire_in_segment(A, Th, S, P, t_rel, first_silent, O, end)) {
-      test_segment(A, Th, S, P, t_rel, slope, first_silent, O, start, end);
+    double start = 0.0;
+    int64_t first_silent = 0;  // the neurons before it have all fired
+    for (int64_t k = 0;; ++k) {
+      while (first_silent < O && t_rel[first_silent] != kInf) ++first_silent;
+      if (first_silent == O) return;
+      const double end = k < K ? arrivals[k].time : kInf;  // +inf: last segment
+      if (may_fire_in_segment(A, Th, S, P, t_rel, first_silent, O, end)) {
+        test_segment(A, Th, S, P, t_rel, slope, first_silent, O, start, end);
+      }
+      if (end == kInf) return;  // padding sorts last and never arrives
+      add_arrival(S, P, w + arrivals[k].index * O, first_silent, O, end);
+      start = end;
     }
-    if (end == kInf) return;  // padding sorts last and never arrives
-    add_arrival(S, P, w + arrivals[k].index * O, first_silent, O, end);
-    start = end;
   }
-}
+};
 
 // Per row: walk the segments between arrivals (k outer) and test every neuron (o inner,
 // branch-free, so that it vectorises). Segment k, [start, end] with k inputs arrived, has
@@ -180,7 +182,8 @@ void forward_impl(const FirstSpikeForwardParams& p) {
         // theta <= 0: at threshold when integration starts; fires at t_start without gradient.
         t_rel[o] = Th[o] <= 0.0 ? 0.0 : kInf;
       }
-      scan_row(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), arrivals.data(), K, O, w);
+      run_for_isa<ScanRow>(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), arrivals.data(), K, O,
+                             w);
       scalar_t* t_out_r = t_out + r * p.out_ld;
       scalar_t* slope_r = slope_out + r * p.out_ld;
       for (int64_t o = 0; o < O; ++o) {
@@ -195,16 +198,20 @@ void forward_impl(const FirstSpikeForwardParams& p) {
 
 // acc[k] += go w[k] [tp[k] < to]. bool times double, not ?:, which GCC (trapping math) does
 // not vectorise well.
-TTFS_CPU_CLONES void add_grad_input(double* __restrict acc, const double* __restrict tp, const double* __restrict w,
-                                    int64_t n, double go, double to) {
-  for (int64_t k = 0; k < n; ++k) acc[k] += (tp[k] < to) * (go * w[k]);
-}
+struct AddGradInput {
+  static TTFS_INLINE void run(double* __restrict acc, const double* __restrict tp, const double* __restrict w,
+                              int64_t n, double go, double to) {
+    for (int64_t k = 0; k < n; ++k) acc[k] += (tp[k] < to) * (go * w[k]);
+  }
+};
 
 // acc[k] += go (min(tp[k], to) - to): go (t' - t_out) where t' < t_out, else 0 (also for +inf padding).
-TTFS_CPU_CLONES void add_grad_weight(double* __restrict acc, const double* __restrict tp, int64_t n, double go,
-                                     double to) {
-  for (int64_t k = 0; k < n; ++k) acc[k] += go * (std::min(tp[k], to) - to);
-}
+struct AddGradWeight {
+  static TTFS_INLINE void run(double* __restrict acc, const double* __restrict tp, int64_t n, double go,
+                              double to) {
+    for (int64_t k = 0; k < n; ++k) acc[k] += go * (std::min(tp[k], to) - to);
+  }
+};
 
 // grad_patch[r, k] = sum_o g[r, o] W[o, k] [t'[r, k] < t_out[r, o]]; o outer, k inner.
 template <typename scalar_t>
@@ -224,7 +231,7 @@ void grad_input_impl(const FirstSpikeGradInputParams& p) {
         const double go = static_cast<double>(g[r * p.out_ld + o]);
         if (go == 0.0) continue;  // silent neurons and those without gradient
         const double to = static_cast<double>(t_out[r * p.out_ld + o]);
-        add_grad_input(acc.data(), tp, weight + o * K, K, go, to);
+        run_for_isa<AddGradInput>(acc.data(), tp, weight + o * K, K, go, to);
       }
       for (int64_t k = 0; k < K; ++k) grad_patch[r * K + k] = static_cast<scalar_t>(acc[k]);
     }
@@ -251,7 +258,7 @@ void grad_weight_impl(const FirstSpikeGradWeightParams& p) {
           const double go = static_cast<double>(g[r * p.out_ld + o]);
           if (go == 0.0) continue;
           const double to = static_cast<double>(t_out[r * p.out_ld + o]);
-          add_grad_weight(acc + o * K, tp, K, go, to);
+          run_for_isa<AddGradWeight>(acc + o * K, tp, K, go, to);
         }
       }
     }

@@ -253,7 +253,7 @@ template <typename T, bool kWantIn>
 void backward_tile_base(const BackwardTile<T>& a) { backward_tile<T, IsaBase, kWantIn>(a); }
 template <typename T>
 void forward_groups_base(const ForwardGroups<T>& a) { forward_groups<T, IsaBase>(a); }
-#if TTFS_HAVE_CPU_CLONES
+#if TTFS_HAVE_ISA_VARIANTS
 template <typename T, bool kWantIn>
 TTFS_TARGET_V4 void backward_tile_v4(const BackwardTile<T>& a) { backward_tile<T, IsaV4, kWantIn>(a); }
 template <typename T, bool kWantIn>
@@ -264,43 +264,30 @@ template <typename T>
 TTFS_TARGET_V3 void forward_groups_v3(const ForwardGroups<T>& a) { forward_groups<T, IsaV3>(a); }
 #endif
 
-enum class Isa { Base, V3, V4 };
-
-// The ISA whose code runs: the CPU's (as the clones pick), or one set for tests and
-// measurements (set_linear_one_pass_isa).
+// The ISA whose code runs: the CPU loops' (cpu_isa(), which tests can force for every CPU
+// loop), or one set for these kernels alone (set_linear_one_pass_isa).
 std::atomic<int> forced_isa{-1};
 
-Isa detected_isa() {
-  static const Isa isa = std::strcmp(cpu_clone_isa(), "x86-64-v4") == 0   ? Isa::V4
-                         : std::strcmp(cpu_clone_isa(), "x86-64-v3") == 0 ? Isa::V3
-                                                                          : Isa::Base;
-  return isa;
-}
-
-Isa running_isa() {
+CpuIsa running_isa() {
   const int forced = forced_isa.load(std::memory_order_relaxed);
-  return forced >= 0 ? static_cast<Isa>(forced) : detected_isa();
-}
-
-const char* isa_name(Isa isa) {
-  return isa == Isa::V4 ? "x86-64-v4" : isa == Isa::V3 ? "x86-64-v3" : "baseline";
+  return forced >= 0 ? static_cast<CpuIsa>(forced) : cpu_isa();
 }
 
 template <typename T, bool kWantIn>
-auto backward_tile_for(Isa isa) {
-#if TTFS_HAVE_CPU_CLONES
-  if (isa == Isa::V4) return &backward_tile_v4<T, kWantIn>;
-  if (isa == Isa::V3) return &backward_tile_v3<T, kWantIn>;
+auto backward_tile_for(CpuIsa isa) {
+#if TTFS_HAVE_ISA_VARIANTS
+  if (isa == CpuIsa::V4) return &backward_tile_v4<T, kWantIn>;
+  if (isa == CpuIsa::V3) return &backward_tile_v3<T, kWantIn>;
 #endif
   (void)isa;
   return &backward_tile_base<T, kWantIn>;
 }
 
 template <typename T>
-auto forward_groups_for(Isa isa) {
-#if TTFS_HAVE_CPU_CLONES
-  if (isa == Isa::V4) return &forward_groups_v4<T>;
-  if (isa == Isa::V3) return &forward_groups_v3<T>;
+auto forward_groups_for(CpuIsa isa) {
+#if TTFS_HAVE_ISA_VARIANTS
+  if (isa == CpuIsa::V4) return &forward_groups_v4<T>;
+  if (isa == CpuIsa::V3) return &forward_groups_v3<T>;
 #endif
   (void)isa;
   return &forward_groups_base<T>;
@@ -380,15 +367,15 @@ void backward_dispatch(const LinearOnePassBackwardParams& p) {
 }  // namespace
 
 bool linear_one_pass_enabled() {
-  // Measured faster than the vendor GEMMs with AVX-512 and AVX2 code, slower with SSE2 (NOTES v4).
-  return forced_isa.load(std::memory_order_relaxed) >= 0 || running_isa() != Isa::Base;
+  // Measured faster than the vendor GEMMs with AVX-512 and AVX2 code, slower with SSE2.
+  return forced_isa.load(std::memory_order_relaxed) >= 0 || running_isa() != CpuIsa::Baseline;
 }
 
-const char* linear_one_pass_isa() { return isa_name(running_isa()); }
+const char* linear_one_pass_isa() { return cpu_isa_name(running_isa()); }
 
 int64_t linear_one_pass_forward_max_rows() {
   // The AVX2 forward (2 x 4 blocks) lost to the vendor GEMM at 16 rows (1.1-1.6x) and won at 8.
-  return running_isa() == Isa::V4 ? kOnePassForwardMaxRows : kOnePassForwardMaxRowsNarrow;
+  return running_isa() == CpuIsa::V4 ? kOnePassForwardMaxRows : kOnePassForwardMaxRowsNarrow;
 }
 
 const char* set_linear_one_pass_isa(const char* name) {
@@ -396,13 +383,9 @@ const char* set_linear_one_pass_isa(const char* name) {
     forced_isa.store(-1);
     return nullptr;
   }
-  Isa isa;
-  if (std::strcmp(name, "x86-64-v4") == 0) isa = Isa::V4;
-  else if (std::strcmp(name, "x86-64-v3") == 0) isa = Isa::V3;
-  else if (std::strcmp(name, "baseline") == 0) isa = Isa::Base;
-  else return "unknown ISA: expected 'x86-64-v4', 'x86-64-v3', 'baseline' or '' (automatic)";
-  if (static_cast<int>(isa) > static_cast<int>(detected_isa()))
-    return "this CPU cannot run that ISA's code (it runs cpu_isa's)";
+  CpuIsa isa;
+  if (!parse_cpu_isa(name, &isa)) return "unknown ISA: expected 'x86-64-v4', 'x86-64-v3', 'baseline' or '' (automatic)";
+  if (static_cast<int>(isa) > static_cast<int>(detected_cpu_isa())) return "this CPU cannot run that ISA's code";
   forced_isa.store(static_cast<int>(isa));
   return nullptr;
 }

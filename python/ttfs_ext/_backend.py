@@ -79,6 +79,22 @@ if _C is not None:
     _C._set_input_checks(_input_checks)
 
 
+def apply_cpu_isa_env() -> None:
+    """Runs the CPU loops in the ISA named by TTFS_EXT_CPU_ISA ('x86-64-v4' for AVX-512,
+    'x86-64-v3' for AVX2, 'baseline'), or in the best this CPU supports when it is unset or
+    empty: as ATEN_CPU_CAPABILITY does for ATen, to reproduce another CPU's code path."""
+    if _C is None:
+        return
+    name = os.environ.get("TTFS_EXT_CPU_ISA", "")
+    try:
+        _C._set_cpu_isa(name)
+    except ValueError as err:
+        raise ValueError(f"TTFS_EXT_CPU_ISA={name!r}: {err}") from None
+
+
+apply_cpu_isa_env()
+
+
 def direct_kernel(t_in: torch.Tensor, backend: Optional[str]) -> bool:
     """True where an op may call the kernel of t_in's device straight away and leave the
     argument checks to it (functional.py): the backend chosen (per call, by set_backend or
@@ -141,26 +157,34 @@ def status() -> dict[str, Any]:
         "version": __version__,
         "compiled": _C is not None,
         "load_error": _LOAD_ERROR,
+        "build": None,
+        "build_reason": None,
         "with_cuda": False,
         "cuda_arch_list": None,
         "built_with_torch": None,
         "built_with_cuda": None,
         "cpu_isa": None,
+        "cpu_isa_detected": None,
         "cpu_parallel": None,
         "cpu_dense_one_pass": None,
     }
     if _C is not None:
         built = _C.build_info()
         info.update(
+            # "cpu" (a CPU torch), "cpu-with-cuda-torch" (CPU kernels only, against a CUDA torch:
+            # CUDA tensors run the reference) or "cuda"; build_reason: why CMake decided so
+            build=built["build"],
+            build_reason=built["build_reason"],
             with_cuda=built["with_cuda"],
             cuda_arch_list=built["cuda_arch_list"],
             built_with_torch=built["torch_version"],
             built_with_cuda=built["cuda_version"],
-            cpu_isa=built.get("cpu_isa"),  # the CPU loops' AVX-512 / AVX2 / baseline code
-            cpu_parallel=built.get("cpu_parallel"),  # "openmp"/"native"; "one thread": built without OpenMP
+            cpu_isa=built["cpu_isa"],  # the CPU loops' AVX-512 / AVX2 / baseline code (TTFS_EXT_CPU_ISA)
+            cpu_isa_detected=built["cpu_isa_detected"],  # the best this CPU supports
+            cpu_parallel=built["cpu_parallel"],  # "openmp"/"native"; "one thread": built without OpenMP
             # dense layers with a weight of min_weight_bytes or more: one pass over the weight for
             # both gradients (at most max_rows rows) and for the forward GEMM (forward_max_rows)
-            cpu_dense_one_pass=built.get("cpu_dense_one_pass"),
+            cpu_dense_one_pass=built["cpu_dense_one_pass"],
         )
     info.update(
         torch_version=torch.__version__,

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import functional as TF
+from . import functional as TF, reference
 from .nn import (TTFSAlphaConv2d, TTFSAlphaLinear, TTFSConv2d, TTFSEncoder, TTFSLinear, TTFSMaxPool2d, TTFSReadout,
                  _Windowed)
 
@@ -186,10 +186,10 @@ def peak_potential(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor
     piecewise linear, so its maximum is at an input arrival or at an end; the scan keeps
     memory rows x outputs (one Python step per input)."""
     if conv is None:
-        return _peak_rows((t_in - t_start).clamp_min(0.0), weight, alpha.unsqueeze(0), t_end - t_start)
+        return _peak_rows(reference.arrival(t_in, t_start), weight, alpha.unsqueeze(0), t_end - t_start)
     stride, padding, dilation, groups = (conv["stride"], conv["padding"], conv["dilation"], conv["groups"])
     batch = t_in.shape[0]
-    tau = F.pad((t_in - t_start).clamp_min(0.0), (padding[1], padding[1], padding[0], padding[0]),
+    tau = F.pad(reference.arrival(t_in, t_start), (padding[1], padding[1], padding[0], padding[0]),
                 value=float("inf"))
     patches = F.unfold(tau, tuple(weight.shape[2:]), dilation=dilation, stride=stride)  # (B, K, L)
     positions, c_out = patches.shape[-1], weight.shape[0]

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from . import functional as TF
+from . import functional as TF, reference
 from .robust import Robustness, fake_quantize, quantize_weight
 
 __all__ = ["TTFSLinear", "TTFSConv2d", "TTFSAlphaLinear", "TTFSAlphaConv2d", "TTFSMaxPool2d", "TTFSReadout",
@@ -207,7 +207,7 @@ class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
         (_, t_max), t_start = self._window(), self._start()
         if self.mode == "event":
             return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, t_start, t_max)
-        tau = (t_in - t_start).clamp_min(0.0)  # an input before t_start acts from t_start
+        tau = reference.arrival(t_in, t_start)  # an input before t_start acts from t_start
         numerator = self.threshold + nn.functional.linear(tau, self.weight)
         return self._fire(t_start, t_max, numerator, self.alpha + self.weight.sum(dim=1))
 
@@ -255,7 +255,7 @@ class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
         geometry = (self.stride, self.padding, self.dilation, self.groups)
         if self.mode == "event":
             return TF.first_spike_conv2d(t_in, self.weight, self.alpha, self.threshold, t_start, t_max, *geometry)
-        tau = (t_in - t_start).clamp_min(0.0)
+        tau = reference.arrival(t_in, t_start)
         numerator = nn.functional.conv2d(tau, self.weight, None, *geometry)  # zero padding: never arrives
         ones = torch.ones_like(t_in[..., :1, :, :, :] if t_in.dim() == 4 else t_in[None])
         weight_sum = nn.functional.conv2d(ones, self.weight, None, *geometry)  # taps inside the image
@@ -419,7 +419,7 @@ class TTFSSequential(nn.Sequential):
             elif isinstance(m, TTFSEncoder):
                 out = m(out)
                 if r.input_sigma:
-                    out = (out + r.input_sigma * torch.randn_like(out)).clamp_min(0.0)
+                    out = reference.clamp(out + r.input_sigma * torch.randn_like(out), low=0.0)
             else:
                 out = m(out)
         return out

@@ -15,7 +15,8 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode", "first_spike_linear", "first_spike_conv2d"]
+__all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode", "first_spike_linear", "first_spike_conv2d", "clamp",
+           "arrival", "input_activation"]
 
 Window = Union[float, torch.Tensor]
 IntPair = Union[int, tuple[int, int]]
@@ -62,12 +63,34 @@ def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPai
     return -F.max_pool2d(-t_in, kernel_size, stride, padding)
 
 
+def clamp(x: torch.Tensor, low: Optional[float] = None, high: Optional[float] = None) -> torch.Tensor:
+    """torch.clamp with this library's gradient at the limits: 1 for low <= x <= high (a value
+    at a limit lies in the range), 0 outside; NaN stays NaN. torch's own clamp passes 0 at the
+    limits from torch 2.14 on (1 before), so the rule is written here, once, for every version:
+    the encoder, the arrival of an input at t_start (the compiled first_spike kernels follow
+    the same rule) and fake quantisation use it. The spike clamp at t_max is the other rule:
+    t = t_max is no spike and has no gradient, as ReLU's at 0."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x.clamp(low, high)  # the same values in one pass
+    if low is not None:
+        x = torch.where(x < low, low, x)
+    if high is not None:
+        x = torch.where(x > high, high, x)
+    return x
+
+
+def arrival(t_in: torch.Tensor, t_start: Window) -> torch.Tensor:
+    """Input times relative to t_start, where an input before t_start acts from t_start:
+    max(t_in - t_start, 0). An input at t_start arrives with its gradient (clamp)."""
+    return clamp(t_in - t_start, low=0.0)
+
+
 def input_activation(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """The input layer's activation a = clamp((x - low) / (high - low), 0, 1) (its spike time
     is 1 - a): the ReLU twin's input and the root of encode."""
     if low == 0.0 and high == 1.0:  # (x - 0) / 1 is x exactly: one pass instead of three
-        return x.clamp(0.0, 1.0)
-    return ((x - low) / (high - low)).clamp(0.0, 1.0)
+        return clamp(x, 0.0, 1.0)
+    return clamp((x - low) / (high - low), 0.0, 1.0)
 
 
 def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
@@ -91,7 +114,7 @@ def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     """First spike times of a layer of general neurons: t_in (..., N), weight (O, N),
     alpha and threshold (O,). Returns (..., O), t_max where a neuron does not fire."""
     lead = t_in.shape[:-1]
-    tau = (t_in.reshape(-1, t_in.shape[-1]) - t_start).clamp_min(0.0)
+    tau = arrival(t_in.reshape(-1, t_in.shape[-1]), t_start)
     out = _first_spike_rows(tau, weight, alpha.unsqueeze(0), threshold.unsqueeze(0), t_start, t_max)
     return out.reshape(*lead, weight.shape[0])
 
@@ -105,7 +128,7 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     batch, c_in = t_in.shape[:2]
     kernel = tuple(weight.shape[2:])
-    tau = (t_in - t_start).clamp_min(0.0)
+    tau = arrival(t_in, t_start)
     tau = F.pad(tau, (padding[1], padding[1], padding[0], padding[0]), value=float("inf"))
     patches = F.unfold(tau, kernel, dilation=dilation, stride=stride)  # (B, C_in*kH*kW, L)
     positions = patches.shape[-1]

@@ -15,18 +15,21 @@ from typing import Optional
 
 import torch
 
+from . import reference
+
 __all__ = ["Robustness", "fake_quantize", "quantize_weight"]
 
 
 def fake_quantize(x: torch.Tensor, low: float, high: float, bits: int) -> torch.Tensor:
     """Round x to the 2^bits levels of [low, high] (clamping first). Straight-through
-    gradient: the identity inside [low, high], zero outside (as TensorFlow's fake_quant)."""
+    gradient: the identity on [low, high], limits included, zero outside (as TensorFlow's
+    fake_quant; ttfs_ext.reference.clamp)."""
     if not (isinstance(bits, int) and bits >= 1):
         raise ValueError(f"fake_quantize: bits must be an int >= 1, got {bits!r}")
     if not high > low:
         raise ValueError(f"fake_quantize: need low < high, got [{low}, {high}]")
     step = (high - low) / (2 ** bits - 1)
-    clamped = x.clamp(low, high)
+    clamped = reference.clamp(x, low, high)
     rounded = low + torch.round((clamped - low) / step) * step
     return clamped + (rounded - clamped).detach()
 

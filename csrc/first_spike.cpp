@@ -3,6 +3,8 @@
 // come from the FirstSpikeBackend of the tensors' device.
 #include "first_spike_layers.h"
 
+#include "checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -20,27 +22,6 @@ void check_launch(const char* err, const char* what) {
   TORCH_CHECK(err == nullptr, "ttfs_ext: first_spike ", what, " kernel failed: ", err == nullptr ? "" : err);
 }
 
-void check_window(const char* op, double t_start, double t_max) {
-  TORCH_CHECK(std::isfinite(t_start), op, ": t_start must be finite, got ", t_start);
-  TORCH_CHECK(std::isfinite(t_max), op, ": t_max must be finite, got ", t_max);
-  TORCH_CHECK(t_max > t_start, op, ": the window must satisfy t_start < t_max, got t_start=", t_start,
-              " and t_max=", t_max);
-}
-
-void check_time_dtype(const char* op, const at::Tensor& t_in) {
-  const auto ts = t_in.scalar_type();
-  TORCH_CHECK(ts == at::kDouble || ts == at::kFloat, op, ": t_in (spike times) must be float32 or float64, got ",
-              ts);
-}
-
-// Same dtype and device as t_in.
-void check_like(const char* op, const char* name, const at::Tensor& x, const at::Tensor& t_in) {
-  TORCH_CHECK(x.scalar_type() == t_in.scalar_type(), op, ": ", name, " must have the dtype of t_in (",
-              t_in.scalar_type(), "), got ", x.scalar_type());
-  TORCH_CHECK(x.device() == t_in.device(), op, ": ", name, " is on ", x.device(), " but t_in is on ",
-              t_in.device());
-}
-
 void check_neuron(const char* op, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
                   const at::Tensor& threshold) {
   check_time_dtype(op, t_in);
@@ -52,11 +33,10 @@ void check_neuron(const char* op, const at::Tensor& t_in, const at::Tensor& weig
 // The tensors the backward receives from the forward: grad_out, t_out and slope.
 void check_outputs(const char* op, const at::Tensor& t_in, const at::Tensor& grad_out, const at::Tensor& t_out,
                    const at::Tensor& slope, at::IntArrayRef expected) {
-  check_time_dtype(op, t_in);
   for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out},
                                 {"t_out", t_out}, {"slope", slope}}) {
     check_like(op, name, x, t_in);
-    TORCH_CHECK(x.sizes() == expected, op, ": ", name, " has shape ", x.sizes(), ", expected ", expected);
+    check_shape(op, name, x, expected);
   }
 }
 
@@ -166,7 +146,7 @@ std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBac
                                                              const at::Tensor& threshold, double t_start,
                                                              double t_max) {
   const char* op = "ttfs_ext.first_spike_dense";
-  check_window(op, t_start, t_max);
+  check_window(op, "t_start", t_start, "t_max", t_max);
   check_neuron(op, t_in, weight, alpha, threshold);
   check_dense(op, t_in, weight);
   const int64_t rows = t_in.size(0), out_f = weight.size(0);
@@ -187,6 +167,7 @@ FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at
                                            const at::Tensor& t_out, const at::Tensor& slope, double t_start,
                                            std::array<bool, 4> mask) {
   const char* op = "ttfs_ext.first_spike_dense backward";
+  check_finite(op, "t_start", t_start);
   check_time_dtype(op, t_in);
   check_like(op, "weight", weight, t_in);
   check_dense(op, t_in, weight);
@@ -219,27 +200,14 @@ struct ConvShape {
   std::array<int64_t, 2> stride, padding, dilation;
 };
 
-std::array<int64_t, 2> pair_arg(const char* op, const char* name, at::IntArrayRef v, int64_t minimum) {
-  TORCH_CHECK(v.size() == 2 && v[0] >= minimum && v[1] >= minimum, op, ": ", name,
-              " must be two ints >= ", minimum, ", got ", v);
-  return {v[0], v[1]};
-}
-
 ConvShape conv_shape(const char* op, const at::Tensor& t_in, const at::Tensor& weight, at::IntArrayRef stride,
                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
-  TORCH_CHECK(t_in.dim() == 4, op, ": t_in must be 4-D (N, C, H, W), got shape ", t_in.sizes());
-  TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in/groups, kH, kW), got shape ",
-              weight.sizes());
-  TORCH_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
-  TORCH_CHECK(t_in.size(1) == weight.size(1) * groups, op, ": t_in has ", t_in.size(1), " channels but weight ",
-              weight.sizes(), " with groups=", groups, " expects ", weight.size(1) * groups);
-  TORCH_CHECK(weight.size(0) % groups == 0, op, ": out channels (", weight.size(0),
-              ") must be divisible by groups (", groups, ")");
+  const ConvGeometry g = check_conv(op, t_in, weight, stride, padding, dilation, groups);
   TORCH_CHECK(workspace >= 1, op, ": workspace must be positive, got ", workspace);
   ConvShape c;
-  c.stride = pair_arg(op, "stride", stride, 1);
-  c.padding = pair_arg(op, "padding", padding, 0);
-  c.dilation = pair_arg(op, "dilation", dilation, 1);
+  c.stride = g.stride;
+  c.padding = g.padding;
+  c.dilation = g.dilation;
   c.batch = t_in.size(0);
   c.c_in = t_in.size(1);
   c.height = t_in.size(2);
@@ -247,12 +215,8 @@ ConvShape conv_shape(const char* op, const at::Tensor& t_in, const at::Tensor& w
   c.c_out = weight.size(0);
   c.kh = weight.size(2);
   c.kw = weight.size(3);
-  const int64_t span_h = c.height + 2 * c.padding[0] - c.dilation[0] * (c.kh - 1) - 1;
-  const int64_t span_w = c.width + 2 * c.padding[1] - c.dilation[1] * (c.kw - 1) - 1;
-  TORCH_CHECK(c.kh >= 1 && c.kw >= 1 && span_h >= 0 && span_w >= 0, op, ": kernel ", weight.sizes().slice(2),
-              " with dilation ", dilation, " does not fit the padded input ", t_in.sizes().slice(2));
-  c.h_out = span_h / c.stride[0] + 1;
-  c.w_out = span_w / c.stride[1] + 1;
+  c.h_out = g.h_out;
+  c.w_out = g.w_out;
   c.positions = c.h_out * c.w_out;
   c.groups = groups;
   c.k_group = weight.size(1) * c.kh * c.kw;
@@ -308,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
     const at::Tensor& threshold, double t_start, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
   const char* op = "ttfs_ext.first_spike_conv2d";
-  check_window(op, t_start, t_max);
+  check_window(op, "t_start", t_start, "t_max", t_max);
   check_neuron(op, t_in, weight, alpha, threshold);
   const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
   const auto [alpha_rows, theta_rows] = neuron_params(op, c, alpha, threshold);
@@ -340,6 +304,7 @@ FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const a
                                             bool threshold_per_position, std::array<bool, 4> mask,
                                             int64_t workspace) {
   const char* op = "ttfs_ext.first_spike_conv2d backward";
+  check_finite(op, "t_start", t_start);
   check_time_dtype(op, t_in);
   check_like(op, "weight", weight, t_in);
   const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);

@@ -1,4 +1,6 @@
 #include "layers.h"
+
+#include "checks.h"
 #include "linear_one_pass.h"
 
 #include <atomic>
@@ -79,33 +81,28 @@ void run_epilogue(const ElementwiseBackend& be, const at::Tensor& u, const std::
   check_launch(be.epilogue(p, be.stream), "epilogue");
 }
 
-// --- argument checks: every message names the argument -------------------------------
-
-void check_window(const char* op, double t_min, double t_max, bool has_t_max) {
-  TORCH_CHECK(std::isfinite(t_min), op, ": t_min must be finite, got ", t_min);
-  if (has_t_max) {
-    TORCH_CHECK(std::isfinite(t_max), op, ": t_max must be finite, got ", t_max);
-    TORCH_CHECK(t_max > t_min, op, ": the window must satisfy t_min < t_max, got t_min=", t_min,
-                " and t_max=", t_max);
-  }
-}
+// --- argument checks (checks.h): every message names the argument ---------------------
 
 void check_operands(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias) {
-  const auto ts = t_in.scalar_type();
-  TORCH_CHECK(ts == at::kDouble || ts == at::kFloat, op,
-              ": t_in (spike times) must be float32 or float64, got ", ts);
-  const auto ws = weight.scalar_type();
+  check_time_dtype(op, t_in);
+  const auto ts = t_in.scalar_type(), ws = weight.scalar_type();
   const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat;
   TORCH_CHECK(ws == ts || low_precision, op, ": weight must have the dtype of t_in (", ts,
               "), or be float16/bfloat16 with float32 t_in; got ", ws);
-  TORCH_CHECK(weight.device() == t_in.device(), op, ": weight is on ", weight.device(),
-              " but t_in is on ", t_in.device());
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == ts, op, ": bias must have the dtype of t_in (", ts, "), got ",
-                bias->scalar_type());
-    TORCH_CHECK(bias->device() == t_in.device(), op, ": bias is on ", bias->device(),
-                " but t_in is on ", t_in.device());
+  check_device(op, "weight", weight, t_in);
+  if (bias.has_value()) check_like(op, "bias", *bias, t_in);
+}
+
+// The tensors a backward op receives besides its inputs: the upstream gradient and, for the
+// spiking layers, the forward's output spike times, both of the output's shape.
+void check_grad_out(const char* op, const at::Tensor& t_in, const at::Tensor& grad_out, const at::Tensor* t_out,
+                    at::IntArrayRef out_shape) {
+  check_like(op, "grad_out", grad_out, t_in);
+  check_shape(op, "grad_out", grad_out, out_shape);
+  if (t_out != nullptr) {
+    check_like(op, "t_out", *t_out, t_in);
+    check_shape(op, "t_out", *t_out, out_shape);
   }
 }
 
@@ -192,9 +189,7 @@ Grads linear_backward(const char* op, const ElementwiseBackend& be, const at::Te
   check_operands(op, t_in, weight, std::nullopt);
   check_linear_shapes(op, t_in, weight, std::nullopt);
   const int64_t in_f = weight.size(1), out_f = weight.size(0), rows = rows_of(t_in);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(with_last(t_in.sizes(), out_f)), op,
-              ": grad_out has shape ", grad_out.sizes(), ", expected ", with_last(t_in.sizes(), out_f));
-  TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type(), op, ": grad_out must have the dtype of t_in");
+  check_grad_out(op, t_in, grad_out, t_out, with_last(t_in.sizes(), out_f));
   const at::Tensor gate = t_out != nullptr ? t_out->contiguous() : at::Tensor();
   const auto [gm, gm_time] = gated_grad(be, grad_out, t_out != nullptr ? &gate : nullptr,
                                         t_out != nullptr ? 1.0 : -1.0, t_max, weight.scalar_type());
@@ -237,53 +232,41 @@ bool input_checks_enabled() { return g_input_checks.load(std::memory_order_relax
 
 at::Tensor dense_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, double t_min, double t_max) {
-  check_window("ttfs_ext.linear", t_min, t_max, true);
+  check_window("ttfs_ext.linear", "t_min", t_min, "t_max", t_max);
   return linear_forward("ttfs_ext.linear", be, t_in, weight, bias, t_min, t_max, true);
 }
 
 Grads dense_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, const at::Tensor& t_in,
                      const at::Tensor& weight, const at::Tensor& t_out, double t_min, double t_max,
                      std::array<bool, 3> output_mask) {
-  TORCH_CHECK(t_out.sizes() == grad_out.sizes() && t_out.scalar_type() == t_in.scalar_type(),
-              "ttfs_ext.linear backward: t_out must match grad_out in shape and t_in in dtype");
+  check_window("ttfs_ext.linear backward", "t_min", t_min, "t_max", t_max);
   return linear_backward("ttfs_ext.linear backward", be, grad_out, t_in, weight, &t_out, t_min, t_max,
                          output_mask);
 }
 
 at::Tensor readout_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias, double t_min) {
-  check_window("ttfs_ext.readout", t_min, 0.0, false);
+  check_finite("ttfs_ext.readout", "t_min", t_min);
   return linear_forward("ttfs_ext.readout", be, t_in, weight, bias, t_min, 0.0, false);
 }
 
 Grads readout_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, const at::Tensor& t_in,
                        const at::Tensor& weight, double t_min, std::array<bool, 3> output_mask) {
+  check_finite("ttfs_ext.readout backward", "t_min", t_min);
   return linear_backward("ttfs_ext.readout backward", be, grad_out, t_in, weight, nullptr, t_min, 0.0,
                          output_mask);
 }
 
 namespace {
 
-void check_conv_shapes(const char* op, const at::Tensor& t_in, const at::Tensor& weight, int64_t groups) {
-  TORCH_CHECK(t_in.dim() == 4, op, ": t_in must be 4-D (N, C, H, W), got shape ", t_in.sizes());
-  TORCH_CHECK(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in/groups, kH, kW), got shape ",
-              weight.sizes());
-  TORCH_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
-  TORCH_CHECK(t_in.size(1) == weight.size(1) * groups, op, ": t_in has ", t_in.size(1),
-              " channels but weight ", weight.sizes(), " with groups=", groups, " expects ",
-              weight.size(1) * groups);
-  TORCH_CHECK(weight.size(0) % groups == 0, op, ": out channels (", weight.size(0),
-              ") must be divisible by groups (", groups, ")");
-}
-
-void check_conv_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& u) {
+void check_conv_bias(const char* op, const std::optional<at::Tensor>& bias, const ConvGeometry& g) {
   if (!bias.has_value()) return;
   const auto& b = *bias;
-  const bool per_channel = b.dim() == 1 && b.size(0) == u.size(1);
-  const bool per_position = b.dim() == 3 && b.size(0) == u.size(1) && b.size(1) == u.size(2) &&
-                            b.size(2) == u.size(3);
-  TORCH_CHECK(per_channel || per_position, op, ": bias must have shape (", u.size(1), ",) or (", u.size(1),
-              ", ", u.size(2), ", ", u.size(3), "), got ", b.sizes());
+  const int64_t c_out = g.out_shape[1];
+  const bool per_channel = b.dim() == 1 && b.size(0) == c_out;
+  const bool per_position = b.dim() == 3 && b.size(0) == c_out && b.size(1) == g.h_out && b.size(2) == g.w_out;
+  TORCH_CHECK(per_channel || per_position, op, ": bias must have shape (", c_out, ",) or (", c_out, ", ", g.h_out,
+              ", ", g.w_out, "), got ", b.sizes());
 }
 
 }  // namespace
@@ -293,9 +276,10 @@ at::Tensor conv2d_forward(const ElementwiseBackend& be, const at::Tensor& t_in, 
                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                           int64_t groups) {
   const char* op = "ttfs_ext.conv2d";
-  check_window(op, t_min, t_max, true);
+  check_window(op, "t_min", t_min, "t_max", t_max);
   check_operands(op, t_in, weight, bias);
-  check_conv_shapes(op, t_in, weight, groups);
+  const ConvGeometry geometry = check_conv(op, t_in, weight, stride, padding, dilation, groups);
+  check_conv_bias(op, bias, geometry);
   const at::Tensor t = t_in.contiguous();
   at::Tensor x = at::empty(t.sizes(), weight.options());
   run_forward_prologue(op, be, t, x, t_min);
@@ -304,7 +288,6 @@ at::Tensor conv2d_forward(const ElementwiseBackend& be, const at::Tensor& t_in, 
   at::Tensor u = at::convolution(x, weight.contiguous(), std::nullopt, stride, padding, dilation, false,
                                  zeros, groups)
                      .contiguous();
-  check_conv_bias(op, bias, u);
   at::Tensor out = u.scalar_type() == t.scalar_type() ? u : at::empty(u.sizes(), t.options());
   const bool per_position = bias.has_value() && bias->dim() == 3;
   run_epilogue(be, u, bias, per_position, out, u.size(1), u.size(2) * u.size(3), t_max, true);
@@ -316,13 +299,10 @@ Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, 
                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                       int64_t groups, bool bias_per_position, std::array<bool, 3> mask) {
   const char* op = "ttfs_ext.conv2d backward";
+  check_window(op, "t_min", t_min, "t_max", t_max);
   check_operands(op, t_in, weight, std::nullopt);
-  check_conv_shapes(op, t_in, weight, groups);
-  TORCH_CHECK(grad_out.dim() == 4 && t_out.sizes() == grad_out.sizes(), op,
-              ": grad_out and t_out must be 4-D of equal shape, got ", grad_out.sizes(), " and ",
-              t_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == t_in.scalar_type() && t_out.scalar_type() == t_in.scalar_type(),
-              op, ": grad_out and t_out must have the dtype of t_in");
+  const ConvGeometry geometry = check_conv(op, t_in, weight, stride, padding, dilation, groups);
+  check_grad_out(op, t_in, grad_out, &t_out, geometry.out_shape);
   const at::Tensor gate = t_out.contiguous();
   // The per-channel bias gradient: sums of (image, channel) spans from the gating pass, where
   // the backend can, then a sum over images; else one more read of the gradient.

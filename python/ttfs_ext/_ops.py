@@ -12,27 +12,43 @@ import torch
 from .functional import conv2d_output_size
 
 
-
 # --- fake kernels ---------------------------------------------------------------------
+# Metadata only, with the checks of the real kernels that a fake can make: a meta tensor among
+# CPU tensors dispatches here (Meta outranks CPU), so every fake checks every device.
 
-def _check_devices(op: str, t_in, weight, bias) -> None:
-    # The real kernels check this; a meta tensor among CPU ones comes here instead.
-    for name, t in (("weight", weight), ("bias", bias)):
+def _check_devices(op: str, t_in, **tensors) -> None:
+    for name, t in tensors.items():
         torch._check(t is None or t.device == t_in.device,
                      lambda: f"{op}: {name} is on {t.device} but t_in is on {t_in.device}")
 
 
+def _check_shape(op: str, name: str, t, shape) -> None:
+    torch._check(tuple(t.shape) == tuple(shape),
+                 lambda: f"{op}: {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+
+def _linear_out_shape(op: str, t_in, weight):
+    torch._check(weight.dim() == 2 and t_in.dim() >= 1 and t_in.shape[-1] == weight.shape[1],
+                 lambda: f"{op}: t_in (..., in) does not match weight (out, in)")
+    return (*t_in.shape[:-1], weight.shape[0])
+
+
+def _conv_out_shape(op: str, t_in, weight, stride, padding, dilation):
+    torch._check(t_in.dim() == 4 and weight.dim() == 4, lambda: f"{op}: t_in and weight must be 4-D")
+    h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    return (t_in.shape[0], weight.shape[0], h, w)
+
+
 @torch.library.register_fake("ttfs_ext::dense")
 def _dense_fake(t_in, weight, bias, t_min, t_max):
-    _check_devices("ttfs_ext.dense", t_in, weight, bias)
-    torch._check(weight.dim() == 2 and t_in.dim() >= 1 and t_in.shape[-1] == weight.shape[1],
-                 lambda: "ttfs_ext.dense: t_in (..., in) does not match weight (out, in)")
-    return t_in.new_empty((*t_in.shape[:-1], weight.shape[0]))
+    _check_devices("ttfs_ext.dense", t_in, weight=weight, bias=bias)
+    return t_in.new_empty(_linear_out_shape("ttfs_ext.dense", t_in, weight))
 
 
 @torch.library.register_fake("ttfs_ext::readout")
 def _readout_fake(t_in, weight, bias, t_min):
-    return _dense_fake(t_in, weight, bias, t_min, None)
+    _check_devices("ttfs_ext.readout", t_in, weight=weight, bias=bias)
+    return t_in.new_empty(_linear_out_shape("ttfs_ext.readout", t_in, weight))
 
 
 def _grads_fake(t_in, weight, bias_shape, mask):
@@ -43,48 +59,62 @@ def _grads_fake(t_in, weight, bias_shape, mask):
 
 @torch.library.register_fake("ttfs_ext::_dense_backward")
 def _dense_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, output_mask):
+    op = "ttfs_ext.linear backward"
+    _check_devices(op, t_in, weight=weight, grad_out=grad_out, t_out=t_out)
+    out_shape = _linear_out_shape(op, t_in, weight)
+    _check_shape(op, "grad_out", grad_out, out_shape)
+    _check_shape(op, "t_out", t_out, out_shape)
     return _grads_fake(t_in, weight, (weight.shape[0],), output_mask)
 
 
 @torch.library.register_fake("ttfs_ext::_readout_backward")
 def _readout_backward_fake(grad_out, t_in, weight, t_min, output_mask):
+    op = "ttfs_ext.readout backward"
+    _check_devices(op, t_in, weight=weight, grad_out=grad_out)
+    _check_shape(op, "grad_out", grad_out, _linear_out_shape(op, t_in, weight))
     return _grads_fake(t_in, weight, (weight.shape[0],), output_mask)
 
 
 @torch.library.register_fake("ttfs_ext::conv2d")
 def _conv2d_fake(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups):
-    _check_devices("ttfs_ext.conv2d", t_in, weight, bias)
-    torch._check(t_in.dim() == 4 and weight.dim() == 4, lambda: "ttfs_ext.conv2d: t_in and weight must be 4-D")
-    h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
-    return t_in.new_empty((t_in.shape[0], weight.shape[0], h, w))
+    _check_devices("ttfs_ext.conv2d", t_in, weight=weight, bias=bias)
+    return t_in.new_empty(_conv_out_shape("ttfs_ext.conv2d", t_in, weight, stride, padding, dilation))
 
 
 @torch.library.register_fake("ttfs_ext::_conv2d_backward")
 def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, padding, dilation, groups,
                           bias_per_position, output_mask):
-    bias_shape = tuple(grad_out.shape[1:]) if bias_per_position else (weight.shape[0],)
+    op = "ttfs_ext.conv2d backward"
+    _check_devices(op, t_in, weight=weight, grad_out=grad_out, t_out=t_out)
+    out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation)
+    _check_shape(op, "grad_out", grad_out, out_shape)
+    _check_shape(op, "t_out", t_out, out_shape)
+    bias_shape = tuple(out_shape[1:]) if bias_per_position else (weight.shape[0],)
     return _grads_fake(t_in, weight, bias_shape, output_mask)
 
 
 @torch.library.register_fake("ttfs_ext::first_spike_dense")
 def _first_spike_dense_fake(t_in, weight, alpha, threshold, t_start, t_max):
-    torch._check(t_in.dim() == 2 and weight.dim() == 2 and t_in.shape[1] == weight.shape[1],
-                 lambda: "ttfs_ext.first_spike_dense: t_in (rows, in) does not match weight (out, in)")
-    shape = (t_in.shape[0], weight.shape[0])
+    op = "ttfs_ext.first_spike_dense"
+    _check_devices(op, t_in, weight=weight, alpha=alpha, threshold=threshold)
+    torch._check(t_in.dim() == 2, lambda: f"{op}: t_in must be 2-D (rows, in_features)")
+    shape = _linear_out_shape(op, t_in, weight)
     return t_in.new_empty(shape), t_in.new_empty(shape)
 
 
 @torch.library.register_fake("ttfs_ext::first_spike_conv2d")
 def _first_spike_conv2d_fake(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups,
                              workspace=1 << 23):
-    torch._check(t_in.dim() == 4 and weight.dim() == 4,
-                 lambda: "ttfs_ext.first_spike_conv2d: t_in and weight must be 4-D")
-    h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
-    shape = (t_in.shape[0], weight.shape[0], h, w)
+    op = "ttfs_ext.first_spike_conv2d"
+    _check_devices(op, t_in, weight=weight, alpha=alpha, threshold=threshold)
+    shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation)
     return t_in.new_empty(shape), t_in.new_empty(shape)
 
 
-def _neuron_grads_fake(t_in, weight, alpha_shape, threshold_shape, mask):
+def _neuron_grads_fake(op, grad_out, t_in, weight, t_out, slope, out_shape, alpha_shape, threshold_shape, mask):
+    _check_devices(op, t_in, weight=weight, grad_out=grad_out, t_out=t_out, slope=slope)
+    for name, t in (("grad_out", grad_out), ("t_out", t_out), ("slope", slope)):
+        _check_shape(op, name, t, out_shape)
     return (t_in.new_empty(t_in.shape) if mask[0] else None,
             weight.new_empty(weight.shape) if mask[1] else None,
             t_in.new_empty(alpha_shape) if mask[2] else None,
@@ -93,15 +123,21 @@ def _neuron_grads_fake(t_in, weight, alpha_shape, threshold_shape, mask):
 
 @torch.library.register_fake("ttfs_ext::_first_spike_dense_backward")
 def _first_spike_dense_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, output_mask):
-    return _neuron_grads_fake(t_in, weight, (weight.shape[0],), (weight.shape[0],), output_mask)
+    op = "ttfs_ext.first_spike_dense backward"
+    out_shape = _linear_out_shape(op, t_in, weight)
+    return _neuron_grads_fake(op, grad_out, t_in, weight, t_out, slope, out_shape, (weight.shape[0],),
+                              (weight.shape[0],), output_mask)
 
 
 @torch.library.register_fake("ttfs_ext::_first_spike_conv2d_backward")
 def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, stride, padding, dilation,
                                       groups, alpha_per_position, threshold_per_position, output_mask,
                                       workspace=1 << 23):
-    per_position, per_channel = tuple(grad_out.shape[1:]), (weight.shape[0],)
-    return _neuron_grads_fake(t_in, weight, per_position if alpha_per_position else per_channel,
+    op = "ttfs_ext.first_spike_conv2d backward"
+    out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation)
+    per_position, per_channel = tuple(out_shape[1:]), (weight.shape[0],)
+    return _neuron_grads_fake(op, grad_out, t_in, weight, t_out, slope, out_shape,
+                              per_position if alpha_per_position else per_channel,
                               per_position if threshold_per_position else per_channel, output_mask)
 
 

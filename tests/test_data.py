@@ -212,14 +212,20 @@ def test_idx_datasets_from_cache_and_system_dirs(tmp_path):
 
 
 def test_search_order(tmp_path, monkeypatch):
-    """root, then $TTFS_EXT_DATA/<name>, then $TTFS_EXT_DATA, then the cache."""
+    """root alone when given; else $TTFS_EXT_DATA/<name>, then $TTFS_EXT_DATA, then the cache."""
     in_root = write_mnist(tmp_path / "root", seed=1)
     in_sub = write_mnist(tmp_path / "env" / "mnist", seed=2)
     in_env = write_mnist(tmp_path / "env", seed=3)
     in_cache = write_mnist(tmp_path / "home" / ".cache" / "ttfs_ext" / "mnist", seed=4)
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "env"))
     check_mnist(data.load_mnist(root=tmp_path / "root"), in_root, "mnist", tmp_path / "root")
-    check_mnist(data.load_mnist(root=tmp_path / "nonexistent"), in_sub, "mnist", tmp_path / "env" / "mnist")
+    check_mnist(data.load_mnist(), in_sub, "mnist", tmp_path / "env" / "mnist")
+    # A mistyped root is an error, never replaced by the copy in $TTFS_EXT_DATA.
+    with pytest.raises(data.DatasetNotFoundError) as info:
+        data.load_mnist(root=tmp_path / "nonexistent")
+    message = str(info.value)
+    assert f"{tmp_path / 'nonexistent'} (root): no such folder" in message and "only folder searched" in message
+    assert str(tmp_path / "env") not in message.split("To get it")[0]
     check_mnist(data.load_fashion_mnist(), in_env, "fashion-mnist", tmp_path / "env")
     monkeypatch.delenv(data.ENV_VAR)
     check_mnist(data.load_mnist(), in_cache, "mnist", tmp_path / "home" / ".cache" / "ttfs_ext" / "mnist")
@@ -248,13 +254,16 @@ def test_missing_idx_dataset(tmp_path, name, loader):
     partial.mkdir(parents=True)
     write_idx(partial / "train-images-idx3-ubyte.gz", np.zeros((1, 28, 28), dtype=np.uint8), compress=True)
     with pytest.raises(data.DatasetNotFoundError) as info:
-        loader(root=root)
+        loader()
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
-    for needle in (str(root), str(partial), str(tmp_path / "system" / name), *IDX_NAMES, "download=True",
+    for needle in (str(partial), str(tmp_path / "system" / name), *IDX_NAMES, "download=True",
                    data.ENV_VAR, "lacks train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte", data.MIRRORS[name]):
         assert needle in message, needle
     assert ("apt-get install dataset-fashion-mnist" in message) == (name == "fashion-mnist")
+    with pytest.raises(data.DatasetNotFoundError) as info:  # a given root is the only folder searched
+        loader(root=root)
+    assert str(root) in str(info.value) and str(partial) not in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +343,12 @@ def test_cifar_checks(tmp_path):
     (tmp_path / "cifar-100-python" / "test").write_bytes(pickle.dumps(batch))
     with pytest.raises(ValueError, match=r"expected uint8 data of shape \(N, 3072\)"):
         data.load_cifar100(root=tmp_path)
+    batch = pickle.loads((tmp_path / "cifar-100-python" / "test").read_bytes())
+    batch[b"data"] = cifar_images(len(batch[b"fine_labels"]), seed=10)
+    batch[b"fine_labels"] = [float(v) + 0.7 for v in batch[b"fine_labels"]]  # never truncated to ints
+    (tmp_path / "cifar-100-python" / "test").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match="fine_labels must be integers, got float64"):
+        data.load_cifar100(root=tmp_path)
 
 
 class _Evil:
@@ -352,12 +367,17 @@ def test_cifar_refuses_foreign_pickles(tmp_path, capsys):
 
 def test_missing_cifar(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
-        data.load_cifar10(root=tmp_path)
+        data.load_cifar10()
     message = str(info.value)
-    for needle in (str(tmp_path), "cifar-10-batches-py", "cifar-10-python.tar.gz", "download=True", data.ENV_VAR,
+    for needle in ("cifar-10-batches-py", "cifar-10-python.tar.gz", "download=True", data.ENV_VAR,
                    str(tmp_path / "home" / ".cache" / "ttfs_ext" / "cifar10")):
         assert needle in message, needle
     assert "apt-get" not in message
+    with pytest.raises(FileNotFoundError) as info:  # a given root: searched alone, and the download target
+        data.load_cifar10(root=tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"CIFAR-10 not found in the given root {tmp_path}\n")
+    assert f"into {tmp_path} and checks the MD5" in message and ".cache" not in message
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
+import torch
+
+import ttfs_ext
 
 from ttfs_ext import train as T
 from ttfs_ext.cli import main
@@ -64,5 +68,113 @@ def test_evaluate_sweeps(run):
 def test_missing_dataset_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TTFS_EXT_DATA", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(SystemExit, match="download=True|--download|not found"):
-        main(["train", "--dataset", "cifar10", "--epochs", "1", "--out", str(tmp_path / "r")])
+    assert main(["train", "--dataset", "cifar10", "--epochs", "1", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ttfs train: error: CIFAR-10 not found") and "download=True" in err
+    assert "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+# --- nothing a user made is lost -------------------------------------------------------------------
+
+QUICK = ["--dataset", "digits", "--batch-size", "64", "--train-size", "256", "--no-progress", "--no-plots", "--json"]
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def small_run(tmp_path, monkeypatch):
+    """A finished one-epoch run in runs/digits-fc2 (the default folder) under a fresh working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--epochs", "1", *QUICK]) == 0
+    return tmp_path / "runs" / "digits-fc2"
+
+
+def _fails(capsys, argv, *needles):
+    """The command fails with one line that says what is wrong (a dataset's error adds where to
+    get it below), never a traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    first, *rest = err.splitlines()
+    assert first.startswith(f"ttfs {argv[0]}: error: ") and "Traceback" not in err, err
+    assert not rest or "not found" in first, err
+    for needle in needles:
+        assert needle in first, (needle, err)
+
+
+def test_an_existing_run_is_never_replaced_unless_told(small_run, capsys):
+    before = _snapshot(small_run)
+    _fails(capsys, ["train", "--epochs", "1", *QUICK], "already holds a run", "--resume", "--overwrite")
+    _fails(capsys, ["train", "--epochs", "2", "--resume", "--model", "vgg-small", "--out", str(small_run), *QUICK],
+           "differs in --model vgg-small (the run has fc2)")
+    _fails(capsys, ["train", "--epochs", "1", "--resume", *QUICK], "has 1 epochs already", "--epochs N > 1")
+    for bad in (["--epochs", "0"], ["--epochs", "-1"], ["--batch-size", "0"], ["--lr", "-1"], ["--lr", "nan"],
+                ["--test-size", "0"], ["--noise", "-0.1"]):
+        with pytest.raises(SystemExit) as info:
+            main(["train", *QUICK, *bad])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {bad[0]}" in err and "Traceback" not in err, err
+    assert _snapshot(small_run) == before  # nothing touched
+    assert main(["train", "--epochs", "2", "--resume", *QUICK]) == 0  # continues
+    assert json.loads((small_run / "metrics.json").read_text())["summary"]["snn_test_accuracy"] is not None
+    assert T.load_checkpoint(small_run / "checkpoint.pt")["epoch"] == 2
+    assert main(["train", "--epochs", "1", "--overwrite", *QUICK]) == 0  # replaced, as asked
+    assert T.load_checkpoint(small_run / "checkpoint.pt")["epoch"] == 1
+
+
+def test_fine_tuning_writes_a_new_folder(small_run, capsys):
+    """The fine-tuning example of jobs.py: --init without --out never writes over the run it starts from."""
+    before = _snapshot(small_run)
+    init = str(small_run / "checkpoint.pt")
+    assert main(["train", "--init", init, "--noise", "0.05", "--epochs", "1", *QUICK[2:]]) == 0
+    assert _snapshot(small_run) == before
+    tuned = small_run.parent / "digits-fc2-noise-0.05"
+    state = T.load_checkpoint(tuned / "checkpoint.pt")
+    assert state["extra"]["config"]["dataset"] == "digits"  # taken from the --init checkpoint
+    _fails(capsys, ["train", "--init", init, "--out", str(small_run), "--overwrite", "--epochs", "1", *QUICK],
+           "lies in the run folder", "choose another --out")
+    _fails(capsys, ["train", "--init", init, "--resume", *QUICK], "cannot be combined with --init")
+    _fails(capsys, ["train", "--init", "nowhere.pt", "--epochs", "1", *QUICK], "checkpoint nowhere.pt does not exist")
+    _fails(capsys, ["train", "--init", init, "--model", "vgg-small", "--out", "other", *QUICK],
+           "does not fit --model vgg-small")
+    assert _snapshot(small_run) == before
+
+
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _fails(capsys, ["train", "--resume", *QUICK], "holds no checkpoint.pt to continue")
+    _fails(capsys, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "typo"), "--epochs", "1"],
+           f"MNIST not found in the given root {tmp_path / 'typo'} (no such folder)")
+    _fails(capsys, ["evaluate", str(tmp_path / "missing.pt")], "missing.pt does not exist")
+    _fails(capsys, ["train", "--device", "gpu0", *QUICK], "--device gpu0: not a device")
+    if not torch.cuda.is_available():
+        _fails(capsys, ["train", "--device", "cuda", *QUICK], "--device cuda: CUDA is not available")
+    with pytest.raises(ttfs_ext.train.CheckpointError):  # --debug: the traceback
+        main(["evaluate", "--debug", str(_evil_checkpoint(tmp_path))])
+    assert not list(tmp_path.glob("runs"))
+
+
+def _evil_checkpoint(folder):
+    path = folder / "evil.pt"
+    torch.save({"model": _Evil()}, path)
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {_PWNED}",))
+
+
+_PWNED = "ttfs-checkpoint-ran-code"
+
+
+def test_a_checkpoint_cannot_run_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = _evil_checkpoint(tmp_path)
+    for argv in (["evaluate", str(path)], ["train", "--init", str(path), *QUICK]):
+        _fails(capsys, argv, "refused", "weights_only=True")
+    with pytest.raises(T.CheckpointError, match="refused"):
+        T.load_checkpoint(path)
+    assert not (tmp_path / _PWNED).exists()

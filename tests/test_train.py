@@ -121,6 +121,29 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert T.load_checkpoint(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+    # A save killed before its rename leaves its temporary file: the next save removes it (and
+    # only the files of this checkpoint).
+    for name in ("ckpt.pt.k1ll3d.tmp", "ckpt.pt.x.tmp", "other.pt.x.tmp", "notes.txt"):
+        (tmp_path / name).write_bytes(b"partial")
+    T.save_checkpoint(path, {"a": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "notes.txt", "other.pt.x.tmp"]
+    assert T.load_checkpoint(path) == {"a": 3}
+
+
+def test_fit_never_replaces_a_checkpoint_unless_told(digits, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(FileNotFoundError, match="no checkpoint .* to continue"):
+        T.fit(small_fc(1), digits, epochs=1, checkpoint=ckpt, resume=True, progress=False)
+    T.fit(small_fc(1), digits, epochs=1, checkpoint=ckpt, progress=False, max_steps_per_epoch=2)
+    before = ckpt.read_bytes()
+    with pytest.raises(FileExistsError, match="resume=True continues it, overwrite=True replaces it"):
+        T.fit(small_fc(1), digits, epochs=1, checkpoint=ckpt, progress=False)
+    assert ckpt.read_bytes() == before
+    T.fit(small_fc(2), digits, epochs=1, checkpoint=ckpt, overwrite=True, progress=False, max_steps_per_epoch=2)
+    assert ckpt.read_bytes() != before
+    for bad in (dict(epochs=0), dict(epochs=1, batch_size=0), dict(epochs=1, lr=-1.0)):
+        with pytest.raises(ValueError, match="must be a positive|must be positive"):
+            T.fit(small_fc(1), digits, progress=False, **bad)
 
 
 def test_relu_twin_shares_parameters():

@@ -8,13 +8,14 @@
 Every loader returns a :class:`Dataset`: float32 images in [0, 1] of shape (N, C, H, W) and
 int64 labels. No torchvision is needed.
 
-Where the files are looked for, in order (the first folder holding all of them wins):
+Where the files are looked for: in ``root`` alone, when it is given (a folder that does not
+hold them is an error, never silently replaced by another copy); otherwise in order, the first
+folder holding all of them winning:
 
-1. ``root``, when given;
-2. the folder named by the environment variable ``TTFS_EXT_DATA``: its subfolder named after
+1. the folder named by the environment variable ``TTFS_EXT_DATA``: its subfolder named after
    the dataset (``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``), then the folder itself;
-3. ``~/.cache/ttfs_ext/<name>``;
-4. system folders: ``/usr/share/datasets/mnist`` and ``/usr/share/datasets/fashion-mnist``
+2. ``~/.cache/ttfs_ext/<name>``;
+3. system folders: ``/usr/share/datasets/mnist`` and ``/usr/share/datasets/fashion-mnist``
    (Debian's ``apt-get install dataset-fashion-mnist`` installs the latter).
 
 Nothing is downloaded unless asked: ``download=True`` fetches the official files (from the URLs
@@ -234,10 +235,11 @@ def cache_dir(name: Optional[str] = None) -> Path:
 
 
 def _search_dirs(name: str, root: Optional[PathLike]) -> list[tuple[Path, str]]:
-    """The folders to look in, in order, each with a word on why it is searched."""
-    dirs: list[tuple[Path, str]] = []
+    """The folders to look in, in order, each with a word on why it is searched: root alone
+    when it is given."""
     if root is not None:
-        dirs.append((Path(root).expanduser(), "root"))
+        return [(Path(root).expanduser(), "root")]
+    dirs: list[tuple[Path, str]] = []
     env = os.environ.get(ENV_VAR)
     if env:
         base = Path(env).expanduser()
@@ -258,19 +260,30 @@ def _not_found(name: str, searched: list[tuple[Path, str]], notes: dict[Path, st
     """The error raised when a dataset is not found (or its download failed), saying how to get it."""
     title, loader = _TITLES[name], _LOADERS[name]
     urls = ", ".join(MIRRORS[name].rstrip("/") + "/" + f for f in CHECKSUMS[name])
-    lines = [f"{title}: {cause}" if cause else f"{title} not found.", "Searched, in order:"]
+    root = searched[0][0] if [why for _, why in searched] == ["root"] else None
+    if cause:
+        headline = f"{title}: {cause}"
+    elif root is not None:
+        headline = f"{title} not found in the given root {root}" + ("" if root.is_dir() else " (no such folder)")
+    else:
+        headline = f"{title} not found."
+    lines = [headline, "Searched, in order:"]
     for d, why in searched:
-        note = f": {notes[d]}" if d in notes else ""
+        note = f": {notes[d]}" if d in notes else ("" if d.is_dir() else ": no such folder")
         lines.append(f"  {d} ({why}){note}")
-    if not os.environ.get(ENV_VAR):
+    if [why for _, why in searched] == ["root"]:
+        lines.append("  (a given root is the only folder searched)")
+    elif not os.environ.get(ENV_VAR):
         lines.append(f"  (the environment variable {ENV_VAR} is not set)")
     lines += [
         f"Expected: {expected}.",
         "To get it:",
-        f"  * ttfs_ext.data.{loader}(download=True) (or load_dataset({name!r}, download=True)) downloads "
-        f"{urls} into {cache_dir(name)} (or into root=...) and checks the MD5;",
-        f"  * or download it yourself from {MIRRORS[name]} into one of the folders above, or into a "
-        f"folder named by the environment variable {ENV_VAR} (or its subfolder {name}/).",
+        f"  * ttfs_ext.data.{loader}(download=True) (or load_dataset({name!r}, download=True); ttfs train "
+        f"--download) downloads {urls} into {root if root is not None else cache_dir(name)} and checks the MD5;",
+        f"  * or download it yourself from {MIRRORS[name]} into " + (
+            f"{root}." if root is not None else
+            f"one of the folders above, or into a folder named by the environment variable {ENV_VAR} (or its "
+            f"subfolder {name}/)."),
     ]
     if name == "fashion-mnist":
         lines.append("  * on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist "
@@ -550,6 +563,8 @@ def _cifar_split(batches: dict[str, dict], names: tuple[str, ...], label_key: st
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{where}: batch {member}: expected uint8 data of shape (N, 3072), "
                              f"got {data.dtype} {data.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):  # never truncate 3.7 to 3
+            raise ValueError(f"{where}: batch {member}: {label_key} must be integers, got {labels.dtype}")
         if labels.ndim != 1 or len(labels) != len(data):
             raise ValueError(f"{where}: batch {member}: {labels.shape} {label_key} for {len(data)} images")
         if len(labels) and (labels.min() < 0 or labels.max() >= classes):

@@ -17,11 +17,12 @@ import copy
 import csv
 import json
 import math
+import os
 import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -30,6 +31,7 @@ from . import data as D
 from . import nn as tnn
 from . import plots
 from . import train as T
+from .cli import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded, bounded_list
 
 MODELS = ("fc2", "vgg16", "vgg-small")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -56,10 +58,7 @@ def _window_rule(args: argparse.Namespace) -> T.FixedWindows:
 
 
 def _load_data(args: argparse.Namespace) -> D.Dataset:
-    try:
-        dataset = D.load_dataset(args.dataset, root=args.data_dir, download=args.download)
-    except FileNotFoundError as err:
-        raise SystemExit(f"ttfs: {err}") from None
+    dataset = D.load_dataset(args.dataset, root=args.data_dir, download=args.download)  # errors say where to look
     return D.subset(dataset, args.train_size, args.test_size)
 
 
@@ -87,18 +86,142 @@ def _fmt(value: Optional[float], width: int, spec: str = ".4f") -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
+def _percent(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write text to path through a temporary file and a rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --- run folders: ttfs train never replaces work it did not make in this invocation ----------------------
+
+RUN_FILES = ("checkpoint.pt", "metrics.json", "curves.png", "spike_histograms.png", "raster.png")
+# The options that define a run's trajectory. --resume takes them from the run's checkpoint (a value
+# given on the command line that differs is an error); --init takes the network's (INIT_OPTIONS).
+RUN_OPTIONS = ("dataset", "model", "dtype", "batch_size", "lr", "windows", "zeta", "no_twin", "init", "noise",
+               "time_bits", "weight_bits", "latency", "train_size", "seed")
+INIT_OPTIONS = ("dataset", "model", "dtype")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the command line set `dest` to something other than its default."""
+    return getattr(args, dest) != TRAIN_DEFAULTS.get(dest)
+
+
+def _adopt(args: argparse.Namespace, config: dict, options: tuple[str, ...], what: str) -> None:
+    """Take `options` from a stored run configuration, unless the command line says otherwise:
+    then a difference is an error (resume) or the command line wins (init)."""
+    conflicts = []
+    for dest in options:
+        if dest not in config:
+            continue
+        if _given(args, dest) and getattr(args, dest) != config[dest]:
+            conflicts.append(f"{_flag(dest)} {getattr(args, dest)} (the run has {config[dest]})")
+        else:
+            setattr(args, dest, config[dest])
+    if conflicts and what == "resume":
+        raise CommandError(f"--resume continues the run as it was started; it differs in {'; '.join(conflicts)}. "
+                           f"Leave these options out, or start a new run with another --out")
+
+
+def _default_out(args: argparse.Namespace) -> Path:
+    run = Path("runs") / f"{D.canonical_name(args.dataset)}-{args.model}"
+    if args.init is None:
+        return run
+    # Fine-tuning: a folder next to the run it starts from, named after what is tuned.
+    source = Path(args.init).parent
+    base = source if source.name else run
+    parts = [f"{_flag(d)[2:]}-{getattr(args, d):g}" for d in ("noise", "time_bits", "weight_bits", "latency")
+             if getattr(args, d)]
+    return base.parent / f"{base.name}-{'-'.join(parts) or 'finetune'}"
+
+
+def _claim_run_folder(out: Path, args: argparse.Namespace) -> None:
+    """Refuse to replace a run this invocation did not make; with --overwrite, remove its files."""
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if args.resume:
+        if not (out / "checkpoint.pt").is_file():
+            raise CommandError(f"--resume: {out} holds no checkpoint.pt to continue (start the run without --resume)")
+        return
+    if args.init is not None and _inside(Path(args.init), out):
+        raise CommandError(f"--init {args.init} lies in the run folder {out}, which this run would overwrite; "
+                           f"choose another --out (the default for --init is a new folder next to it)")
+    if existing and not args.overwrite:
+        raise CommandError(f"{out} already holds a run ({', '.join(existing)}); continue it with --resume, replace "
+                           f"it with --overwrite, or choose another --out")
+    for name in existing:  # --overwrite: the old run's own files only, never anything else in the folder
+        (out / name).unlink()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _load_run(path: Union[str, Path]) -> dict:
+    """A checkpoint of ttfs train (or train.fit): loaded safely (train.load_checkpoint), with the model."""
+    state = T.load_checkpoint(path)
+    if "model" not in state or "epoch" not in state:
+        raise CommandError(f"{path} is not a checkpoint of ttfs train (no model or epoch in it)")
+    return state
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                           f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU found'})")
+    if device.type not in ("cpu", "cuda"):
+        raise CommandError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
 def train_main(args: argparse.Namespace) -> int:
+    if args.resume and (args.init is not None or args.overwrite):
+        raise CommandError("--resume continues a run; it cannot be combined with "
+                           + ("--init (which starts a new one)" if args.init is not None else "--overwrite"))
+    device = _device(args.device)
+    init_state = None
+    if args.init is not None:
+        init_state = _load_run(args.init)
+        _adopt(args, (init_state.get("extra") or {}).get("config") or {}, INIT_OPTIONS, "init")
+    if args.resume:
+        out = Path(args.out) if args.out else _default_out(args)
+        _claim_run_folder(out, args)
+        state = _load_run(out / "checkpoint.pt")
+        _adopt(args, (state.get("extra") or {}).get("config") or {}, RUN_OPTIONS, "resume")
+        if args.epochs <= state["epoch"]:
+            raise CommandError(f"--resume: the run in {out} has {state['epoch']} epochs already; ask for more with "
+                               f"--epochs N > {state['epoch']}")
+    else:
+        out = Path(args.out) if args.out else _default_out(args)
+        _claim_run_folder(out, args)
+
     T.seed_everything(args.seed, args.deterministic)
     dataset = _load_data(args)
-    dtype, device = DTYPES[args.dtype], torch.device(args.device)
-    out = Path(args.out or f"runs/{D.canonical_name(args.dataset)}-{args.model}")
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / "checkpoint.pt"
+    dtype = DTYPES[args.dtype]
     net = build_model(args.model, dataset).to(device, dtype)
-    fine_tuning = args.init is not None
-    if fine_tuning:
-        state = T.load_checkpoint(args.init)
-        net.load_state_dict(state["model"])
+    if init_state is not None:
+        try:
+            net.load_state_dict(init_state["model"])
+        except (RuntimeError, ValueError) as err:  # missing keys or shapes; the windows of another depth
+            raise CommandError(f"--init {args.init} does not fit --model {args.model} on {args.dataset}: "
+                               f"{str(err).splitlines()[0]}") from None
+    fine_tuning = args.init is not None  # also a resumed fine-tuning run: no twin, fixed windows
     if args.latency is not None:  # shrink the windows; train through the exact event-driven neurons
         net.set_widths([w * args.latency for w in net.widths])
         net.set_mode("event")
@@ -106,11 +229,13 @@ def train_main(args: argparse.Namespace) -> int:
         net.set_robustness(noise=args.noise, time_bits=args.time_bits, weight_bits=args.weight_bits)
     twin = None if (args.no_twin or fine_tuning) else T.relu_twin(copy.deepcopy(net))
     windows = T.FixedWindows() if (fine_tuning or args.latency is not None) else _window_rule(args)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "checkpoint.pt"
     say = (lambda *a, **k: None) if args.json else print
     say(f"ttfs train: {args.model} on {dataset.summary()}\n  {args.epochs} epochs, batch {args.batch_size}, "
         f"Adam lr {args.lr}, windows {args.windows if windows.__class__ is not T.FixedWindows else 'fixed'}, "
         f"{args.dtype} on {device}{', with its ReLU twin side by side' if twin is not None else ''}; "
-        f"run folder {out}")
+        f"run folder {out}{' (resumed)' if args.resume else ''}")
     first = [True]
 
     def on_epoch(m: T.EpochMetrics) -> None:
@@ -119,34 +244,36 @@ def train_main(args: argparse.Namespace) -> int:
             first[0] = False
 
     start = time.perf_counter()
-    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         history = T.fit(net, dataset, args.epochs, batch_size=args.batch_size, lr=args.lr, windows=windows,
                         twin=twin, seed=args.seed, checkpoint=checkpoint, resume=args.resume,
                         progress=not (args.no_progress or args.json), on_epoch=on_epoch,
                         checkpoint_extra={"config": config})
-    last = history.epochs[-1] if history.epochs else None
-    summary: dict[str, Any] = {"seconds": time.perf_counter() - start}
-    if last is not None:
-        summary.update(snn_test_accuracy=last.test_accuracy, relu_test_accuracy=last.twin_test_accuracy,
-                       spikes_per_neuron=last.spikes_per_neuron, spikes_per_neuron_layers=last.spikes_per_neuron_layers,
-                       latency=last.latency, widths=last.widths, min_margin=last.min_margin)
-    if not args.no_plots and last is not None:
-        sample = dataset.x_test[:512].to(device, dtype)
+    last = history.epochs[-1]
+    summary: dict[str, Any] = {"seconds": time.perf_counter() - start,
+                               "snn_test_accuracy": last.test_accuracy, "relu_test_accuracy": last.twin_test_accuracy,
+                               "spikes_per_neuron": last.spikes_per_neuron,
+                               "spikes_per_neuron_layers": last.spikes_per_neuron_layers, "latency": last.latency,
+                               "widths": last.widths, "min_margin": last.min_margin}
+    if not args.no_plots:
+        sample = (dataset.x_test if len(dataset.x_test) else dataset.x_train)[:512].to(device, dtype)
         net.set_robustness(None)
         summary["plots"] = [str(plots.plot_curves(history, out / "curves.png")),
                             str(plots.plot_spike_histograms(net, sample, out / "spike_histograms.png")),
                             str(plots.plot_raster(net, sample[:1], out / "raster.png"))]
     result = {"config": config, "dataset": dataset.summary(), "summary": summary, "history": history.as_dict(),
               "environment": _environment()}
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    _write_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps({"config": config, "summary": summary}, indent=2))
-    elif last is not None:
-        twin_part = (f"   ReLU twin {last.twin_test_accuracy:.2%}" if last.twin_test_accuracy is not None else "")
-        print(f"\nsummary: SNN test accuracy {last.test_accuracy:.2%}{twin_part}; spikes per neuron "
-              f"{last.spikes_per_neuron:.3f} (per layer {', '.join(f'{s:.3f}' for s in last.spikes_per_neuron_layers)});"
+    else:
+        twin_part = f"   ReLU twin {_percent(last.twin_test_accuracy)}" if twin is not None else ""
+        spikes = ("-" if last.spikes_per_neuron is None else
+                  f"{last.spikes_per_neuron:.3f} (per layer "
+                  f"{', '.join(f'{s:.3f}' for s in last.spikes_per_neuron_layers)})")
+        print(f"\nsummary: SNN test accuracy {_percent(last.test_accuracy)}{twin_part}; spikes per neuron {spikes};"
               f" latency {last.latency:.4g} (input window [0, 1]); {summary['seconds']:.0f} s")
         print(f"wrote {out / 'checkpoint.pt'}, {out / 'metrics.json'}"
               + (f" and {', '.join(Path(p).name for p in summary.get('plots', []))}" if "plots" in summary else ""))
@@ -154,14 +281,6 @@ def train_main(args: argparse.Namespace) -> int:
 
 
 # --- evaluation sweeps -------------------------------------------------------------------------------------
-
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
 
 @torch.no_grad()
 def _accuracy(net: tnn.TTFSSequential, x: torch.Tensor, y: torch.Tensor, event: bool = False,
@@ -175,10 +294,10 @@ def _accuracy(net: tnn.TTFSSequential, x: torch.Tensor, y: torch.Tensor, event: 
 
 
 def evaluate_main(args: argparse.Namespace) -> int:
-    state = T.load_checkpoint(args.checkpoint)
+    state = _load_run(args.checkpoint)
     config = (state.get("extra") or {}).get("config")
     if config is None:
-        raise SystemExit(f"ttfs evaluate: {args.checkpoint} has no run configuration (write it with ttfs train)")
+        raise CommandError(f"{args.checkpoint} has no run configuration (write it with ttfs train)")
     ns = argparse.Namespace(**{**config, "data_dir": args.data_dir or config.get("data_dir"),
                                "download": args.download, "test_size": args.test_size or config.get("test_size"),
                                "train_size": 1})
@@ -198,7 +317,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
             "".join(f"   {k} {v:.4g}" if isinstance(v, float) else f"   {k} {v}" for k, v in extra.items()))
 
     say(f"ttfs evaluate: {config['model']} on {dataset.summary()} ({len(x)} test images)")
-    for sigma in _floats(args.noise):
+    for sigma in args.noise:
         accs = []
         for repeat in range(args.repeats if sigma > 0 else 1):
             torch.manual_seed(repeat)
@@ -207,14 +326,14 @@ def evaluate_main(args: argparse.Namespace) -> int:
         mean = sum(accs) / len(accs)
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / len(accs))
         record("noise", sigma, mean, std=std, repeats=len(accs))
-    for bits in _ints(args.time_bits):
+    for bits in args.time_bits:
         net.set_robustness(time_bits=bits)
         record("time_bits", bits, _accuracy(net, x, y))
-    for bits in _ints(args.weight_bits):
+    for bits in args.weight_bits:
         net.set_robustness(weight_bits=bits)
         record("weight_bits", bits, _accuracy(net, x, y))
     net.set_robustness(None)
-    for fraction in _floats(args.latency):
+    for fraction in args.latency:
         net.set_widths([w * fraction for w in widths])
         sim = ttfs_ext.simulate(net, x[:args.event_size])
         early = sum(layer.early_spikes for layer in sim.layers)
@@ -231,8 +350,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    (out / "evaluate.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "config": config,
-                                                   "rows": rows, "environment": _environment()}, indent=2) + "\n")
+    _write_atomic(out / "evaluate.json", json.dumps({"checkpoint": str(args.checkpoint), "config": config,
+                                                     "rows": rows, "environment": _environment()}, indent=2) + "\n")
     files = [out / "evaluate.csv", out / "evaluate.json"]
     if rows and not args.no_plots:
         files.append(plots.plot_sweep(rows, out / "evaluate.png"))
@@ -245,51 +364,65 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 # --- arguments ------------------------------------------------------------------------------------------------
 
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "fashion-mnist", "model": "fc2", "epochs": 3, "batch_size": 32, "lr": 5e-4, "windows": "calibrated",
+    "zeta": 0.5, "dtype": "float64", "device": "cpu", "no_twin": False, "out": None, "resume": False,
+    "overwrite": False, "init": None, "noise": 0.0, "time_bits": None, "weight_bits": None, "latency": None,
+    "train_size": None, "test_size": None, "data_dir": None, "download": False, "seed": 0, "deterministic": False,
+    "no_plots": False, "no_progress": False, "json": False,
+}
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist",
+    p.add_argument("--dataset", choices=D.DATASETS + ("fashion_mnist", "fmnist"),
                    help="fashion-mnist (default), mnist, digits, cifar10, cifar100")
-    p.add_argument("--model", choices=MODELS, default="fc2", help="fc2 (784-340-10, default), vgg16, vgg-small")
-    p.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
-    p.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default 5e-4)")
-    p.add_argument("--windows", choices=("calibrated", "paper", "fixed"), default="calibrated",
+    p.add_argument("--model", choices=MODELS, help="fc2 (784-340-10, default), vgg16, vgg-small")
+    p.add_argument("--epochs", type=POSITIVE_INT, help="epochs (default 3; with --resume, the total)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, help="batch size (default 32)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="Adam learning rate (default 5e-4)")
+    p.add_argument("--windows", choices=("calibrated", "paper", "fixed"),
                    help="window rule: (1+zeta) x running max (default), the paper's 10x rule, or fixed")
-    p.add_argument("--zeta", type=float, default=0.5, help="window margin of the calibrated rule (default 0.5)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float64",
+    p.add_argument("--zeta", type=NONNEGATIVE_FLOAT, help="window margin of the calibrated rule (default 0.5)")
+    p.add_argument("--dtype", choices=tuple(DTYPES),
                    help="float64 (default: SNN and ReLU twin agree to rounding, as in the papers) or float32")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--no-twin", action="store_true", help="do not train the ReLU twin side by side")
-    p.add_argument("--out", help="run folder (default runs/<dataset>-<model>)")
-    p.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint exactly")
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<model>; with --init, a new folder next to the "
+                                 "checkpoint's, named after the fine-tuning)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, exactly")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its checkpoint, metrics and "
+                                                            "plots) with a new one")
     p.add_argument("--init", help="start from this checkpoint's weights and windows (fine-tuning)")
-    p.add_argument("--noise", type=float, default=0.0, help="fine-tune with Gaussian spike-time noise (std)")
-    p.add_argument("--time-bits", type=int, help="fine-tune with spike times quantised to this many bits")
-    p.add_argument("--weight-bits", type=int, help="fine-tune with weights quantised to this many bits")
-    p.add_argument("--latency", type=float,
+    p.add_argument("--noise", type=NONNEGATIVE_FLOAT, help="fine-tune with Gaussian spike-time noise (std)")
+    p.add_argument("--time-bits", type=POSITIVE_INT, help="fine-tune with spike times quantised to this many bits")
+    p.add_argument("--weight-bits", type=POSITIVE_INT, help="fine-tune with weights quantised to this many bits")
+    p.add_argument("--latency", type=POSITIVE_FLOAT,
                    help="fine-tune with all windows scaled by this factor (< 1: lower latency), through the exact "
                         "event-driven neurons")
-    p.add_argument("--train-size", type=int, help="use only the first N training images")
-    p.add_argument("--test-size", type=int, help="use only the first N test images")
-    p.add_argument("--data-dir", help="folder with the dataset files (see ttfs_ext.data)")
+    p.add_argument("--train-size", type=POSITIVE_INT, help="use only the first N training images")
+    p.add_argument("--test-size", type=POSITIVE_INT, help="use only the first N test images")
+    p.add_argument("--data-dir", help="folder with the dataset files, the only one searched (see ttfs_ext.data)")
     p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order (default 0)")
+    p.add_argument("--seed", type=bounded(int, 0), help="seed of initialisation and data order (default 0)")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON only")
+    p.set_defaults(**TRAIN_DEFAULTS)
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint.pt of a ttfs train run")
-    p.add_argument("--noise", default="0,0.01,0.02,0.05,0.1,0.2", help="spike-time noise levels (std)")
-    p.add_argument("--repeats", type=int, default=3, help="noise draws per level (default 3)")
-    p.add_argument("--time-bits", default="1,2,3,4,6,8", help="spike-time bit widths")
-    p.add_argument("--weight-bits", default="2,3,4,6,8", help="weight bit widths")
-    p.add_argument("--latency", default="1,0.75,0.5,0.25",
+    p.add_argument("--noise", type=bounded_list(float, 0.0), default=[0, 0.01, 0.02, 0.05, 0.1, 0.2],
+                   help="spike-time noise levels (std), comma-separated")
+    p.add_argument("--repeats", type=POSITIVE_INT, default=3, help="noise draws per level (default 3)")
+    p.add_argument("--time-bits", type=bounded_list(int, 1), default=[1, 2, 3, 4, 6, 8], help="spike-time bit widths")
+    p.add_argument("--weight-bits", type=bounded_list(int, 1), default=[2, 3, 4, 6, 8], help="weight bit widths")
+    p.add_argument("--latency", type=bounded_list(float, 0.0, strict=True), default=[1, 0.75, 0.5, 0.25],
                    help="window scale factors, evaluated with the exact event-driven simulator")
-    p.add_argument("--event-size", type=int, default=1000, help="test images for the event-driven sweep")
-    p.add_argument("--test-size", type=int, help="use only the first N test images")
-    p.add_argument("--data-dir", help="folder with the dataset files")
+    p.add_argument("--event-size", type=POSITIVE_INT, default=1000, help="test images for the event-driven sweep")
+    p.add_argument("--test-size", type=POSITIVE_INT, help="use only the first N test images")
+    p.add_argument("--data-dir", help="folder with the dataset files, the only one searched")
     p.add_argument("--download", action="store_true")
     p.add_argument("--out", help="output folder (default: the checkpoint's)")
     p.add_argument("--no-plots", action="store_true")

@@ -17,9 +17,12 @@ ReLU twin.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import glob
 import math
 import os
+import pickle
 import random
 import tempfile
 import warnings
@@ -35,7 +38,7 @@ from . import nn as tnn
 from . import reference
 
 __all__ = ["fc2", "vgg", "relu_twin", "PaperWindows", "CalibratedWindows", "FixedWindows", "forward_with_stats",
-           "evaluate", "fit", "EpochMetrics", "History", "save_checkpoint", "load_checkpoint", "VGG_MNIST",
+           "evaluate", "fit", "EpochMetrics", "History", "save_checkpoint", "load_checkpoint", "CheckpointError", "VGG_MNIST",
            "VGG_CIFAR"]
 
 # The VGG-like nets of the reference code (main.py): 3x3 'same' convolutions, "P" = 2x2 max-pool.
@@ -297,9 +300,13 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int =
 
 def save_checkpoint(path: Union[str, Path], state: dict) -> None:
     """torch.save to a temporary file in the same folder, then an atomic rename: a crash never
-    leaves a half-written checkpoint."""
+    leaves a half-written checkpoint. The temporary files of saves that were killed before
+    their rename (path.name + ".*.tmp") are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -313,8 +320,30 @@ def save_checkpoint(path: Union[str, Path], state: dict) -> None:
         raise
 
 
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint this library can load safely."""
+
+
 def load_checkpoint(path: Union[str, Path]) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint written by save_checkpoint (fit, ttfs train), on the CPU. It is read with
+    torch.load(weights_only=True): tensors, numbers, strings and containers only, so a file
+    from an untrusted source cannot run code; anything else raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist" if not path.exists()
+                                else f"checkpoint {path} is not a file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data (loading it would "
+                              f"run code; checkpoints load with weights_only=True): {first}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'empty'})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict)")
+    return state
 
 
 # --- training ------------------------------------------------------------------------------------------
@@ -351,7 +380,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr: float = 5e-4,
         optimizer: str = "adam", windows: Optional[FixedWindows] = None, twin: Optional[nn.Module] = None,
         seed: int = 0, checkpoint: Optional[Union[str, Path]] = None, resume: bool = False,
-        progress: bool = True, on_epoch: Optional[Callable[[EpochMetrics], None]] = None,
+        overwrite: bool = False, progress: bool = True, on_epoch: Optional[Callable[[EpochMetrics], None]] = None,
         eval_batch_size: int = 1000, max_steps_per_epoch: Optional[int] = None,
         checkpoint_extra: Optional[dict] = None) -> History:
     """Train `net` (and, if given, its ReLU twin `twin`, side by side on the same batches with
@@ -361,8 +390,22 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
     (x_train, y_train, x_test, y_test); inputs are cast to the network's dtype. windows: a
     window rule applied after every step (default FixedWindows). checkpoint: a file written
     atomically after every epoch (model, twin, optimizers, window rule, RNG, history);
-    resume=True continues from it exactly; checkpoint_extra is stored with it (run
-    configuration). Returns the History (also in the checkpoint)."""
+    resume=True continues from it exactly (it must exist); an existing checkpoint is never
+    replaced by a new run unless overwrite=True (FileExistsError). checkpoint_extra is stored
+    with it (run configuration). Returns the History (also in the checkpoint)."""
+    if epochs < 1 or int(epochs) != epochs:
+        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    if batch_size < 1 or int(batch_size) != batch_size:
+        raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"fit: lr must be positive and finite, got {lr!r}")
+    if checkpoint is not None:
+        if resume and not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"fit: resume=True, but there is no checkpoint {checkpoint} to continue")
+        if not resume and not overwrite and Path(checkpoint).exists():
+            raise FileExistsError(f"fit: {checkpoint} exists: resume=True continues it, overwrite=True replaces it")
+    elif resume:
+        raise ValueError("fit: resume=True needs the checkpoint to continue")
     x_train, y_train, x_test, y_test = (data if isinstance(data, tuple) else
                                         (data.x_train, data.y_train, data.x_test, data.y_test))
     windows = windows or FixedWindows()
@@ -373,7 +416,7 @@ def fit(net: tnn.TTFSSequential, data, epochs: int, *, batch_size: int = 32, lr:
     order = torch.Generator().manual_seed(seed)
     history, start_epoch = History(), 0
 
-    if resume and checkpoint is not None and Path(checkpoint).exists():
+    if resume:
         state = load_checkpoint(checkpoint)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])

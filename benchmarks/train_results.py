@@ -53,14 +53,16 @@ def main() -> None:
     rows, sweeps = [], []
 
     def train(name: str, *extra: str) -> dict:
-        folder = RUNS / name
-        command, seconds = ttfs("train", "--out", str(folder.relative_to(ROOT)), "--no-progress", *data, *extra)
+        folder = RUNS / name  # this script's own run folders: each is replaced (--overwrite)
+        command, seconds = ttfs("train", "--out", str(folder.relative_to(ROOT)), "--overwrite", "--no-progress",
+                                *data, *extra)
         m = metrics(ROOT / folder)
         rows.append({"name": name, "command": command, "seconds": seconds, **m["summary"],
                      "dataset": m["dataset"], "config": m["config"]})
         return m
 
     fc2 = (RUNS / "fc2").relative_to(ROOT)  # commands are run from the repository root
+    train("fc2-default", "--no-plots", *size)  # what plain `ttfs train` runs: 3 epochs
     train("fc2", "--epochs", epochs, *size)
     train("fc2-paper-windows", "--epochs", epochs, "--windows", "paper", "--no-plots", *size)
     train("vgg-small", "--model", "vgg-small", "--dtype", "float32", "--epochs", "1" if args.quick else "3",

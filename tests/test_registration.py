@@ -144,3 +144,22 @@ def test_export_round_trip():
     names = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert any("ttfs_ext.conv2d" in n for n in names) and any("ttfs_ext.dense" in n for n in names)
     torch.testing.assert_close(exported.module()(x), net(x), rtol=0, atol=0)
+
+
+OPS = ["dense", "_dense_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward", "first_spike_dense",
+       "_first_spike_dense_backward", "first_spike_conv2d", "_first_spike_conv2d_backward"]
+
+
+def test_every_op_has_a_kernel_on_every_kernel_device():
+    """Every schema of the namespace is one of the ten ops, and each has a kernel (and a fake) for
+    every device type this build has kernels for: a CUDA build registers all ten for CUDA."""
+    import ttfs_ext
+
+    names = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("ttfs_ext::"))
+    assert names == sorted(OPS)
+    keys = {"cpu": "CPU", "cuda": "CUDA"}
+    assert ("cuda" in ttfs_ext.kernel_devices()) == ttfs_ext.status()["with_cuda"]
+    for name in OPS:
+        for device in ttfs_ext.kernel_devices():
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"ttfs_ext::{name}", keys[device]), (name, device)
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"ttfs_ext::{name}", "Meta"), name

@@ -75,7 +75,7 @@ def main() -> None:
           "4", "--no-plots", *size)
     train("fc2-latency-0.5", "--init", str(fc2 / "checkpoint.pt"), "--epochs", "1", "--latency", "0.5",
           "--no-plots", *size)
-    command, _ = ttfs("evaluate", str(fc2 / "checkpoint.pt"), "--noise", "0,0.05,0.1,0.2",
+    command, _ = ttfs("evaluate", str(fc2 / "checkpoint.pt"), "--overwrite", "--noise", "0,0.05,0.1,0.2",
                       "--time-bits", "2,3,4", "--weight-bits", "2,3,4", "--latency", "1,0.5,0.25",
                       "--event-size", "10000", *data, *(["--test-size", "1000"] if args.quick else []))
     sweeps = json.loads((ROOT / fc2 / "evaluate.json").read_text())["rows"]

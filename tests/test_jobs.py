@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 
@@ -63,6 +64,14 @@ def test_evaluate_sweeps(run):
     latency = [r for r in rows if r["sweep"] == "latency"]
     assert int(latency[0]["early_spikes"]) == 0  # the trained windows hold every activation here
     assert (run / "evaluate.png").exists() and json.loads((run / "evaluate.json").read_text())["rows"]
+    # An earlier evaluation is replaced only when asked.
+    before = (run / "evaluate.csv").read_bytes()
+    assert main(["evaluate", str(run / "checkpoint.pt"), "--noise", "0", "--time-bits", "8", "--weight-bits", "8",
+                 "--latency", "1", "--event-size", "10", "--no-plots"]) == 2
+    assert (run / "evaluate.csv").read_bytes() == before
+    assert main(["evaluate", str(run / "checkpoint.pt"), "--noise", "0", "--time-bits", "8", "--weight-bits", "8",
+                 "--latency", "1", "--event-size", "10", "--no-plots", "--overwrite"]) == 0
+    assert len(list(csv.DictReader(open(run / "evaluate.csv")))) == 4
 
 
 def test_missing_dataset_message(tmp_path, monkeypatch, capsys):
@@ -80,7 +89,7 @@ QUICK = ["--dataset", "digits", "--batch-size", "64", "--train-size", "256", "--
 
 
 def _snapshot(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != ".ttfs-train.lock"}
 
 
 @pytest.fixture
@@ -116,7 +125,18 @@ def test_an_existing_run_is_never_replaced_unless_told(small_run, capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert f"argument {bad[0]}" in err and "Traceback" not in err, err
+    # A value given explicitly counts, even when it is the default (the run has batch size 64).
+    _fails(capsys, ["train", "--epochs", "2", "--resume", *QUICK, "--batch-size", "32"],
+           "differs in --batch-size 32 (the run has 64)")
+    # --overwrite with a mistake keeps the old run whole: nothing is removed before the new run's
+    # first checkpoint.
+    _fails(capsys, ["train", "--epochs", "1", "--overwrite", *QUICK[:-1], "--dataset", "mnist", "--data-dir", "typo"],
+           "not found in the given root typo")
     assert _snapshot(small_run) == before  # nothing touched
+    # One ttfs train per run folder at a time.
+    with open(small_run / ".ttfs-train.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _fails(capsys, ["train", "--epochs", "2", "--resume", *QUICK], "in use by another ttfs train")
     assert main(["train", "--epochs", "2", "--resume", *QUICK]) == 0  # continues
     assert json.loads((small_run / "metrics.json").read_text())["summary"]["snn_test_accuracy"] is not None
     assert T.load_checkpoint(small_run / "checkpoint.pt")["epoch"] == 2

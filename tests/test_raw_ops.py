@@ -79,26 +79,31 @@ _SCRIPT = textwrap.dedent(r'''
                 def variant(value, i=i):
                     return args[:i] + [value] + args[i + 1:]
                 if isinstance(x, torch.Tensor):
-                    yield op, name, "int32", variant(x.to(torch.int32)), False
-                    yield op, name, "float32", variant(x.float()), False
-                    yield op, name, "meta", variant(x.to("meta")), False
-                    yield op, name, "meta (CPU kernel)", variant(x.to("meta")), True
+                    yield op, name, "int32", variant(x.to(torch.int32)), False, name
+                    yield op, name, "float32", variant(x.float()), False, name
+                    yield op, name, "meta", variant(x.to("meta")), False, name
+                    yield op, name, "meta (CPU kernel)", variant(x.to("meta")), True, name
                     for what, y in bad_shapes(op, name, x).items():
-                        yield op, name, what, variant(y), False
+                        yield op, name, what, variant(y), False, name
+                    if torch.cuda.is_available():  # the CUDA kernel gets a foreign pointer
+                        on_cuda = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+                        yield op, name, "cpu among cuda", on_cuda[:i] + [x] + on_cuda[i + 1:], False, name
+                        # The CUDA kernel runs, with t_in on the CPU: the op follows t_in's device.
+                        yield op, name, "cuda among cpu", variant(x.cuda()), False, "t_in"
                 elif name in ("t_min", "t_max", "t_start"):
-                    yield op, name, "nan", variant(float("nan")), False
-                    yield op, name, "inf", variant(float("inf")), False
+                    yield op, name, "nan", variant(float("nan")), False, name
+                    yield op, name, "inf", variant(float("inf")), False, name
                     if name == "t_max":  # an empty window
-                        yield op, name, "empty window", variant(args[i - 1]), False
+                        yield op, name, "empty window", variant(args[i - 1]), False, name
                 elif name in ("stride", "dilation"):
-                    yield op, name, "zero", variant([0, 1]), False
+                    yield op, name, "zero", variant([0, 1]), False, name
                 elif name == "padding":
-                    yield op, name, "negative", variant([1, -1]), False
+                    yield op, name, "negative", variant([1, -1]), False, name
                 elif name == "groups":
-                    yield op, name, "zero", variant(0), False
-                    yield op, name, "not a divisor", variant(5), False
+                    yield op, name, "zero", variant(0), False, name
+                    yield op, name, "not a divisor", variant(5), False, name
 
-    for op, name, what, args, cpu_kernel in cases():
+    for op, name, what, args, cpu_kernel, named in cases():
         case = f"{op}: {name} {what}"
         print(json.dumps({"case": case, "start": True}), flush=True)
         overload = getattr(ops, op).default
@@ -110,7 +115,7 @@ _SCRIPT = textwrap.dedent(r'''
             result = {"error": None}
         except Exception as err:  # noqa: BLE001  (the parent checks type and message)
             result = {"error": type(err).__name__, "message": str(err).split("\n")[0]}
-        print(json.dumps({"case": case, "name": name, **result}), flush=True)
+        print(json.dumps({"case": case, "name": named, **result}), flush=True)
     print(json.dumps({"done": True}), flush=True)
 ''')
 

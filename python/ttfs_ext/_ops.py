@@ -33,9 +33,16 @@ def _linear_out_shape(op: str, t_in, weight):
     return (*t_in.shape[:-1], weight.shape[0])
 
 
-def _conv_out_shape(op: str, t_in, weight, stride, padding, dilation):
+def _conv_out_shape(op: str, t_in, weight, stride, padding, dilation, groups):
     torch._check(t_in.dim() == 4 and weight.dim() == 4, lambda: f"{op}: t_in and weight must be 4-D")
+    for name, value, minimum in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        torch._check(len(value) == 2 and all(v >= minimum for v in value),
+                     lambda: f"{op}: {name} must be two ints >= {minimum}, got {value}")
+    torch._check(groups >= 1 and weight.shape[0] % groups == 0 and t_in.shape[1] == weight.shape[1] * groups,
+                 lambda: f"{op}: t_in has {t_in.shape[1]} channels but weight {tuple(weight.shape)} with "
+                         f"groups={groups} expects {weight.shape[1] * groups} (and C_out divisible by groups)")
     h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    torch._check(h >= 1 and w >= 1, lambda: f"{op}: the kernel does not fit the padded input")
     return (t_in.shape[0], weight.shape[0], h, w)
 
 
@@ -78,7 +85,7 @@ def _readout_backward_fake(grad_out, t_in, weight, t_min, output_mask):
 @torch.library.register_fake("ttfs_ext::conv2d")
 def _conv2d_fake(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups):
     _check_devices("ttfs_ext.conv2d", t_in, weight=weight, bias=bias)
-    return t_in.new_empty(_conv_out_shape("ttfs_ext.conv2d", t_in, weight, stride, padding, dilation))
+    return t_in.new_empty(_conv_out_shape("ttfs_ext.conv2d", t_in, weight, stride, padding, dilation, groups))
 
 
 @torch.library.register_fake("ttfs_ext::_conv2d_backward")
@@ -86,7 +93,7 @@ def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, p
                           bias_per_position, output_mask):
     op = "ttfs_ext.conv2d backward"
     _check_devices(op, t_in, weight=weight, grad_out=grad_out, t_out=t_out)
-    out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation)
+    out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation, groups)
     _check_shape(op, "grad_out", grad_out, out_shape)
     _check_shape(op, "t_out", t_out, out_shape)
     bias_shape = tuple(out_shape[1:]) if bias_per_position else (weight.shape[0],)
@@ -107,7 +114,7 @@ def _first_spike_conv2d_fake(t_in, weight, alpha, threshold, t_start, t_max, str
                              workspace=1 << 23):
     op = "ttfs_ext.first_spike_conv2d"
     _check_devices(op, t_in, weight=weight, alpha=alpha, threshold=threshold)
-    shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation)
+    shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation, groups)
     return t_in.new_empty(shape), t_in.new_empty(shape)
 
 
@@ -134,7 +141,7 @@ def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_st
                                       groups, alpha_per_position, threshold_per_position, output_mask,
                                       workspace=1 << 23):
     op = "ttfs_ext.first_spike_conv2d backward"
-    out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation)
+    out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation, groups)
     per_position, per_channel = tuple(out_shape[1:]), (weight.shape[0],)
     return _neuron_grads_fake(op, grad_out, t_in, weight, t_out, slope, out_shape,
                               per_position if alpha_per_position else per_channel,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
+import tarfile
 import traceback
 from typing import Callable, Optional, Sequence
 
@@ -270,7 +272,7 @@ def _print_table(rows: list, ok: bool) -> None:
 
 # Errors a user causes with the command line or the files it names (a missing or foreign file, a
 # run folder that is not this run's, a malformed dataset): one line each, no traceback.
-_USER_ERRORS = (CommandError, OSError, ValueError)
+_USER_ERRORS = (CommandError, OSError, ValueError, tarfile.TarError, pickle.UnpicklingError)
 
 
 def build_parser() -> argparse.ArgumentParser:

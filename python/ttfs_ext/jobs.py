@@ -2,19 +2,23 @@
 
     ttfs train                        # FC2 on Fashion-MNIST (Debian's dataset-fashion-mnist), SNN + ReLU twin
     ttfs train --model vgg16 --dataset fashion-mnist --epochs 1 --train-size 2000
-    ttfs train --init runs/fashion-mnist-fc2/checkpoint.pt --noise 0.05 --epochs 1    # robust fine-tuning
+    ttfs train --init runs/fashion-mnist-fc2/checkpoint.pt --noise 0.05 --epochs 1    # robust fine-tuning,
+                                                      # into runs/fashion-mnist-fc2-noise-0.05
     ttfs train --init runs/fashion-mnist-fc2/checkpoint.pt --latency 0.5 --epochs 1   # half the latency
     ttfs evaluate runs/fashion-mnist-fc2/checkpoint.pt   # accuracy vs noise, bits and latency (CSV, JSON, PNG)
 
 A run folder holds checkpoint.pt (written atomically every epoch; --resume continues it),
 metrics.json (history, summary, versions) and the plots curves.png, spike_histograms.png and
-raster.png.
+raster.png. ttfs train never replaces a run it did not make in this invocation: a folder that
+holds one is continued (--resume), replaced (--overwrite) or refused.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
+import io
 import json
 import math
 import os
@@ -24,7 +28,13 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None  # type: ignore[assignment]
+
 import torch
+from torch import nn
 
 import ttfs_ext
 from . import data as D
@@ -99,41 +109,50 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # --- run folders: ttfs train never replaces work it did not make in this invocation ----------------------
 
-RUN_FILES = ("checkpoint.pt", "metrics.json", "curves.png", "spike_histograms.png", "raster.png")
+TRAIN_FILES = ("checkpoint.pt", "metrics.json", "curves.png", "spike_histograms.png", "raster.png")
+EVALUATE_FILES = ("evaluate.csv", "evaluate.json", "evaluate.png")
+RUN_FILES = TRAIN_FILES + EVALUATE_FILES  # a run and what was derived from it: replaced together
 # The options that define a run's trajectory. --resume takes them from the run's checkpoint (a value
 # given on the command line that differs is an error); --init takes the network's (INIT_OPTIONS).
 RUN_OPTIONS = ("dataset", "model", "dtype", "batch_size", "lr", "windows", "zeta", "no_twin", "init", "noise",
                "time_bits", "weight_bits", "latency", "train_size", "seed")
 INIT_OPTIONS = ("dataset", "model", "dtype")
+# What fit(resume=True) reads from a checkpoint.
+RESUME_KEYS = ("epoch", "model", "optimizer", "twin", "twin_optimizer", "windows", "order_rng", "torch_rng",
+               "history")
 
 
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def _given(args: argparse.Namespace, dest: str) -> bool:
-    """Whether the command line set `dest` to something other than its default."""
-    return getattr(args, dest) != TRAIN_DEFAULTS.get(dest)
-
-
 def _adopt(args: argparse.Namespace, config: dict, options: tuple[str, ...], what: str) -> None:
-    """Take `options` from a stored run configuration, unless the command line says otherwise:
-    then a difference is an error (resume) or the command line wins (init)."""
+    """Take `options` from a stored run configuration where the command line gave none (the
+    parser leaves them None); a value given that differs is an error for --resume, and wins
+    for --init."""
     conflicts = []
     for dest in options:
         if dest not in config:
             continue
-        if _given(args, dest) and getattr(args, dest) != config[dest]:
-            conflicts.append(f"{_flag(dest)} {getattr(args, dest)} (the run has {config[dest]})")
-        else:
+        given = getattr(args, dest)
+        if given is None:
             setattr(args, dest, config[dest])
+        elif given != config[dest]:
+            conflicts.append(f"{_flag(dest)} {given} (the run has {config[dest]})")
     if conflicts and what == "resume":
         raise CommandError(f"--resume continues the run as it was started; it differs in {'; '.join(conflicts)}. "
                            f"Leave these options out, or start a new run with another --out")
 
 
+def _fill_defaults(args: argparse.Namespace) -> None:
+    for dest, value in TRAIN_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+
+
 def _default_out(args: argparse.Namespace) -> Path:
-    run = Path("runs") / f"{D.canonical_name(args.dataset)}-{args.model}"
+    dataset, model = args.dataset or TRAIN_DEFAULTS["dataset"], args.model or TRAIN_DEFAULTS["model"]
+    run = Path("runs") / f"{D.canonical_name(dataset)}-{model}"
     if args.init is None:
         return run
     # Fine-tuning: a folder next to the run it starts from, named after what is tuned.
@@ -144,21 +163,21 @@ def _default_out(args: argparse.Namespace) -> Path:
     return base.parent / f"{base.name}-{'-'.join(parts) or 'finetune'}"
 
 
-def _claim_run_folder(out: Path, args: argparse.Namespace) -> None:
-    """Refuse to replace a run this invocation did not make; with --overwrite, remove its files."""
+def _claim_run_folder(out: Path, args: argparse.Namespace) -> list[str]:
+    """Refuses to replace a run this invocation did not make. Returns the old run's files that an
+    --overwrite run replaces (after its first epoch: until then the old run stays whole)."""
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if args.resume:
         if not (out / "checkpoint.pt").is_file():
             raise CommandError(f"--resume: {out} holds no checkpoint.pt to continue (start the run without --resume)")
-        return
+        return []
     if args.init is not None and _inside(Path(args.init), out):
         raise CommandError(f"--init {args.init} lies in the run folder {out}, which this run would overwrite; "
                            f"choose another --out (the default for --init is a new folder next to it)")
     if existing and not args.overwrite:
         raise CommandError(f"{out} already holds a run ({', '.join(existing)}); continue it with --resume, replace "
                            f"it with --overwrite, or choose another --out")
-    for name in existing:  # --overwrite: the old run's own files only, never anything else in the folder
-        (out / name).unlink()
+    return existing
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -169,12 +188,34 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _load_run(path: Union[str, Path]) -> dict:
-    """A checkpoint of ttfs train (or train.fit): loaded safely (train.load_checkpoint), with the model."""
+@contextlib.contextmanager
+def _run_lock(out: Path):
+    """One ttfs train per run folder at a time: an exclusive lock on out/.ttfs-train.lock for the
+    whole run (where the OS has flock; the lock dies with the process)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".ttfs-train.lock", "a") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CommandError(f"{out} is in use by another ttfs train (it holds .ttfs-train.lock)") from None
+        yield
+
+
+def _load_run(path: Union[str, Path], keys: tuple[str, ...] = ("epoch", "model")) -> dict:
+    """A checkpoint of ttfs train (or train.fit), loaded safely (train.load_checkpoint), with `keys`."""
     state = T.load_checkpoint(path)
-    if "model" not in state or "epoch" not in state:
-        raise CommandError(f"{path} is not a checkpoint of ttfs train (no model or epoch in it)")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CommandError(f"{path} is not a checkpoint of ttfs train (it lacks {', '.join(missing)})")
     return state
+
+
+def _load_weights(net: nn.Module, state: dict, what: str) -> None:
+    try:
+        net.load_state_dict(state["model"])
+    except (RuntimeError, ValueError) as err:  # missing keys or shapes; the windows of another depth
+        raise CommandError(f"{what}: {str(err).splitlines()[0]}") from None
 
 
 def _device(name: str) -> torch.device:
@@ -182,11 +223,14 @@ def _device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise CommandError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
-                           f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU found'})")
     if device.type not in ("cpu", "cuda"):
         raise CommandError(f"--device {name}: only cpu and cuda are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                               f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU found'})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CommandError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
     return device
 
 
@@ -194,7 +238,8 @@ def train_main(args: argparse.Namespace) -> int:
     if args.resume and (args.init is not None or args.overwrite):
         raise CommandError("--resume continues a run; it cannot be combined with "
                            + ("--init (which starts a new one)" if args.init is not None else "--overwrite"))
-    device = _device(args.device)
+    if args.dataset is not None:
+        args.dataset = D.canonical_name(args.dataset)
     init_state = None
     if args.init is not None:
         init_state = _load_run(args.init)
@@ -202,25 +247,24 @@ def train_main(args: argparse.Namespace) -> int:
     if args.resume:
         out = Path(args.out) if args.out else _default_out(args)
         _claim_run_folder(out, args)
-        state = _load_run(out / "checkpoint.pt")
+        state = _load_run(out / "checkpoint.pt", RESUME_KEYS)
         _adopt(args, (state.get("extra") or {}).get("config") or {}, RUN_OPTIONS, "resume")
+        _fill_defaults(args)
         if args.epochs <= state["epoch"]:
             raise CommandError(f"--resume: the run in {out} has {state['epoch']} epochs already; ask for more with "
                                f"--epochs N > {state['epoch']}")
     else:
+        _fill_defaults(args)
         out = Path(args.out) if args.out else _default_out(args)
         _claim_run_folder(out, args)
+    device = _device(args.device)
 
     T.seed_everything(args.seed, args.deterministic)
     dataset = _load_data(args)
     dtype = DTYPES[args.dtype]
     net = build_model(args.model, dataset).to(device, dtype)
     if init_state is not None:
-        try:
-            net.load_state_dict(init_state["model"])
-        except (RuntimeError, ValueError) as err:  # missing keys or shapes; the windows of another depth
-            raise CommandError(f"--init {args.init} does not fit --model {args.model} on {args.dataset}: "
-                               f"{str(err).splitlines()[0]}") from None
+        _load_weights(net, init_state, f"--init {args.init} does not fit --model {args.model} on {args.dataset}")
     fine_tuning = args.init is not None  # also a resumed fine-tuning run: no twin, fixed windows
     if args.latency is not None:  # shrink the windows; train through the exact event-driven neurons
         net.set_widths([w * args.latency for w in net.widths])
@@ -229,7 +273,6 @@ def train_main(args: argparse.Namespace) -> int:
         net.set_robustness(noise=args.noise, time_bits=args.time_bits, weight_bits=args.weight_bits)
     twin = None if (args.no_twin or fine_tuning) else T.relu_twin(copy.deepcopy(net))
     windows = T.FixedWindows() if (fine_tuning or args.latency is not None) else _window_rule(args)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "checkpoint.pt"
     say = (lambda *a, **k: None) if args.json else print
     say(f"ttfs train: {args.model} on {dataset.summary()}\n  {args.epochs} epochs, batch {args.batch_size}, "
@@ -237,19 +280,25 @@ def train_main(args: argparse.Namespace) -> int:
         f"{args.dtype} on {device}{', with its ReLU twin side by side' if twin is not None else ''}; "
         f"run folder {out}{' (resumed)' if args.resume else ''}")
     first = [True]
+    replaced: list[str] = []
 
     def on_epoch(m: T.EpochMetrics) -> None:
+        if first[0]:  # the new run's first checkpoint is written: the old run's other files go now
+            for name in replaced:
+                if name != "checkpoint.pt":
+                    (out / name).unlink(missing_ok=True)
         if not args.json:
             _print_epoch(m, twin is not None, first[0])
-            first[0] = False
+        first[0] = False
 
     start = time.perf_counter()
     config = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
-    with warnings.catch_warnings():
+    with _run_lock(out), warnings.catch_warnings():
+        replaced = _claim_run_folder(out, args)  # again, now that no other ttfs train can start here
         warnings.simplefilter("default")
         history = T.fit(net, dataset, args.epochs, batch_size=args.batch_size, lr=args.lr, windows=windows,
                         twin=twin, seed=args.seed, checkpoint=checkpoint, resume=args.resume,
-                        progress=not (args.no_progress or args.json), on_epoch=on_epoch,
+                        overwrite=args.overwrite, progress=not (args.no_progress or args.json), on_epoch=on_epoch,
                         checkpoint_extra={"config": config})
     last = history.epochs[-1]
     summary: dict[str, Any] = {"seconds": time.perf_counter() - start,
@@ -296,15 +345,20 @@ def _accuracy(net: tnn.TTFSSequential, x: torch.Tensor, y: torch.Tensor, event: 
 def evaluate_main(args: argparse.Namespace) -> int:
     state = _load_run(args.checkpoint)
     config = (state.get("extra") or {}).get("config")
-    if config is None:
+    if not isinstance(config, dict) or not {"dataset", "model", "dtype"} <= set(config):
         raise CommandError(f"{args.checkpoint} has no run configuration (write it with ttfs train)")
+    out = Path(args.out or Path(args.checkpoint).parent)
+    existing = [name for name in EVALUATE_FILES if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise CommandError(f"{out} already holds an evaluation ({', '.join(existing)}); replace it with --overwrite, "
+                           f"or write elsewhere with --out")
     ns = argparse.Namespace(**{**config, "data_dir": args.data_dir or config.get("data_dir"),
                                "download": args.download, "test_size": args.test_size or config.get("test_size"),
                                "train_size": 1})
     dataset = _load_data(ns)
     dtype = DTYPES[config["dtype"]]
     net = build_model(config["model"], dataset).to(dtype)
-    net.load_state_dict(state["model"])
+    _load_weights(net, state, f"{args.checkpoint} does not fit its own configuration ({config['model']})")
     net.eval()
     x, y = dataset.x_test.to(dtype), dataset.y_test
     widths = net.widths
@@ -342,14 +396,14 @@ def evaluate_main(args: argparse.Namespace) -> int:
                closed_form_accuracy=_accuracy(net, x[:args.event_size], y[:args.event_size]))
     net.set_widths(widths)
 
-    out = Path(args.out or Path(args.checkpoint).parent)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "evaluate.csv", "w", newline="") as f:
-        keys = sorted({k for r in rows for k in r}, key=lambda k: ("sweep", "value", "accuracy").index(k)
-                      if k in ("sweep", "value", "accuracy") else 3)
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    keys = sorted({k for r in rows for k in r}, key=lambda k: ("sweep", "value", "accuracy").index(k)
+                  if k in ("sweep", "value", "accuracy") else 3)
+    writer = csv.DictWriter(table, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(out / "evaluate.csv", table.getvalue())
     _write_atomic(out / "evaluate.json", json.dumps({"checkpoint": str(args.checkpoint), "config": config,
                                                      "rows": rows, "environment": _environment()}, indent=2) + "\n")
     files = [out / "evaluate.csv", out / "evaluate.json"]
@@ -408,7 +462,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON only")
-    p.set_defaults(**TRAIN_DEFAULTS)
+    # Every default None: ttfs train tells what the command line gave from what it left out
+    # (--resume and --init take the latter from a checkpoint), then fills in TRAIN_DEFAULTS.
+    p.set_defaults(**dict.fromkeys(TRAIN_DEFAULTS))
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -425,5 +481,6 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files, the only one searched")
     p.add_argument("--download", action="store_true")
     p.add_argument("--out", help="output folder (default: the checkpoint's)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in the output folder")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")

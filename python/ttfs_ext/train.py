@@ -335,12 +335,19 @@ def load_checkpoint(path: Union[str, Path]) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data (loading it would "
-                              f"run code; checkpoints load with weights_only=True): {first}") from None
-    except (RuntimeError, EOFError, OSError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        if lines and lines[0].lower().startswith("weights only load failed"):
+            # torch names what the file asks for ("unsupported GLOBAL posix.system ...").
+            why = next((line for line in lines[1:] if "GLOBAL" in line or "global" in line), "")
+            raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, and loading it "
+                                  f"could run code (checkpoints load with weights_only=True){': ' + why if why else ''}"
+                                  ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {lines[0] if lines else ''})") \
+            from None
+    except Exception as err:  # noqa: BLE001  (a truncated or foreign file fails in many ways)
+        lines = str(err).strip().splitlines()
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'empty'})") from None
+                              f"{lines[0] if lines else 'no message'})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict)")
     return state

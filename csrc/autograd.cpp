@@ -158,25 +158,28 @@ class Conv2dFunction : public torch::autograd::Function<Conv2dFunction> {
 class FirstSpikeDenseFunction : public torch::autograd::Function<FirstSpikeDenseFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& t_in, const at::Tensor& weight,
-                               const at::Tensor& alpha, const at::Tensor& threshold, double t_start, double t_max) {
+                               const at::Tensor& alpha, const at::Tensor& threshold, double t_start, double t_max,
+                               double t_origin) {
     static const auto op = op_handle<Pair(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          double, double)>("ttfs_ext::first_spike_dense");
+                                          double, double, double)>("ttfs_ext::first_spike_dense");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [t_out, slope] = op.call(t_in, weight, alpha, threshold, t_start, t_max);
+    auto [t_out, slope] = op.call(t_in, weight, alpha, threshold, t_start, t_max, t_origin);
     ctx->save_for_backward({t_in, weight, t_out, slope});
     ctx->mark_non_differentiable({slope});
     ctx->saved_data["t_start"] = t_start;
+    ctx->saved_data["t_origin"] = t_origin;
     return {t_out, slope};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op =
         op_handle<Grads4(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                         double, std::array<bool, 4>)>("ttfs_ext::_first_spike_dense_backward");
+                         double, double, std::array<bool, 4>)>("ttfs_ext::_first_spike_dense_backward");
     const auto saved = ctx->get_saved_variables();
+    auto& d = ctx->saved_data;
     const auto [g_in, g_w, g_a, g_th] = op.call(grads[0], saved[0], saved[1], saved[2], saved[3],
-                                                ctx->saved_data["t_start"].toDouble(), neuron_mask(ctx));
-    return {g_in, g_w, g_a, g_th, at::Tensor(), at::Tensor()};
+                                                d["t_start"].toDouble(), d["t_origin"].toDouble(), neuron_mask(ctx));
+    return {g_in, g_w, g_a, g_th, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -185,17 +188,18 @@ class FirstSpikeConv2dFunction : public torch::autograd::Function<FirstSpikeConv
   static variable_list forward(AutogradContext* ctx, const at::Tensor& t_in, const at::Tensor& weight,
                                const at::Tensor& alpha, const at::Tensor& threshold, double t_start, double t_max,
                                c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
-                               int64_t groups, int64_t workspace) {
+                               int64_t groups, int64_t workspace, double t_origin) {
     static const auto op =
         op_handle<Pair(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
-                       c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, int64_t)>(
+                       c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, int64_t, double)>(
             "ttfs_ext::first_spike_conv2d");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [t_out, slope] =
-        op.call(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups, workspace);
+    auto [t_out, slope] = op.call(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups,
+                                  workspace, t_origin);
     ctx->save_for_backward({t_in, weight, t_out, slope});
     ctx->mark_non_differentiable({slope});
     ctx->saved_data["t_start"] = t_start;
+    ctx->saved_data["t_origin"] = t_origin;
     save_geometry(ctx, stride, padding, dilation, groups);
     ctx->saved_data["workspace"] = workspace;
     ctx->saved_data["alpha_per_position"] = alpha.dim() == 3;
@@ -206,17 +210,17 @@ class FirstSpikeConv2dFunction : public torch::autograd::Function<FirstSpikeConv
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto op =
         op_handle<Grads4(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                         double, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, bool, bool,
+                         double, double, c10::IntArrayRef, c10::IntArrayRef, c10::IntArrayRef, int64_t, bool, bool,
                          std::array<bool, 4>, int64_t)>("ttfs_ext::_first_spike_conv2d_backward");
     const auto saved = ctx->get_saved_variables();
     auto& d = ctx->saved_data;
     const Geometry g = saved_geometry(ctx);
     const auto [g_in, g_w, g_a, g_th] =
-        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], d["t_start"].toDouble(), g.stride, g.padding,
-                g.dilation, g.groups, d["alpha_per_position"].toBool(), d["threshold_per_position"].toBool(), neuron_mask(ctx),
-                d["workspace"].toInt());
+        op.call(grads[0], saved[0], saved[1], saved[2], saved[3], d["t_start"].toDouble(), d["t_origin"].toDouble(),
+                g.stride, g.padding, g.dilation, g.groups, d["alpha_per_position"].toBool(),
+                d["threshold_per_position"].toBool(), neuron_mask(ctx), d["workspace"].toInt());
     variable_list out{g_in, g_w, g_a, g_th};
-    out.resize(11);  // no gradient for t_start .. workspace
+    out.resize(12);  // no gradient for t_start .. t_origin
     return out;
   }
 };
@@ -288,17 +292,17 @@ at::Tensor conv2d_autograd(const at::Tensor& t_in, const at::Tensor& weight, con
 }
 
 Pair first_spike_dense_autograd(const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
-                                const at::Tensor& threshold, double t_start, double t_max) {
-  auto out = FirstSpikeDenseFunction::apply(t_in, weight, alpha, threshold, t_start, t_max);
+                                const at::Tensor& threshold, double t_start, double t_max, double t_origin) {
+  auto out = FirstSpikeDenseFunction::apply(t_in, weight, alpha, threshold, t_start, t_max, t_origin);
   return {out[0], out[1]};
 }
 
 Pair first_spike_conv2d_autograd(const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
                                  const at::Tensor& threshold, double t_start, double t_max, c10::IntArrayRef stride,
                                  c10::IntArrayRef padding, c10::IntArrayRef dilation, int64_t groups,
-                                 int64_t workspace) {
+                                 int64_t workspace, double t_origin) {
   auto out = FirstSpikeConv2dFunction::apply(t_in, weight, alpha, threshold, t_start, t_max, stride, padding,
-                                             dilation, groups, workspace);
+                                             dilation, groups, workspace, t_origin);
   return {out[0], out[1]};
 }
 

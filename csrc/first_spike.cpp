@@ -52,7 +52,7 @@ at::Tensor grad_over_slope(const at::Tensor& grad_out, const at::Tensor& slope) 
 // may be longer than O (a group's columns).
 void scan_rows(const FirstSpikeBackend& be, const at::Tensor& tau, const at::Tensor& weight_t,
                const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& t_out,
-               const at::Tensor& slope, double t_start, double t_max) {
+               const at::Tensor& slope, double t_start, double t_max, double t_origin) {
   FirstSpikeForwardParams p;
   const at::Tensor t = tau.contiguous();
   at::Tensor sorted, order;  // only for a backend that does not sort rows itself
@@ -79,13 +79,14 @@ void scan_rows(const FirstSpikeBackend& be, const at::Tensor& tau, const at::Ten
   p.out_ld = t_out.stride(0);
   p.t_start = t_start;
   p.t_max = t_max;
+  p.t_origin = t_origin;
   check_launch(be.forward(p, be.stream), "forward");
 }
 
 // grad (rows, k) of the patches t_patch (rows, K) through weight (O, K); g and t_out are
 // (rows, O) row-major views.
 at::Tensor grad_patch_rows(const FirstSpikeBackend& be, const at::Tensor& g, const at::Tensor& t_out,
-                           const at::Tensor& t_patch, const at::Tensor& weight) {
+                           const at::Tensor& t_patch, const at::Tensor& weight, double t_origin) {
   at::Tensor grad_patch = at::empty(t_patch.sizes(), t_patch.options());
   FirstSpikeGradInputParams p;
   p.grad = g.const_data_ptr();
@@ -98,6 +99,7 @@ at::Tensor grad_patch_rows(const FirstSpikeBackend& be, const at::Tensor& g, con
   p.k = t_patch.size(1);
   p.outputs = weight.size(0);
   p.out_ld = g.stride(0);
+  p.t_origin = t_origin;
   check_launch(be.grad_input(p, be.stream), "grad_input");
   return grad_patch;
 }
@@ -105,7 +107,7 @@ at::Tensor grad_patch_rows(const FirstSpikeBackend& be, const at::Tensor& g, con
 // dL/dW (O, K) in float64 from partial sums over splits of the rows: enough splits to keep
 // the device busy, few enough that the partials stay small.
 at::Tensor grad_weight_rows(const FirstSpikeBackend& be, const at::Tensor& g, const at::Tensor& t_out,
-                            const at::Tensor& t_patch, int64_t outputs) {
+                            const at::Tensor& t_patch, int64_t outputs, double t_origin) {
   constexpr int64_t kRowsPerSplit = 256, kMaxPartial = int64_t(1) << 20;
   const int64_t rows = t_patch.size(0), k = t_patch.size(1);
   const int64_t by_rows = (rows + kRowsPerSplit - 1) / kRowsPerSplit;
@@ -123,6 +125,7 @@ at::Tensor grad_weight_rows(const FirstSpikeBackend& be, const at::Tensor& g, co
   p.outputs = outputs;
   p.out_ld = g.stride(0);
   p.splits = splits;
+  p.t_origin = t_origin;
   check_launch(be.grad_weight(p, be.stream), "grad_weight");
   return partial.sum(0);
 }
@@ -144,9 +147,10 @@ void check_dense(const char* op, const at::Tensor& t_in, const at::Tensor& weigh
 std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBackend& be, const at::Tensor& t_in,
                                                              const at::Tensor& weight, const at::Tensor& alpha,
                                                              const at::Tensor& threshold, double t_start,
-                                                             double t_max) {
+                                                             double t_max, double t_origin) {
   const char* op = "ttfs_ext.first_spike_dense";
   check_window(op, "t_start", t_start, "t_max", t_max);
+  check_finite(op, "t_origin", t_origin);
   check_neuron(op, t_in, weight, alpha, threshold);
   check_dense(op, t_in, weight);
   const int64_t rows = t_in.size(0), out_f = weight.size(0);
@@ -158,16 +162,17 @@ std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBac
   at::Tensor slope = at::empty({rows, out_f}, t_in.options());
   const at::Tensor tau = (t_in.contiguous() - t_start).clamp_min_(0.0);  // inputs before t_start act from it
   scan_rows(be, tau, weight.t().contiguous(), alpha.contiguous().view({1, out_f}),
-            threshold.contiguous().view({1, out_f}), t_out, slope, t_start, t_max);
+            threshold.contiguous().view({1, out_f}), t_out, slope, t_start, t_max, t_origin);
   return {t_out, slope};
 }
 
 FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
                                            const at::Tensor& t_in, const at::Tensor& weight,
                                            const at::Tensor& t_out, const at::Tensor& slope, double t_start,
-                                           std::array<bool, 4> mask) {
+                                           double t_origin, std::array<bool, 4> mask) {
   const char* op = "ttfs_ext.first_spike_dense backward";
   check_finite(op, "t_start", t_start);
+  check_finite(op, "t_origin", t_origin);
   check_time_dtype(op, t_in);
   check_like(op, "weight", weight, t_in);
   check_dense(op, t_in, weight);
@@ -179,12 +184,13 @@ FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at
     const at::Tensor t = t_in.contiguous();
     const at::Tensor t_arrive = t.clamp_min(t_start);
     if (mask[0]) {
-      g_in = grad_patch_rows(be, g, t_o, t_arrive, weight.contiguous());
+      g_in = grad_patch_rows(be, g, t_o, t_arrive, weight.contiguous(), t_origin);
       g_in.masked_fill_(t < t_start, 0.0);  // held at t_start: no gradient; at t_start: arrives (reference.clamp)
     }
-    if (mask[1]) g_w = grad_weight_rows(be, g, t_o, t_arrive, weight.size(0)).to(weight.scalar_type());
+    if (mask[1]) g_w = grad_weight_rows(be, g, t_o, t_arrive, weight.size(0), t_origin).to(weight.scalar_type());
   }
-  if (mask[2]) g_alpha = (g * (t_o - t_start)).sum(0).neg_();
+  // dt/dalpha = (t_start - t) / B, t on the inputs' axis: t_out + t_origin.
+  if (mask[2]) g_alpha = (g * (t_o - (t_start - t_origin))).sum(0).neg_();
   if (mask[3]) g_theta = g.sum(0);
   return {g_in, g_w, g_alpha, g_theta};
 }
@@ -270,9 +276,10 @@ at::Tensor from_rows(const ConvShape& c, const at::Tensor& x) {
 std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
     const FirstSpikeBackend& be, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
     const at::Tensor& threshold, double t_start, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
+    at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin) {
   const char* op = "ttfs_ext.first_spike_conv2d";
   check_window(op, "t_start", t_start, "t_max", t_max);
+  check_finite(op, "t_origin", t_origin);
   check_neuron(op, t_in, weight, alpha, threshold);
   const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
   const auto [alpha_rows, theta_rows] = neuron_params(op, c, alpha, threshold);
@@ -290,7 +297,7 @@ std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
       const int64_t o0 = g * c.o_group;
       scan_rows(be, group_rows(c, cols, g), weight_t[g], alpha_rows.narrow(1, o0, c.o_group),
                 theta_rows.narrow(1, o0, c.o_group), t_out.narrow(0, r0, rows).narrow(1, o0, c.o_group),
-                slope.narrow(0, r0, rows).narrow(1, o0, c.o_group), t_start, t_max);
+                slope.narrow(0, r0, rows).narrow(1, o0, c.o_group), t_start, t_max, t_origin);
     }
   }
   return {from_rows(c, t_out), from_rows(c, slope)};
@@ -299,12 +306,13 @@ std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
 FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
                                             const at::Tensor& t_in, const at::Tensor& weight,
                                             const at::Tensor& t_out, const at::Tensor& slope, double t_start,
-                                            at::IntArrayRef stride, at::IntArrayRef padding,
+                                            double t_origin, at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, int64_t groups, bool alpha_per_position,
                                             bool threshold_per_position, std::array<bool, 4> mask,
                                             int64_t workspace) {
   const char* op = "ttfs_ext.first_spike_conv2d backward";
   check_finite(op, "t_start", t_start);
+  check_finite(op, "t_origin", t_origin);
   check_time_dtype(op, t_in);
   check_like(op, "weight", weight, t_in);
   const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
@@ -315,7 +323,7 @@ FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const a
   auto reduce = [](const at::Tensor& x, bool per_position) {
     return per_position ? x.sum(0) : x.sum(at::IntArrayRef{0, 2, 3});
   };
-  if (mask[2]) g_alpha = reduce(g * (t_out - t_start), alpha_per_position).neg_();
+  if (mask[2]) g_alpha = reduce(g * (t_out - (t_start - t_origin)), alpha_per_position).neg_();
   if (mask[3]) g_theta = reduce(g, threshold_per_position);
   if (!mask[0] && !mask[1]) return {g_in, g_w, g_alpha, g_theta};
 
@@ -334,10 +342,10 @@ FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const a
       const at::Tensor g_grp = g_rows.narrow(0, r0, rows).narrow(1, grp * c.o_group, c.o_group);
       const at::Tensor t_out_grp = t_out_rows.narrow(0, r0, rows).narrow(1, grp * c.o_group, c.o_group);
       if (mask[0]) {
-        const at::Tensor grad_patch = grad_patch_rows(be, g_grp, t_out_grp, t_patch, weight_rows[grp]);
+        const at::Tensor grad_patch = grad_patch_rows(be, g_grp, t_out_grp, t_patch, weight_rows[grp], t_origin);
         grad_cols.narrow(1, grp * c.k_group, c.k_group).copy_(grad_patch.view({n, c.positions, c.k_group}).transpose(1, 2));
       }
-      if (mask[1]) w_acc[grp].add_(grad_weight_rows(be, g_grp, t_out_grp, t_patch, c.o_group));
+      if (mask[1]) w_acc[grp].add_(grad_weight_rows(be, g_grp, t_out_grp, t_patch, c.o_group, t_origin));
     }
     if (mask[0]) {
       g_in.narrow(0, b0, n).copy_(at::col2im(grad_cols, {c.height, c.width}, {c.kh, c.kw}, c.dilation, c.padding,

@@ -17,15 +17,16 @@ namespace ttfs_ext {
 using FirstSpikeGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // t_in (R, N), weight (O, N), alpha and threshold (O,). Returns (t_out, slope), both (R, O);
-// slope is dV/dt at the spike for neurons with a gradient, else 0.
+// slope is dV/dt at the spike for neurons with a gradient, else 0. t_start and t_max are on the
+// inputs' time axis; t_out is the spike time (t_max if none) minus t_origin.
 std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBackend& be, const at::Tensor& t_in,
                                                              const at::Tensor& weight, const at::Tensor& alpha,
                                                              const at::Tensor& threshold, double t_start,
-                                                             double t_max);
+                                                             double t_max, double t_origin);
 FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
                                            const at::Tensor& t_in, const at::Tensor& weight,
                                            const at::Tensor& t_out, const at::Tensor& slope, double t_start,
-                                           std::array<bool, 4> output_mask);
+                                           double t_origin, std::array<bool, 4> output_mask);
 
 // t_in (B, C_in, H, W), weight (C_out, C_in/groups, kH, kW); alpha and threshold each (C_out,)
 // or (C_out, H_out, W_out). Padding never arrives. The batch runs in chunks whose patch
@@ -34,11 +35,11 @@ FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at
 std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
     const FirstSpikeBackend& be, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
     const at::Tensor& threshold, double t_start, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, int64_t workspace);
+    at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin);
 FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
                                             const at::Tensor& t_in, const at::Tensor& weight,
                                             const at::Tensor& t_out, const at::Tensor& slope, double t_start,
-                                            at::IntArrayRef stride, at::IntArrayRef padding,
+                                            double t_origin, at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, int64_t groups, bool alpha_per_position,
                                             bool threshold_per_position, std::array<bool, 4> output_mask,
                                             int64_t workspace);

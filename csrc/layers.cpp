@@ -83,6 +83,14 @@ void run_epilogue(const ElementwiseBackend& be, const at::Tensor& u, const std::
 
 // --- argument checks (checks.h): every message names the argument ---------------------
 
+// t_min is the end of the input window on the inputs' time axis and t_max the end of the layer's
+// window on the outputs' (absolute time: one axis, t_min < t_max, which the Python API checks;
+// local time: the input width and the layer's width). Any finite pair is a valid layer.
+void check_scalars(const char* op, double t_min, double t_max) {
+  check_finite(op, "t_min", t_min);
+  check_finite(op, "t_max", t_max);
+}
+
 void check_operands(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias) {
   check_time_dtype(op, t_in);
@@ -232,14 +240,14 @@ bool input_checks_enabled() { return g_input_checks.load(std::memory_order_relax
 
 at::Tensor dense_forward(const ElementwiseBackend& be, const at::Tensor& t_in, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias, double t_min, double t_max) {
-  check_window("ttfs_ext.linear", "t_min", t_min, "t_max", t_max);
+  check_scalars("ttfs_ext.linear", t_min, t_max);
   return linear_forward("ttfs_ext.linear", be, t_in, weight, bias, t_min, t_max, true);
 }
 
 Grads dense_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, const at::Tensor& t_in,
                      const at::Tensor& weight, const at::Tensor& t_out, double t_min, double t_max,
                      std::array<bool, 3> output_mask) {
-  check_window("ttfs_ext.linear backward", "t_min", t_min, "t_max", t_max);
+  check_scalars("ttfs_ext.linear backward", t_min, t_max);
   return linear_backward("ttfs_ext.linear backward", be, grad_out, t_in, weight, &t_out, t_min, t_max,
                          output_mask);
 }
@@ -276,7 +284,7 @@ at::Tensor conv2d_forward(const ElementwiseBackend& be, const at::Tensor& t_in, 
                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                           int64_t groups) {
   const char* op = "ttfs_ext.conv2d";
-  check_window(op, "t_min", t_min, "t_max", t_max);
+  check_scalars(op, t_min, t_max);
   check_operands(op, t_in, weight, bias);
   const ConvGeometry geometry = check_conv(op, t_in, weight, stride, padding, dilation, groups);
   check_conv_bias(op, bias, geometry);
@@ -299,7 +307,7 @@ Grads conv2d_backward(const ElementwiseBackend& be, const at::Tensor& grad_out, 
                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                       int64_t groups, bool bias_per_position, std::array<bool, 3> mask) {
   const char* op = "ttfs_ext.conv2d backward";
-  check_window(op, "t_min", t_min, "t_max", t_max);
+  check_scalars(op, t_min, t_max);
   check_operands(op, t_in, weight, std::nullopt);
   const ConvGeometry geometry = check_conv(op, t_in, weight, stride, padding, dilation, groups);
   check_grad_out(op, t_in, grad_out, &t_out, geometry.out_shape);

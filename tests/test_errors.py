@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from ttfs_ext import functional as TF
+from ttfs_ext import reference as R
 import ttfs_ext
 
 from _utils import conv_case, dense_case
@@ -107,6 +108,22 @@ def test_bad_windows(dense, backend):
         TF.linear(t_in, w, b, torch.ones(2), t_max, backend=backend)
     with pytest.raises(TypeError, match="t_max must be a float or a 0-dim tensor"):
         TF.linear(t_in, w, b, t_min, "2", backend=backend)
+    # local time: two positive widths, and one form per call
+    with pytest.raises(ValueError, match="in_width must be positive"):
+        TF.linear(t_in, w, b, in_width=0.0, width=2.0, backend=backend)
+    with pytest.raises(ValueError, match="width must be positive"):
+        TF.conv2d(t_in.view(4, 5, 1, 1), w.view(3, 5, 1, 1), b, in_width=1.0, width=-2.0, backend=backend)
+    with pytest.raises(TypeError, match=r"pass t_min and t_max \(absolute time\) or in_width and width"):
+        TF.linear(t_in, w, b, t_min, t_max, width=2.0, backend=backend)
+    with pytest.raises(TypeError, match="missing width"):
+        TF.linear(t_in, w, b, in_width=2.0, backend=backend)
+    with pytest.raises(TypeError, match="missing t_max"):
+        TF.linear(t_in, w, b, t_min, backend=backend)
+    with pytest.raises(ValueError, match="in_width must be positive"):
+        TF.readout(t_in, w, b, in_width=-1.0, backend=backend)
+    with pytest.raises(ValueError, match="width must be positive"):
+        TF.first_spike_linear(t_in, w, torch.ones_like(b), torch.ones_like(b), in_width=1.0, width=0.0,
+                              backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -165,8 +182,12 @@ def test_compiled_ops_check_their_arguments():
     ops = torch.ops.ttfs_ext
     with pytest.raises(RuntimeError, match="t_in must have shape"):
         ops.dense(t_in[:, :4], w, b, t_min, t_max)
-    with pytest.raises(RuntimeError, match="t_min < t_max"):
-        ops.dense(t_in, w, b, 2.0, 1.0)
+    # The op's scalars are the input window's end on the inputs' axis and the layer window's end
+    # on the outputs' (local time: two widths), so any finite pair is a layer; the window order
+    # of absolute time is the Python API's check (test_bad_windows).
+    with pytest.raises(RuntimeError, match="t_min must be finite"):
+        ops.dense(t_in, w, b, float("nan"), 1.0)
+    torch.testing.assert_close(ops.dense(t_in, w, b, 2.0, 1.0), R.linear(t_in, w, b, 2.0, 1.0))
     with pytest.raises(RuntimeError, match="bias must have the dtype of t_in"):
         ops.dense(t_in, w, b.float(), t_min, t_max)
     with pytest.raises(RuntimeError, match="weight must have the dtype of t_in"):
@@ -239,9 +260,8 @@ def _bad_kernel_calls():
         "t_in half": lambda: dense(t_in.half(), w.half(), None, t_min, t_max),
         "weight dtype": lambda: dense(t_in, w.float(), b, t_min, t_max),
         "bfloat16 weight on cpu": lambda: dense(t_in.float(), w.bfloat16(), b.float(), t_min, t_max),
-        "empty window": lambda: dense(t_in, w, b, 3.0, 3.0),
-        "reversed window": lambda: dense(t_in, w, b, 3.0, 2.0),
         "inf t_max": lambda: dense(t_in, w, b, 1.0, float("inf")),
+        "nan t_min": lambda: dense(t_in, w, b, float("nan"), 2.0),
         "nan t_in": lambda: dense(nan_t, w, b, t_min, t_max),
         "-inf t_in": lambda: dense(inf_t, w, b, t_min, t_max),
         "weight on meta": lambda: dense(t_in, w.to("meta"), b, t_min, t_max),

@@ -313,11 +313,14 @@ def _opcheck_cases(device):
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck_forward_ops(device, requires_grad):
     (dense, window), (conv, window_c) = _opcheck_cases(device)
-    opcheck(ops.first_spike_dense.default, (*[x.requires_grad_(requires_grad) for x in dense], *window))
+    dense = [x.requires_grad_(requires_grad) for x in dense]
+    opcheck(ops.first_spike_dense.default, (*dense, *window))
+    opcheck(ops.first_spike_dense.default, (*dense, *window, 1.25))  # outputs on their own axis
     geometry = [[2, 2], [1, 1], [1, 1], 2]
     conv = [x.requires_grad_(requires_grad) for x in conv]
     opcheck(ops.first_spike_conv2d.default, (*conv, *window_c, *geometry))
     opcheck(ops.first_spike_conv2d.default, (*conv, *window_c, *geometry, 1))  # a sample per chunk
+    opcheck(ops.first_spike_conv2d.default, (*conv, *window_c, *geometry, 1 << 23, 1.25))
     per_channel = [conv[0], conv[1], conv[2][:, 0, 0].contiguous(), conv[3]]
     opcheck(ops.first_spike_conv2d.default, (*per_channel, *window_c, *geometry))
 
@@ -326,15 +329,16 @@ def test_opcheck_forward_ops(device, requires_grad):
 @pytest.mark.parametrize("mask", [[True, True, True, True], [False, True, False, True], [True, False, True, False]])
 def test_opcheck_backward_ops(device, mask):
     (dense, window), (conv, window_c) = _opcheck_cases(device)
-    t_out, slope = ops.first_spike_dense(*dense, *window)
-    opcheck(ops._first_spike_dense_backward.default,
-            (torch.randn_like(t_out), dense[0], dense[1], t_out, slope, window[0], mask))
+    for origin in (0.0, 1.25):
+        t_out, slope = ops.first_spike_dense(*dense, *window, origin)
+        opcheck(ops._first_spike_dense_backward.default,
+                (torch.randn_like(t_out), dense[0], dense[1], t_out, slope, window[0], origin, mask))
     geometry = [[2, 2], [1, 1], [1, 1], 2]
-    t_out, slope = ops.first_spike_conv2d(*conv, *window_c, *geometry)
-    for workspace in (1 << 23, 1):
+    for origin, workspace in ((0.0, 1 << 23), (0.0, 1), (1.25, 1 << 23)):
+        t_out, slope = ops.first_spike_conv2d(*conv, *window_c, *geometry, workspace, origin)
         opcheck(ops._first_spike_conv2d_backward.default,
-                (torch.randn_like(t_out), conv[0], conv[1], t_out, slope, window_c[0], *geometry, True, False, mask,
-                 workspace))
+                (torch.randn_like(t_out), conv[0], conv[1], t_out, slope, window_c[0], origin, *geometry, True, False,
+                 mask, workspace))
 
 
 def test_double_backward_raises():

@@ -68,9 +68,11 @@ def test_twin_equals_relu_network(device):
     assert len(grads) == len(twin_grads) == 8
     for g, tg in zip(grads, twin_grads):
         torch.testing.assert_close(tg, g, rtol=1e-10, atol=1e-12)
-    # Hidden spike times are t_max - ReLU activations.
+    # Hidden spike times are the window's end - ReLU activations: local times from the window's
+    # start (width - activation), absolute ones t_max - activation.
     t_hidden = twin[:6](x)
-    torch.testing.assert_close(twin[5].t_max - t_hidden, relu[:8](x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(twin[5].width - t_hidden, relu[:8](x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(twin[5].t_max - twin[5].absolute(t_hidden), relu[:8](x), rtol=0, atol=1e-12)
 
 
 def test_windows_are_chained():

@@ -48,15 +48,16 @@ _SCRIPT = textwrap.dedent(r'''
                              "bias_per_position output_mask",
                              [r(2, 6, 6, 6), r(2, 4, 6, 6), r(6, 4, 3, 3), r(2, 6, 6, 6), 1.0, 3.0, *G.values(),
                               False, M3]),
-        "first_spike_dense": ("t_in weight alpha threshold t_start t_max", [r(4, 5), r(3, 5), r(3), r(3), 0.0, 3.0]),
-        "_first_spike_dense_backward": ("grad_out t_in weight t_out slope t_start output_mask",
-                                        [r(4, 3), r(4, 5), r(3, 5), r(4, 3), r(4, 3), 0.0, M4]),
-        "first_spike_conv2d": ("t_in weight alpha threshold t_start t_max stride padding dilation groups",
-                               [r(2, 4, 6, 6), r(6, 4, 3, 3), r(6), r(6), 0.0, 3.0, *G.values()]),
-        "_first_spike_conv2d_backward": ("grad_out t_in weight t_out slope t_start stride padding dilation groups "
-                                         "alpha_per_position threshold_per_position output_mask",
+        "first_spike_dense": ("t_in weight alpha threshold t_start t_max t_origin",
+                              [r(4, 5), r(3, 5), r(3), r(3), 0.0, 3.0, 1.0]),
+        "_first_spike_dense_backward": ("grad_out t_in weight t_out slope t_start t_origin output_mask",
+                                        [r(4, 3), r(4, 5), r(3, 5), r(4, 3), r(4, 3), 0.0, 1.0, M4]),
+        "first_spike_conv2d": ("t_in weight alpha threshold t_start t_max stride padding dilation groups workspace "
+                               "t_origin", [r(2, 4, 6, 6), r(6, 4, 3, 3), r(6), r(6), 0.0, 3.0, *G.values(), 1 << 23, 1.0]),
+        "_first_spike_conv2d_backward": ("grad_out t_in weight t_out slope t_start t_origin stride padding dilation "
+                                         "groups alpha_per_position threshold_per_position output_mask",
                                          [r(2, 6, 6, 6), r(2, 4, 6, 6), r(6, 4, 3, 3), r(2, 6, 6, 6), r(2, 6, 6, 6),
-                                          0.0, *G.values(), False, False, M4]),
+                                          0.0, 1.0, *G.values(), False, False, M4]),
     }
 
     # Shapes that no op accepts, per argument (every tensor argument of every op has some).
@@ -90,11 +91,11 @@ _SCRIPT = textwrap.dedent(r'''
                         yield op, name, "cpu among cuda", on_cuda[:i] + [x] + on_cuda[i + 1:], False, name
                         # The CUDA kernel runs, with t_in on the CPU: the op follows t_in's device.
                         yield op, name, "cuda among cpu", variant(x.cuda()), False, "t_in"
-                elif name in ("t_min", "t_max", "t_start"):
+                elif name in ("t_min", "t_max", "t_start", "t_origin"):
                     yield op, name, "nan", variant(float("nan")), False, name
                     yield op, name, "inf", variant(float("inf")), False, name
-                    if name == "t_max":  # an empty window
-                        yield op, name, "empty window", variant(args[i - 1]), False, name
+                    if name == "t_max" and op.lstrip("_").startswith("first_spike"):  # t_start and t_max:
+                        yield op, name, "empty window", variant(args[i - 1]), False, name  # one axis
                 elif name in ("stride", "dilation"):
                     yield op, name, "zero", variant([0, 1]), False, name
                 elif name == "padding":

@@ -179,7 +179,7 @@ def test_fake_quantize_levels_and_straight_through_gradient():
 
 def test_time_quantisation_is_relative_to_each_window():
     """Every spiking layer (and the readout) sees input times on the 2^k-level grid of the
-    window they lie in, [t_start, t_min]."""
+    window they lie in, [t_start, t_min]: [0, in_width] in the local time the network carries."""
     net = tnn.TTFSSequential(tnn.TTFSEncoder(), tnn.TTFSLinear(6, 5), tnn.TTFSLinear(5, 4), tnn.TTFSReadout(4, 3),
                              widths=[2.0, 3.0]).double()
     seen = []
@@ -187,7 +187,7 @@ def test_time_quantisation_is_relative_to_each_window():
         m.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
     net.set_robustness(time_bits=2)
     net(torch.rand(7, 6, dtype=F64))
-    for t, (lo, hi) in zip(seen, [(0.0, 1.0), (1.0, 3.0), (3.0, 6.0)]):
+    for t, (lo, hi) in zip(seen, [(0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]):
         levels = torch.tensor([lo + i * (hi - lo) / 3 for i in range(4)], dtype=F64)
         assert bool(((t.unsqueeze(-1) - levels).abs().min(-1).values < 1e-12).all())
 
@@ -242,14 +242,16 @@ def test_event_mode_equals_closed_form_where_valid_and_trains_latency(digits):
 
 
 def test_latency_fine_tuning_through_event_mode(digits):
-    """Halve the windows of a trained network (half the latency): in the true dynamics some
-    neurons now fire while inputs still arrive, and accuracy drops. Fine-tuning through the
-    event-driven forward (exact gradients) recovers it, and the exact simulator agrees."""
+    """Quarter the windows of a trained network (a quarter of the latency): in the true
+    dynamics some neurons now fire while inputs still arrive, and accuracy drops. Fine-tuning
+    through the event-driven forward (exact gradients) recovers much of it, and the exact
+    simulator agrees. (Half the latency costs this network only a point since the readout
+    integrates from its t_start like every neuron, as simulate() does.)"""
     torch.manual_seed(4)
     net = small_fc(4, hidden=48)
     T.fit(net, digits, epochs=3, batch_size=32, lr=2e-3, windows=T.CalibratedWindows(), progress=False)
     closed = T.evaluate(net, digits[2], digits[3])["accuracy"]
-    net.set_widths([w / 2 for w in net.widths])
+    net.set_widths([w / 4 for w in net.widths])
     net.set_mode("event")
     before = T.evaluate(net, digits[2], digits[3])["accuracy"]
     sim_before = ttfs_ext.simulate(net, digits[2].double())

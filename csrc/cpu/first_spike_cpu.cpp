@@ -189,7 +189,7 @@ void forward_impl(const FirstSpikeForwardParams& p) {
       for (int64_t o = 0; o < O; ++o) {
         const double t = p.t_start + t_rel[o];
         const bool fired = t < p.t_max;
-        t_out_r[o] = static_cast<scalar_t>(fired ? t : p.t_max);
+        t_out_r[o] = static_cast<scalar_t>((fired ? t : p.t_max) - p.t_origin);
         slope_r[o] = static_cast<scalar_t>(fired ? slope[o] : 0.0);
       }
     }
@@ -230,7 +230,7 @@ void grad_input_impl(const FirstSpikeGradInputParams& p) {
       for (int64_t o = 0; o < O; ++o) {
         const double go = static_cast<double>(g[r * p.out_ld + o]);
         if (go == 0.0) continue;  // silent neurons and those without gradient
-        const double to = static_cast<double>(t_out[r * p.out_ld + o]);
+        const double to = static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin;  // the inputs' axis
         run_for_isa<AddGradInput>(acc.data(), tp, weight + o * K, K, go, to);
       }
       for (int64_t k = 0; k < K; ++k) grad_patch[r * K + k] = static_cast<scalar_t>(acc[k]);
@@ -257,7 +257,7 @@ void grad_weight_impl(const FirstSpikeGradWeightParams& p) {
         for (int64_t o = 0; o < O; ++o) {
           const double go = static_cast<double>(g[r * p.out_ld + o]);
           if (go == 0.0) continue;
-          const double to = static_cast<double>(t_out[r * p.out_ld + o]);
+          const double to = static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin;  // the inputs' axis
           run_for_isa<AddGradWeight>(acc + o * K, tp, K, go, to);
         }
       }

@@ -57,32 +57,35 @@ Grads conv2d_backward_cpu(const at::Tensor& grad_out, const at::Tensor& t_in, co
 
 std::tuple<at::Tensor, at::Tensor> first_spike_dense_cpu(const at::Tensor& t_in, const at::Tensor& weight,
                                                          const at::Tensor& alpha, const at::Tensor& threshold,
-                                                         double t_start, double t_max) {
-  return first_spike_dense_forward(first_spike_cpu_backend(), t_in, weight, alpha, threshold, t_start, t_max);
+                                                         double t_start, double t_max, double t_origin) {
+  return first_spike_dense_forward(first_spike_cpu_backend(), t_in, weight, alpha, threshold, t_start, t_max,
+                                   t_origin);
 }
 
 FirstSpikeGrads first_spike_dense_backward_cpu(const at::Tensor& grad_out, const at::Tensor& t_in,
                                                const at::Tensor& weight, const at::Tensor& t_out,
-                                               const at::Tensor& slope, double t_start, std::array<bool, 4> mask) {
-  return first_spike_dense_backward(first_spike_cpu_backend(), grad_out, t_in, weight, t_out, slope, t_start, mask);
+                                               const at::Tensor& slope, double t_start, double t_origin,
+                                                std::array<bool, 4> mask) {
+  return first_spike_dense_backward(first_spike_cpu_backend(), grad_out, t_in, weight, t_out, slope, t_start,
+                                    t_origin, mask);
 }
 
 std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_cpu(const at::Tensor& t_in, const at::Tensor& weight,
                                                           const at::Tensor& alpha, const at::Tensor& threshold,
                                                           double t_start, double t_max, at::IntArrayRef stride,
                                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                                          int64_t groups, int64_t workspace) {
+                                                          int64_t groups, int64_t workspace, double t_origin) {
   return first_spike_conv2d_forward(first_spike_cpu_backend(), t_in, weight, alpha, threshold, t_start, t_max,
-                                    stride, padding, dilation, groups, workspace);
+                                    stride, padding, dilation, groups, workspace, t_origin);
 }
 
 FirstSpikeGrads first_spike_conv2d_backward_cpu(const at::Tensor& grad_out, const at::Tensor& t_in,
                                                 const at::Tensor& weight, const at::Tensor& t_out,
-                                                const at::Tensor& slope, double t_start, at::IntArrayRef stride,
+                                                const at::Tensor& slope, double t_start, double t_origin, at::IntArrayRef stride,
                                                 at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                                                 bool alpha_per_position, bool threshold_per_position,
                                                 std::array<bool, 4> mask, int64_t workspace) {
-  return first_spike_conv2d_backward(first_spike_cpu_backend(), grad_out, t_in, weight, t_out, slope, t_start,
+  return first_spike_conv2d_backward(first_spike_cpu_backend(), grad_out, t_in, weight, t_out, slope, t_start, t_origin,
                                      stride, padding, dilation, groups, alpha_per_position, threshold_per_position,
                                      mask, workspace);
 }

@@ -69,7 +69,7 @@ __global__ void forward_kernel(FirstSpikeForwardParams p) {
     }
     const double t = p.t_start + t_rel;
     const bool fired = t < p.t_max;
-    t_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? t : p.t_max);
+    t_out[r * p.out_ld + o] = static_cast<scalar_t>((fired ? t : p.t_max) - p.t_origin);
     slope_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? slope : 0.0);
   }
 }
@@ -89,7 +89,7 @@ __global__ void grad_input_kernel(FirstSpikeGradInputParams p) {
     double acc = 0.0;
     for (int64_t o = 0; o < O; ++o) {
       const double go = static_cast<double>(g[r * p.out_ld + o]);
-      if (go != 0.0 && tp < static_cast<double>(t_out[r * p.out_ld + o])) {
+      if (go != 0.0 && tp < static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin) {
         acc += __dmul_rn(go, static_cast<double>(weight[o * K + k]));
       }
     }
@@ -112,7 +112,7 @@ __global__ void grad_weight_kernel(FirstSpikeGradWeightParams p) {
     for (int64_t r = s * rows_per_split; r < r_end; ++r) {
       const double go = static_cast<double>(g[r * p.out_ld + o]);
       if (go == 0.0) continue;
-      const double to = static_cast<double>(t_out[r * p.out_ld + o]);
+      const double to = static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin;  // the inputs' axis
       const double tp = static_cast<double>(t_patch[r * K + k]);
       // min(t', t_out) - t_out: t' - t_out where t' < t_out, else 0 (also for +inf padding)
       acc += __dmul_rn(go, fmin(tp, to) - to);

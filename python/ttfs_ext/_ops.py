@@ -101,7 +101,7 @@ def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, p
 
 
 @torch.library.register_fake("ttfs_ext::first_spike_dense")
-def _first_spike_dense_fake(t_in, weight, alpha, threshold, t_start, t_max):
+def _first_spike_dense_fake(t_in, weight, alpha, threshold, t_start, t_max, t_origin=0.0):
     op = "ttfs_ext.first_spike_dense"
     _check_devices(op, t_in, weight=weight, alpha=alpha, threshold=threshold)
     torch._check(t_in.dim() == 2, lambda: f"{op}: t_in must be 2-D (rows, in_features)")
@@ -111,7 +111,7 @@ def _first_spike_dense_fake(t_in, weight, alpha, threshold, t_start, t_max):
 
 @torch.library.register_fake("ttfs_ext::first_spike_conv2d")
 def _first_spike_conv2d_fake(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups,
-                             workspace=1 << 23):
+                             workspace=1 << 23, t_origin=0.0):
     op = "ttfs_ext.first_spike_conv2d"
     _check_devices(op, t_in, weight=weight, alpha=alpha, threshold=threshold)
     shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation, groups)
@@ -129,7 +129,7 @@ def _neuron_grads_fake(op, grad_out, t_in, weight, t_out, slope, out_shape, alph
 
 
 @torch.library.register_fake("ttfs_ext::_first_spike_dense_backward")
-def _first_spike_dense_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, output_mask):
+def _first_spike_dense_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, t_origin, output_mask):
     op = "ttfs_ext.first_spike_dense backward"
     out_shape = _linear_out_shape(op, t_in, weight)
     return _neuron_grads_fake(op, grad_out, t_in, weight, t_out, slope, out_shape, (weight.shape[0],),
@@ -137,8 +137,8 @@ def _first_spike_dense_backward_fake(grad_out, t_in, weight, t_out, slope, t_sta
 
 
 @torch.library.register_fake("ttfs_ext::_first_spike_conv2d_backward")
-def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, stride, padding, dilation,
-                                      groups, alpha_per_position, threshold_per_position, output_mask,
+def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, t_origin, stride, padding,
+                                      dilation, groups, alpha_per_position, threshold_per_position, output_mask,
                                       workspace=1 << 23):
     op = "ttfs_ext.first_spike_conv2d backward"
     out_shape = _conv_out_shape(op, t_in, weight, stride, padding, dilation, groups)

@@ -532,11 +532,13 @@ def _rescale_alpha1(steps: list[Any], lower: float = -10.0, upper: float = 0.99)
                 nxt.rows(), c_in, 1, 1)
 
 
-def _alpha1_layer(step: _Affine, t_start: float, t_min: float, t_max: float) -> nn.Module:
-    """The alpha1 neurons that reproduce the B1 layer of `step` (weights w, bias b) in its window:
-    slope B = 1 / (1 - sum w), weights J = B w, alpha = B - S_in and
-    threshold = B (t_max - t_start - b) - S_in (t_min - t_start), where S_in sums the J of the
-    taps inside the image (all of them for a dense layer, fewer at a padded border)."""
+def _alpha1_layer(step: _Affine, in_width: float, width: float) -> nn.Module:
+    """The alpha1 neurons that reproduce the B1 layer of `step` (weights w, bias b) in its window
+    (of width `width`, after an input window of width `in_width`): slope B = 1 / (1 - sum w),
+    weights J = B w, alpha = B - S_in and threshold = B (in_width + width - b) - S_in in_width
+    (= B (t_max - t_start - b) - S_in (t_min - t_start)), where S_in sums the J of the taps
+    inside the image (all of them for a dense layer, fewer at a padded border). The caller
+    puts it in the layer's place in the TTFSSequential, which gives it the window."""
     w, b = step.weight, step.bias
     slope = 1.0 / (1.0 - w.reshape(step.rows(), -1).sum(dim=1))
     j = w * slope.view(-1, *([1] * (w.dim() - 1)))
@@ -553,12 +555,11 @@ def _alpha1_layer(step: _Affine, t_start: float, t_min: float, t_max: float) -> 
         b = b.view(-1, 1, 1) if b.dim() == 1 else b
     layer.weight = nn.Parameter(j)
     layer.alpha = per - s_in
-    layer.threshold = nn.Parameter(per * (t_max - t_start - b) - s_in * (t_min - t_start))
+    layer.threshold = nn.Parameter(per * (in_width + width - b) - s_in * in_width)
     if step.conv is not None and bool((layer.alpha == layer.alpha[:, :1, :1]).all()) and \
             bool((layer.threshold == layer.threshold[:, :1, :1]).all()):
         layer.alpha = layer.alpha[:, 0, 0].clone()
         layer.threshold = nn.Parameter(layer.threshold[:, 0, 0].clone())
-    layer.set_window(t_min, t_max, t_start)
     return layer
 
 
@@ -636,7 +637,7 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
                 t = m(t)
                 if isinstance(m, tnn._Windowed):
                     if t.numel():
-                        max_act[k] = max(max_act[k], float(m.t_max - t.min()))
+                        max_act[k] = max(max_act[k], m.output_window()[1] - float(t.min()))
                     k += 1
     net.set_widths([(1.0 + zeta) * a if a > 0 else 1.0 for a in max_act])
     if windows == "event":
@@ -647,7 +648,7 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
         affines = iter(s for s in steps if isinstance(s, _Affine))
         for i, m in enumerate(net):
             if isinstance(m, (tnn.TTFSLinear, tnn.TTFSConv2d)):
-                net[i] = _alpha1_layer(next(affines), m._start(), m.t_min, m.t_max)
+                net[i] = _alpha1_layer(next(affines), m.in_width, m.width)  # takes m's place in the windows
             elif isinstance(m, tnn.TTFSReadout):
                 next(affines)
 
@@ -686,17 +687,17 @@ def _event_safe_widths(net: tnn.TTFSSequential, spiking_steps: list[_Affine], da
             s_in = F.conv2d(ones, j, None, conv["stride"], conv["padding"], conv["dilation"], conv["groups"])[0]
             per, b = slope.view(-1, 1, 1), step.bias.view(-1, 1, 1) if step.bias.dim() == 1 else step.bias
         alpha = per - s_in
-        t_start, t_min = layer._start(), layer.t_min
+        start, end = layer.input_window()  # (0, in_width): the inputs' window, in local time
         need = 0.0
         with torch.no_grad():
             for x in _batches(data):
                 if not x.numel():
                     continue
                 t = x.to(_F64).cpu()
-                for m in net[:i]:
+                for m in list(net)[:i]:
                     t = m(t)
-                peak = peak_potential(t, j, alpha, t_start, t_min, conv)
-                need = max(need, float(((peak - alpha * (t_min - t_start)) / per + b).max()))
+                peak = peak_potential(t, j, alpha, start, end, conv)
+                need = max(need, float(((peak - alpha * (end - start)) / per + b).max()))
         widths[n] = max(widths[n], (1.0 + zeta) * need)
         net.set_widths(widths)
 

@@ -90,17 +90,23 @@ def conv2d_first_spike_times(t_in: torch.Tensor, weight: torch.Tensor, bias: Opt
 class LayerSimulation:
     index: int                 # position in the network
     name: str
-    t_min: float
+    t_min: float               # the window, absolute
     t_max: float
-    spike_times: torch.Tensor  # event-driven; t_max = no spike
+    local_spike_times: torch.Tensor  # event-driven, as the network carries them (local time in a TTFSSequential)
+    origin: float              # local + origin = absolute (t_min in local time, else 0)
     spikes: int                # neurons that fired (t < t_max)
     early_spikes: int          # fired before the window opened (t < t_min)
     deviating: int             # differ from the closed form of the layer on the same inputs
     max_deviation: float       # max |t_event - t_closed|
 
     @property
+    def spike_times(self) -> torch.Tensor:
+        """Event-driven spike times on the absolute axis, in float64; t_max = no spike."""
+        return self.local_spike_times.double() + self.origin
+
+    @property
     def neurons(self) -> int:
-        return self.spike_times.numel()
+        return self.local_spike_times.numel()
 
 
 @dataclass
@@ -110,6 +116,7 @@ class SimulationResult:
 
     @property
     def spike_times(self) -> list[torch.Tensor]:
+        """Per spiking layer, the absolute spike times (float64)."""
         return [layer.spike_times for layer in self.layers]
 
     @property
@@ -127,18 +134,6 @@ class SimulationResult:
         return "\n".join(rows)
 
 
-def _closed_form(layer: nn.Module, t_in: torch.Tensor) -> torch.Tensor:
-    """The layer's closed form, also for a layer set to mode="event"."""
-    mode = getattr(layer, "mode", None)
-    if mode is None:
-        return layer(t_in)
-    layer.mode = "closed"
-    try:
-        return layer(t_in)
-    finally:
-        layer.mode = mode
-
-
 @torch.no_grad()
 def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float] = None) -> SimulationResult:
     """Run a TTFS network (a TTFSSequential from ttfs_ext.convert or built by hand) on x with
@@ -147,27 +142,30 @@ def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float]
     spikes, of early spikes (before the layer's window opens: the window is too narrow, or V
     overshot) and of neurons whose event-driven spike differs from the closed form of the
     layer given the same (event-driven) inputs, by more than `tolerance` (default 1e-9 in
-    float64, 1e-4 in float32, relative to max(1, t_max))."""
+    float64, 1e-4 in float32, relative to max(1, the window's end on the outputs' axis: its
+    width in local time)).
+
+    One convention for every neuron, the readout included: it integrates from the start of
+    its input window, and an input that arrived before it (an early spike of the layer
+    before) acts from then on. The readout's potential at its t_min is then
+    W (t_min - max(t_in, t_start)) + b."""
     param = next(network.parameters(), None)  # x is cast to the network's dtype
     out = x if param is None else x.to(param.dtype)
     result = SimulationResult(logits=out)
     for index, m in enumerate(network):
         if isinstance(m, _Windowed):
             t_in = out
-            weight, alpha, theta = neuron_parameters(m, tuple(t_in.shape[1:]))
-            (t_min, t_max), t_start = m._window(), m._start()
-            if isinstance(m, (TTFSLinear, TTFSAlphaLinear)):
-                out = TF.first_spike_linear(t_in, weight, alpha, theta, t_start, t_max)
-            else:
-                out = TF.first_spike_conv2d(t_in, weight, alpha, theta, t_start, t_max, m.stride,
-                                            m._padding_pair(),
-                                            m.dilation, m.groups)
-            closed = _closed_form(m, t_in)
+            out = m.event_forward(t_in)
+            closed = m.closed_forward(t_in)
+            (t_min, t_max), (lo, hi) = m._window(), m.output_window()
             tol = tolerance if tolerance is not None else (1e-9 if out.dtype == torch.float64 else 1e-4)
             diff = (out - closed).abs()
             result.layers.append(LayerSimulation(
-                index, type(m).__name__, t_min, t_max, out, int((out < t_max).sum()), int((out < t_min).sum()),
-                int((diff > tol * max(1.0, abs(t_max))).sum()), float(diff.max()) if diff.numel() else 0.0))
+                index, type(m).__name__, t_min, t_max, out, t_min if m.local else 0.0, int((out < hi).sum()),
+                int((out < lo).sum()), int((diff > tol * max(1.0, abs(hi))).sum()),
+                float(diff.max()) if diff.numel() else 0.0))
+        elif isinstance(m, TTFSReadout):
+            out = m.event_forward(out)  # from its t_start, like every neuron
         elif isinstance(m, _PASSTHROUGH):
             out = m(out)
         else:

@@ -1,10 +1,18 @@
 """TTFS ops on spike times, with argument checks and backend choice.
 
-Spike times are float32 or float64 tensors; a neuron that does not fire in its window
-[t_min, t_max] has t = t_max. Windows are Python floats or 0-dim tensors (floats are
-cheaper: a tensor is read once per call, and synchronises if it lives on a GPU).
-On CUDA, under torch.autocast, the matrix work runs in float16/bfloat16 while spike
-times, biases and the threshold stay float32.
+Spike times are float32 or float64 tensors on one of two time axes:
+- absolute time: every layer on one axis. A layer fires in [t_min, t_max]; its inputs fired
+  in the window that ends at t_min. Pass t_min and t_max.
+- local time, what networks carry (ttfs_ext.nn.TTFSSequential): each window measured from
+  its own start. A layer of width T gives times in [0, T] (T: no spike; below 0: a spike
+  before its window opens) from inputs in [0, in_width], the window before. Pass in_width
+  and width (keywords). A float32 time then rounds at the size of its own window, not at the
+  depth of the network: deep float32 networks stay as precise as their ReLU twins.
+Both forms run the same kernels, at the same cost: the activation is t_min - t_in, or
+in_width - tau_in. A neuron that does not fire has t = t_max (width in local time). Windows
+are Python floats or 0-dim tensors (floats are cheaper: a tensor is read once per call, and
+synchronises if it lives on a GPU). On CUDA, under torch.autocast, the matrix work runs in
+float16/bfloat16 while spike times, biases and the threshold stay float32.
 """
 from __future__ import annotations
 
@@ -46,6 +54,48 @@ def _window(op: str, t_min: Window, t_max: Window, names: tuple[str, str] = ("t_
         raise ValueError(f"{op}: the window must satisfy {names[0]} < {names[1]}, got {names[0]}={lo} and "
                          f"{names[1]}={hi}")
     return lo, hi
+
+
+def _width(op: str, name: str, value: Window) -> float:
+    value = _scalar(op, name, value)
+    if not value > 0:
+        raise ValueError(f"{op}: {name} must be positive, got {value}")
+    return value
+
+
+def _local(op: str, absolute: dict[str, Optional[Window]], local: dict[str, Optional[Window]]) -> bool:
+    """Whether a call is in local time (the keywords of `local` given) or absolute time (those
+    of `absolute`): exactly one form, complete."""
+    given = {name for name, v in {**absolute, **local}.items() if v is not None}
+    is_local = bool(given & set(local))
+    if is_local and given & set(absolute):
+        raise TypeError(f"{op}: pass {' and '.join(absolute)} (absolute time) or {' and '.join(local)} (local "
+                        f"time), not both")
+    missing = [name for name in (local if is_local else absolute) if name not in given]
+    if missing:
+        raise TypeError(f"{op}: missing {' and '.join(missing)} (absolute time: {', '.join(absolute)}; local time: "
+                        f"{', '.join(local)})")
+    return is_local
+
+
+def _layer_window(op: str, t_min, t_max, in_width, width) -> tuple[float, float]:
+    """The two scalars of the B1 ops: (t_min, t_max), or (in_width, width) in local time."""
+    if _local(op, {"t_min": t_min, "t_max": t_max}, {"in_width": in_width, "width": width}):
+        return _width(op, "in_width", in_width), _width(op, "width", width)
+    return _window(op, t_min, t_max)
+
+
+def _fast_window(t_min, t_max, in_width, width) -> Optional[tuple[float, float]]:
+    """The scalars of the common call, float windows in one complete form, or None: a few
+    comparisons (a NaN fails them; the kernel rejects an inf), the Python checks left to the
+    calls that need them."""
+    if in_width is None and width is None:
+        if type(t_min) is float and type(t_max) is float and t_max > t_min:
+            return t_min, t_max
+    elif t_min is None and t_max is None and type(in_width) is float and type(width) is float:
+        if in_width > 0 and width > 0:
+            return in_width, width
+    return None
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -97,14 +147,15 @@ def _check_params(op: str, t_in: torch.Tensor, weight: torch.Tensor,
 _KERNEL_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
 
 
-def _direct(t_in: torch.Tensor, bias: Optional[torch.Tensor], backend: Optional[str], *windows: Window) -> bool:
-    """True for the common call, which goes straight to the kernel: float windows, the kernel of
-    t_in's device as the backend (chosen or automatic), the bias in the spike-time dtype. The kernel checks shapes,
-    dtypes, devices, the window and (CPU) NaN/inf spike times itself; only when it raises do the
-    Python checks run, to name the argument at fault. The Python checks cost more than their
-    own ~10 us: after a layer that streamed megabytes through the cache the interpreter runs
-    cold, and they took 36 us there, 5-8 % of a small layer (benchmarks/NOTES.md, v5)."""
-    return (all(type(w) is float for w in windows) and isinstance(t_in, torch.Tensor)
+def _direct(t_in: torch.Tensor, bias: Optional[torch.Tensor], backend: Optional[str]) -> bool:
+    """True for the common call, which goes straight to the kernel (with _fast_window's
+    scalars): the kernel of t_in's device as the backend (chosen or automatic), the bias in the
+    spike-time dtype. The kernel checks shapes, dtypes, devices, finite windows and (CPU)
+    NaN/inf spike times itself; only when it raises do the Python checks run, to name the
+    argument at fault. The Python checks cost more than their own ~10 us: after a layer that
+    streamed megabytes through the cache the interpreter runs cold, and they took 36 us there,
+    5-8 % of a small layer (benchmarks/NOTES.md, v5)."""
+    return (isinstance(t_in, torch.Tensor)
             and (bias is None or (isinstance(bias, torch.Tensor) and bias.dtype == t_in.dtype))
             and _backend.direct_kernel(t_in, backend))
 
@@ -119,20 +170,24 @@ def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
 # --- ops -------------------------------------------------------------------------------
 
 def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-           t_min: Window, t_max: Window, *, backend: Optional[str] = None) -> torch.Tensor:
-    """Spike times of a dense TTFS layer firing in [t_min, t_max]:
-    t_out = min(t_max - (W (t_min - t_in) + b), t_max).
+           t_min: Optional[Window] = None, t_max: Optional[Window] = None, *, in_width: Optional[Window] = None,
+           width: Optional[Window] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """Spike times of a dense TTFS layer.
 
-    t_in: (..., in_features); weight: (out_features, in_features) as in nn.Linear;
-    bias: (out_features,) or None. Returns (..., out_features).
+    Absolute time, firing in [t_min, t_max]: t_out = min(t_max - (W (t_min - t_in) + b), t_max).
+    Local time: tau_out = min(width - (W (in_width - tau_in) + b), width), with tau_in in
+    [0, in_width] from the start of the input window and tau_out from the start of the
+    layer's own. t_in: (..., in_features); weight: (out_features, in_features) as in
+    nn.Linear; bias: (out_features,) or None. Returns (..., out_features).
     """
-    if _direct(t_in, bias, backend, t_min, t_max):
+    window = _fast_window(t_min, t_max, in_width, width)
+    if window is not None and _direct(t_in, bias, backend):
         try:
-            return torch.ops.ttfs_ext.dense(t_in, weight, bias, t_min, t_max)
+            return torch.ops.ttfs_ext.dense(t_in, weight, bias, *window)
         except _KERNEL_ERRORS:
             pass  # the checks below name the argument at fault, or the kernel raises again
     op = "ttfs_ext.functional.linear"
-    lo, hi = _window(op, t_min, t_max)
+    lo, hi = _layer_window(op, t_min, t_max, in_width, width)
     bias = _check_params(op, t_in, weight, bias)
     _check_linear_shapes(op, t_in, weight, bias)
     if _backend.use_kernel(op, t_in.device, backend):
@@ -141,16 +196,23 @@ def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 
 def readout(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-            t_min: Window, *, backend: Optional[str] = None) -> torch.Tensor:
+            t_min: Optional[Window] = None, *, in_width: Optional[Window] = None,
+            backend: Optional[str] = None) -> torch.Tensor:
     """Membrane potential of the (non-spiking) output layer at t_min, which are the logits:
-    V = W (t_min - t_in) + b. Shapes as in linear()."""
-    if _direct(t_in, bias, backend, t_min):
+    V = W (t_min - t_in) + b, or in local time V = W (in_width - tau_in) + b. Shapes as in
+    linear()."""
+    fast = t_min if in_width is None else in_width if t_min is None and type(in_width) is float and in_width > 0 \
+        else None
+    if type(fast) is float and _direct(t_in, bias, backend):
         try:
-            return torch.ops.ttfs_ext.readout(t_in, weight, bias, t_min)
+            return torch.ops.ttfs_ext.readout(t_in, weight, bias, fast)
         except _KERNEL_ERRORS:
             pass  # the checks below name the argument at fault, or the kernel raises again
     op = "ttfs_ext.functional.readout"
-    lo = _scalar(op, "t_min", t_min)
+    if _local(op, {"t_min": t_min}, {"in_width": in_width}):
+        lo = _width(op, "in_width", in_width)
+    else:
+        lo = _scalar(op, "t_min", t_min)
     bias = _check_params(op, t_in, weight, bias)
     _check_linear_shapes(op, t_in, weight, bias)
     if _backend.use_kernel(op, t_in.device, backend):
@@ -170,21 +232,24 @@ def _check_linear_shapes(op: str, t_in: torch.Tensor, weight: torch.Tensor,
 
 
 def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-           t_min: Window, t_max: Window, stride: IntPair = 1, padding: IntPair = 0,
-           dilation: IntPair = 1, groups: int = 1, *, backend: Optional[str] = None) -> torch.Tensor:
-    """Spike times of a convolutional TTFS layer; padding is filled with t_min (activation 0).
+           t_min: Optional[Window] = None, t_max: Optional[Window] = None, stride: IntPair = 1, padding: IntPair = 0,
+           dilation: IntPair = 1, groups: int = 1, *, in_width: Optional[Window] = None,
+           width: Optional[Window] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """Spike times of a convolutional TTFS layer (absolute or local time, as linear());
+    padding holds an activation of 0 (t_min, or in_width in local time).
 
     t_in: (N, C_in, H, W) or unbatched (C_in, H, W); weight: (C_out, C_in/groups, kH, kW) as
     in nn.Conv2d; bias: (C_out,), per output position (C_out, H_out, W_out) (as conversion of
     batch-normalised networks needs), or None.
     """
-    if _direct(t_in, bias, backend, t_min, t_max) and t_in.dim() == 4:
+    window = _fast_window(t_min, t_max, in_width, width)
+    if window is not None and _direct(t_in, bias, backend) and t_in.dim() == 4:
         try:
-            return torch.ops.ttfs_ext.conv2d(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups)
+            return torch.ops.ttfs_ext.conv2d(t_in, weight, bias, *window, stride, padding, dilation, groups)
         except _KERNEL_ERRORS:
             pass  # the checks below name the argument at fault, or the kernel raises again
     op = "ttfs_ext.functional.conv2d"
-    lo, hi = _window(op, t_min, t_max)
+    lo, hi = _layer_window(op, t_min, t_max, in_width, width)
     bias = _check_params(op, t_in, weight, bias)
     stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
     dilation = _pair(op, "dilation", dilation, 1)
@@ -258,8 +323,21 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
 
 # --- the general neuron, event-exact ------------------------------------------------------
 
+def _neuron_window(op: str, t_start, t_max, in_width, width) -> tuple[float, float, float]:
+    """(t_start, t_max, t_origin) of the first_spike ops: absolute time on one axis, or local
+    time, where the inputs' axis starts at their window's start (t_start = 0), the layer's
+    window ends at in_width + width there, and the outputs' axis starts at in_width."""
+    if _local(op, {"t_start": t_start, "t_max": t_max}, {"in_width": in_width, "width": width}):
+        lo, hi = _width(op, "in_width", in_width), _width(op, "width", width)
+        return 0.0, lo + hi, lo
+    start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
+    return start, end, 0.0
+
+
 def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
-                       t_start: Window, t_max: Window, *, backend: Optional[str] = None) -> torch.Tensor:
+                       t_start: Optional[Window] = None, t_max: Optional[Window] = None, *,
+                       in_width: Optional[Window] = None, width: Optional[Window] = None,
+                       backend: Optional[str] = None) -> torch.Tensor:
     """Exact first spike times of a layer of general non-leaky integrate-and-fire neurons,
     without assuming that every input arrives before a neuron fires:
 
@@ -271,11 +349,16 @@ def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     slope B_i = alpha_i + sum_C W_ij: dt_i/dt_j = W_ij/B_i, dt_i/dW_ij = (t_j - t_i)/B_i,
     dt_i/dtheta_i = 1/B_i, dt_i/dalpha_i = (t_start - t_i)/B_i; zero where it does not fire).
 
+    Local time (in_width, width): the neurons integrate from the start of their input window,
+    t_in in [0, in_width] is measured from it, and the spike times from the start of the
+    layer's own window, which opens at in_width: in [0, width], width for no spike, below 0
+    for a spike before the window opens. The neuron is shift-invariant: the same spikes.
+
     t_in: (..., N); weight: (O, N); alpha, threshold: (O,). Returns (..., O). The kernels
     accumulate in float64 and need memory proportional to batch x (N + O).
     """
     op = "ttfs_ext.functional.first_spike_linear"
-    start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
+    start, end, origin = _neuron_window(op, t_start, t_max, in_width, width)
     _check_neuron_params(op, t_in, weight, alpha, threshold)
     _check_linear_shapes(op, t_in, weight, None)
     for name, p in (("alpha", alpha), ("threshold", threshold)):
@@ -284,20 +367,23 @@ def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     if _backend.use_kernel(op, t_in.device, backend):
         lead = t_in.shape[:-1]
         out, _ = torch.ops.ttfs_ext.first_spike_dense(t_in.reshape(-1, t_in.shape[-1]), weight, alpha, threshold,
-                                                      start, end)
+                                                      start, end, origin)
         return out.reshape(*lead, weight.shape[0])
-    return reference.first_spike_linear(t_in, weight, alpha, threshold, start, end)
+    return reference.first_spike_linear(t_in, weight, alpha, threshold, start, end, origin)
 
 
 def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
-                       t_start: Window, t_max: Window, stride: IntPair = 1, padding: IntPair = 0,
-                       dilation: IntPair = 1, groups: int = 1, *, backend: Optional[str] = None) -> torch.Tensor:
-    """first_spike_linear for a convolution: each output position is a neuron over its patch;
-    padding never spikes (a padded tap adds no current). t_in: (N, C_in, H, W) or (C_in, H, W);
-    weight: (C_out, C_in/groups, kH, kW); alpha, threshold: (C_out,) or per output position
-    (C_out, H_out, W_out), each on its own. Returns (N, C_out, H_out, W_out)."""
+                       t_start: Optional[Window] = None, t_max: Optional[Window] = None, stride: IntPair = 1,
+                       padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1, *,
+                       in_width: Optional[Window] = None, width: Optional[Window] = None,
+                       backend: Optional[str] = None) -> torch.Tensor:
+    """first_spike_linear for a convolution (absolute or local time, as there): each output
+    position is a neuron over its patch; padding never spikes (a padded tap adds no current).
+    t_in: (N, C_in, H, W) or (C_in, H, W); weight: (C_out, C_in/groups, kH, kW); alpha,
+    threshold: (C_out,) or per output position (C_out, H_out, W_out), each on its own.
+    Returns (N, C_out, H_out, W_out)."""
     op = "ttfs_ext.functional.first_spike_conv2d"
-    start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
+    start, end, origin = _neuron_window(op, t_start, t_max, in_width, width)
     _check_neuron_params(op, t_in, weight, alpha, threshold)
     stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
     dilation = _pair(op, "dilation", dilation, 1)
@@ -313,10 +399,10 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
                              f"got {tuple(p.shape)}")
     if _backend.use_kernel(op, t_in.device, backend):
         out, _ = torch.ops.ttfs_ext.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding,
-                                                       dilation, groups)
+                                                       dilation, groups, 1 << 23, origin)
     else:
         out = reference.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding, dilation,
-                                           groups)
+                                           groups, origin)
     return out.squeeze(0) if unbatched else out
 
 

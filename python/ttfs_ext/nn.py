@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
@@ -24,25 +25,48 @@ __all__ = ["TTFSLinear", "TTFSConv2d", "TTFSAlphaLinear", "TTFSAlphaConv2d", "TT
 
 
 class _Windowed:
-    """A layer that fires in [t_min, t_max]; both None until set by the user or a container.
-    t_start is when its neurons start integrating: the t_min of the spiking layer before
-    (0, the start of the input window, for the first). The closed forms of the B1 layers do
-    not need it; the event-driven simulation (ttfs_ext.simulate) and the alpha layers do."""
+    """A layer that fires in a window [t_min, t_max], both None until set by the user or a
+    container. t_start is when its neurons start integrating: the t_min of the spiking layer
+    before (0, the start of the input window, for the first), so its inputs fired in
+    [t_start, t_min], a window of width in_width.
+
+    Time axis: a layer on its own takes and gives absolute times (t_in in [t_start, t_min],
+    t_out in [t_min, t_max]). In a TTFSSequential it runs in local time (`local` is set): each
+    window measured from its own start, t_in in [0, in_width] and t_out in [0, width], so that
+    float32 times round at the size of their window, not at the depth of the network. The
+    absolute window stays in t_min, t_max and t_start, in float64, for reports and plots."""
 
     t_min: Optional[float]
     t_max: Optional[float]
     t_start: Optional[float] = None
+    width: Optional[float] = None      # t_max - t_min
+    in_width: Optional[float] = None   # t_min - t_start: the width of the input window
+    local: bool = False
 
     def set_window(self, t_min: float, t_max: float, t_start: Optional[float] = None) -> None:
+        """Set the window in absolute time (and leave local time: the layer then takes and gives
+        absolute times)."""
         t_min, t_max = float(t_min), float(t_max)
         if not (math.isfinite(t_min) and math.isfinite(t_max) and t_max > t_min):
             raise ValueError(f"{type(self).__name__}: the window must satisfy t_min < t_max, got [{t_min}, {t_max}]")
         if t_start is not None and not (math.isfinite(float(t_start)) and float(t_start) <= t_min):
             raise ValueError(f"{type(self).__name__}: t_start must satisfy t_start <= t_min, got t_start={t_start} "
                              f"and t_min={t_min}")
-        self.t_min, self.t_max = t_min, t_max
+        self.t_min, self.t_max, self.width = t_min, t_max, t_max - t_min
         if t_start is not None:
             self.t_start = float(t_start)
+        self.in_width = None if self.t_start is None else t_min - self.t_start
+        self.local = False
+
+    def _chain(self, t_start: float, t_min: float, in_width: float, width: float) -> None:
+        """Place the layer in a chain of windows, in local time, with exact widths (the absolute
+        times follow from their sums)."""
+        self.t_start, self.t_min, self.t_max = t_start, t_min, t_min + width
+        self.in_width, self.width, self.local = in_width, width, True
+
+    def _take_window(self, other: "_Windowed") -> None:
+        self.t_start, self.t_min, self.t_max = other.t_start, other.t_min, other.t_max
+        self.in_width, self.width, self.local = other.in_width, other.width, other.local
 
     def _start(self) -> float:
         if self.t_start is None:
@@ -51,20 +75,50 @@ class _Windowed:
         return self.t_start
 
     def _window(self) -> tuple[float, float]:
+        """The absolute window [t_min, t_max]."""
         if self.t_min is None or self.t_max is None:
             raise RuntimeError(f"{type(self).__name__}: the window [t_min, t_max] is not set; pass t_min/t_max "
                                "to the constructor, call set_window(), or put the layer in a TTFSSequential")
         return self.t_min, self.t_max
 
+    def _in_width(self) -> float:
+        return self.in_width if self.in_width is not None else self._window()[0] - self._start()
+
+    def _layer_scalars(self) -> dict[str, float]:
+        """The window arguments of the B1 ops in the layer's time form."""
+        t_min, t_max = self._window()
+        return {"in_width": self.in_width, "width": self.width} if self.local else {"t_min": t_min, "t_max": t_max}
+
+    def _event_scalars(self) -> dict[str, float]:
+        """The window arguments of the first_spike ops in the layer's time form."""
+        t_max = self._window()[1]
+        return {"in_width": self.in_width, "width": self.width} if self.local else \
+            {"t_start": self._start(), "t_max": t_max}
+
+    def output_window(self) -> tuple[float, float]:
+        """The layer's window on the axis of its output times: (0, width) in local time, else
+        (t_min, t_max). An output below the first is a spike before the window opens; at the
+        second, no spike."""
+        return (0.0, self.width) if self.local else self._window()
+
+    def input_window(self) -> tuple[float, float]:
+        """The window of the layer's inputs on their axis: (0, in_width) in local time, else
+        (t_start, t_min)."""
+        return (0.0, self._in_width()) if self.local else (self._start(), self._window()[0])
+
+    def absolute(self, t: torch.Tensor) -> torch.Tensor:
+        """The layer's output times t on the absolute axis, in float64."""
+        return t.double() + self._window()[0] if self.local else t.double()
+
 
 class _B1Neurons(_Windowed):
     """B1 layers as general neurons: alpha = 1 - S_in (slope 1 once every input has arrived)
-    and threshold = (t_max - t_start - b) - S_in (t_min - t_start), S_in the sum of a neuron's
-    weights (of the taps inside the image for a convolution). mode="closed" (default) computes
-    the closed form t_max - (W (t_min - t_in) + b); mode="event" the exact event-driven
-    neuron (ttfs_ext.functional.first_spike_*), with exact gradients for W and b through
-    alpha and the threshold: spikes before the window opens are then what the real network
-    would do (latency fine-tuning trains through them)."""
+    and threshold = (t_max - t_start - b) - S_in (t_min - t_start) = (in_width + width - b) -
+    S_in in_width, S_in the sum of a neuron's weights (of the taps inside the image for a
+    convolution). mode="closed" (default) computes the closed form t_max - (W (t_min - t_in) +
+    b); mode="event" the exact event-driven neuron (ttfs_ext.functional.first_spike_*), with
+    exact gradients for W and b through alpha and the threshold: spikes before the window
+    opens are then what the real network would do (latency fine-tuning trains through them)."""
 
     mode: str = "closed"
 
@@ -73,18 +127,22 @@ class _B1Neurons(_Windowed):
 
     def neuron_parameters(self, in_shape: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight, alpha, threshold) of the layer's neurons for inputs of per-sample shape
-        in_shape, differentiable with respect to weight and bias."""
-        (t_min, t_max), t_start = self._window(), self._start()
+        in_shape, differentiable with respect to weight and bias. The threshold depends on the
+        widths of the windows only, not on where they lie in time."""
+        in_width, width = self._in_width(), self.width
         s_in = self._weight_sum(in_shape)
         b = self.bias if self.bias is not None else torch.zeros((), dtype=self.weight.dtype, device=self.weight.device)
         if s_in.dim() == 3 and b.dim() == 1:
             b = b.view(-1, 1, 1)
-        return self.weight, 1.0 - s_in, (t_max - t_start - b) - s_in * (t_min - t_start)
+        return self.weight, 1.0 - s_in, (in_width + width - b) - s_in * in_width
 
     def set_mode(self, mode: str) -> None:
         if mode not in ("closed", "event"):
             raise ValueError(f"{type(self).__name__}: mode must be 'closed' or 'event', got {mode!r}")
         self.mode = mode
+
+    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        return self.event_forward(t_in) if self.mode == "event" else self.closed_forward(t_in)
 
 
 class TTFSLinear(_B1Neurons, nn.Linear):
@@ -101,11 +159,14 @@ class TTFSLinear(_B1Neurons, nn.Linear):
     def _weight_sum(self, in_shape: tuple) -> torch.Tensor:
         return self.weight.sum(dim=1)
 
-    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        if self.mode == "event":
-            weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-1:]))
-            return TF.first_spike_linear(t_in, weight, alpha, theta, self._start(), self._window()[1])
-        return TF.linear(t_in, self.weight, self.bias, *self._window())
+    def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        """The closed form, whatever the mode."""
+        return TF.linear(t_in, self.weight, self.bias, **self._layer_scalars())
+
+    def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        """The exact event-driven neurons, whatever the mode."""
+        weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-1:]))
+        return TF.first_spike_linear(t_in, weight, alpha, theta, **self._event_scalars())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window=[{self.t_min}, {self.t_max}]"
@@ -147,13 +208,16 @@ class TTFSConv2d(_B1Neurons, nn.Conv2d):
             return s_in[:, 0, 0]  # no padding in play: the same for every position
         return s_in
 
-    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        if self.mode == "event":
-            weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-3:]))
-            return TF.first_spike_conv2d(t_in, weight, alpha, theta, self._start(), self._window()[1], self.stride,
-                                         self._padding_pair(), self.dilation, self.groups)
-        return TF.conv2d(t_in, self.weight, self.bias, *self._window(), self.stride, self._padding_pair(),
-                         self.dilation, self.groups)
+    def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        """The closed form, whatever the mode."""
+        return TF.conv2d(t_in, self.weight, self.bias, stride=self.stride, padding=self._padding_pair(),
+                         dilation=self.dilation, groups=self.groups, **self._layer_scalars())
+
+    def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        """The exact event-driven neurons, whatever the mode."""
+        weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-3:]))
+        return TF.first_spike_conv2d(t_in, weight, alpha, theta, stride=self.stride, padding=self._padding_pair(),
+                                     dilation=self.dilation, groups=self.groups, **self._event_scalars())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window=[{self.t_min}, {self.t_max}]"
@@ -162,8 +226,8 @@ class TTFSConv2d(_B1Neurons, nn.Conv2d):
 class _AlphaNeurons(_Windowed):
     """Layers of general alpha-model neurons (Stanojevic et al. 2022): synaptic weights J
     (`weight`), a constant bias current `alpha` from t_start (a buffer: fixed, 1 in the
-    alpha1 mapping) and a firing threshold `threshold` (a parameter: absolute, so it belongs
-    to the window it was set for). dV/dt = alpha H(t - t_start) + sum_j J_j H(t - t_j).
+    alpha1 mapping) and a firing threshold `threshold` (a parameter, set for the widths of the
+    windows it was made for, wherever they lie in time). dV/dt = alpha H(t - t_start) + sum_j J_j H(t - t_j).
 
     mode="closed" (default) evaluates the closed form that assumes every input arrived before
     the spike, t = t_start + (threshold + sum_j J_j (t_j - t_start)) / (alpha + sum_j J_j),
@@ -177,11 +241,22 @@ class _AlphaNeurons(_Windowed):
             raise ValueError(f"{type(self).__name__}: mode must be 'closed' or 'event', got {mode!r}")
         return mode
 
+    def _axes(self) -> tuple[float, float, float]:
+        """(start, end, origin): when integration starts and the window ends, on the inputs' axis,
+        and where the outputs' axis starts on it (local time: 0, in_width + width, in_width)."""
+        if self.local:
+            return 0.0, self.in_width + self.width, self.in_width
+        return self._start(), self._window()[1], 0.0
+
     @staticmethod
-    def _fire(t_start: float, t_max: float, numerator: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    def _fire(start: float, end: float, origin: float, numerator: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
         rising = slope > 0  # after the last input the potential must rise, or the neuron never fires
-        t = t_start + numerator / torch.where(rising, slope, torch.ones_like(slope))
-        return torch.where(rising & (t < t_max), t, torch.full_like(t, t_max))
+        t = start + numerator / torch.where(rising, slope, torch.ones_like(slope))
+        t = torch.where(rising & (t < end), t, torch.full_like(t, end))
+        return t - origin if origin else t
+
+    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        return self.event_forward(t_in) if self.mode == "event" else self.closed_forward(t_in)
 
 
 class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
@@ -203,13 +278,14 @@ class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
         if t_min is not None or t_max is not None:
             self.set_window(t_min, t_max, t_start)
 
-    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        (_, t_max), t_start = self._window(), self._start()
-        if self.mode == "event":
-            return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, t_start, t_max)
-        tau = reference.arrival(t_in, t_start)  # an input before t_start acts from t_start
+    def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        start, end, origin = self._axes()
+        tau = reference.arrival(t_in, start)  # an input before t_start acts from t_start
         numerator = self.threshold + nn.functional.linear(tau, self.weight)
-        return self._fire(t_start, t_max, numerator, self.alpha + self.weight.sum(dim=1))
+        return self._fire(start, end, origin, numerator, self.alpha + self.weight.sum(dim=1))
+
+    def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, **self._event_scalars())
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
@@ -250,19 +326,22 @@ class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
                 getattr(self, name).data = torch.empty_like(value, device=self.weight.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        (_, t_max), t_start = self._window(), self._start()
+    def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        start, end, origin = self._axes()
         geometry = (self.stride, self.padding, self.dilation, self.groups)
-        if self.mode == "event":
-            return TF.first_spike_conv2d(t_in, self.weight, self.alpha, self.threshold, t_start, t_max, *geometry)
-        tau = reference.arrival(t_in, t_start)
+        tau = reference.arrival(t_in, start)
         numerator = nn.functional.conv2d(tau, self.weight, None, *geometry)  # zero padding: never arrives
         ones = torch.ones_like(t_in[..., :1, :, :, :] if t_in.dim() == 4 else t_in[None])
         weight_sum = nn.functional.conv2d(ones, self.weight, None, *geometry)  # taps inside the image
         per_channel = lambda p: p.view(-1, 1, 1) if p.dim() == 1 else p  # noqa: E731
         slope = per_channel(self.alpha) + weight_sum
-        out = self._fire(t_start, t_max, per_channel(self.threshold) + numerator, slope)
+        out = self._fire(start, end, origin, per_channel(self.threshold) + numerator, slope)
         return out if t_in.dim() == 4 else out.squeeze(0)
+
+    def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        return TF.first_spike_conv2d(t_in, self.weight, self.alpha, self.threshold, stride=self.stride,
+                                     padding=self.padding, dilation=self.dilation, groups=self.groups,
+                                     **self._event_scalars())
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -306,18 +385,52 @@ class TTFSMaxPool2d(nn.MaxPool2d):
 
 class TTFSReadout(nn.Linear):
     """Non-spiking output layer: its membrane potential at t_min, V = W (t_min - t_in) + b,
-    which equals the logits of the ReLU twin. Same constructor and state_dict as nn.Linear."""
+    which equals the logits of the ReLU twin. Same constructor and state_dict as nn.Linear.
+    On its own it takes absolute times; in a TTFSSequential, local times (V = W (in_width -
+    tau_in) + b, in_width the width of the last spiking layer's window)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
-                 t_min: Optional[float] = None) -> None:
+                 t_min: Optional[float] = None, mode: str = "closed") -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
         self.t_min = None if t_min is None else float(t_min)
+        self.t_start: Optional[float] = None  # the start of its input window (set by a TTFSSequential)
+        self.in_width: Optional[float] = None
+        self.local = False
+        self.set_mode(mode)
 
-    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+    def set_mode(self, mode: str) -> None:
+        """"closed": V = W (t_min - t_in) + b on the times as they are; "event": the readout
+        neuron integrates from the start of its input window like every event-driven neuron, so
+        an input that spiked before it (early) acts from then: W (t_min - max(t_in, t_start)) + b."""
+        if mode not in ("closed", "event"):
+            raise ValueError(f"TTFSReadout: mode must be 'closed' or 'event', got {mode!r}")
+        self.mode = mode
+
+    def _chain(self, t_start: float, t_min: float, in_width: float) -> None:
+        self.t_start, self.t_min, self.in_width, self.local = t_start, t_min, in_width, True
+
+    def input_window(self) -> tuple[float, float]:
+        """The window of the readout's inputs on their axis: (0, in_width) in local time, else
+        (t_start, t_min)."""
+        if self.local:
+            return 0.0, self.in_width
+        if self.t_min is None or self.t_start is None:
+            raise RuntimeError("TTFSReadout: its input window is not set; put the layer in a TTFSSequential")
+        return self.t_start, self.t_min
+
+    def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        if self.local:
+            return TF.readout(t_in, self.weight, self.bias, in_width=self.in_width)
         if self.t_min is None:
             raise RuntimeError("TTFSReadout: t_min is not set; pass t_min to the constructor or put the layer "
                                "in a TTFSSequential")
         return TF.readout(t_in, self.weight, self.bias, self.t_min)
+
+    def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        return self.closed_forward(reference.clamp(t_in, low=self.input_window()[0]))
+
+    def forward(self, t_in: torch.Tensor) -> torch.Tensor:
+        return self.event_forward(t_in) if self.mode == "event" else self.closed_forward(t_in)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, t_min={self.t_min}"
@@ -377,7 +490,13 @@ class TTFSSequential(nn.Sequential):
     t_min_1 = 1 and t_min_{n+1} = t_max_n; a TTFSReadout reads its potential at the t_max of the
     last spiking layer (the latency). Other modules (pooling, flatten) keep spike times as they
     are. `widths` is one width for all spiking layers or one per layer; the windows are saved
-    in the state_dict (as extra state) and restored on load.
+    in the state_dict (as extra state, widths only) and restored on load.
+
+    Spike times travel between the layers in local time: each spiking layer gives its times
+    from the start of its own window, in [0, width] (width: no spike; below 0: a spike before
+    the window opens), and the encoder's lie in [0, 1]. So a float32 network is as precise as
+    its ReLU twin however deep it is. The absolute times are the local ones plus each layer's
+    t_min (float64): spike_times(x), report() and ttfs_ext.simulate give them.
     """
 
     def __init__(self, *modules: nn.Module, widths: Union[float, Sequence[float]] = 10.0) -> None:
@@ -386,9 +505,13 @@ class TTFSSequential(nn.Sequential):
         self.robustness: Optional[Robustness] = None
 
     def set_mode(self, mode: str) -> None:
-        """"closed" (closed forms) or "event" (exact event-driven neurons) for every spiking layer."""
-        for m in self.spiking_layers():
-            m.set_mode(mode) if isinstance(m, _B1Neurons) else setattr(m, "mode", m._check_mode(mode))
+        """"closed" (closed forms) or "event" (exact event-driven neurons) for every spiking layer
+        and the readout."""
+        for m in self:
+            if isinstance(m, (_B1Neurons, TTFSReadout)):
+                m.set_mode(mode)
+            elif isinstance(m, _AlphaNeurons):
+                m.mode = m._check_mode(mode)
 
     def set_robustness(self, robustness: Optional[Robustness] = None, **options: Any) -> None:
         """Hardware non-idealities in every forward pass (see ttfs_ext.robust.Robustness):
@@ -401,21 +524,18 @@ class TTFSSequential(nn.Sequential):
         r = getattr(self, "robustness", None)
         if r is None or not r.active:
             return super().forward(x)
-        out, t_start = x, 0.0
+        out = x
         for m in self:
             if isinstance(m, (_Windowed, TTFSReadout)):
-                t_min = m.t_min if m.t_min is not None else m._window()[0]
-                if r.time_bits:  # input times lie in [t_start, t_min], the window before
-                    out = fake_quantize(out, t_start, t_min, r.time_bits)
+                if r.time_bits:  # input times lie in the window before: [0, in_width] in local time
+                    out = fake_quantize(out, *m.input_window(), r.time_bits)
                 if r.weight_bits:
                     weight = quantize_weight(m.weight, r.weight_bits, r.weight_range)
                     out = torch.func.functional_call(m, {"weight": weight}, (out,), strict=False)
                 else:
                     out = m(out)
-                if isinstance(m, _Windowed):
-                    t_start = t_min
-                    if r.noise:
-                        out = out + r.noise * torch.randn_like(out)
+                if isinstance(m, _Windowed) and r.noise:
+                    out = out + r.noise * torch.randn_like(out)
             elif isinstance(m, TTFSEncoder):
                 out = m(out)
                 if r.input_sigma:
@@ -427,9 +547,30 @@ class TTFSSequential(nn.Sequential):
     def spiking_layers(self) -> list[_Windowed]:
         return [m for m in self if isinstance(m, _Windowed)]
 
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):  # the same modules, windows as they are (nn.Sequential would re-chain them)
+            sub = TTFSSequential.__new__(TTFSSequential)
+            nn.Sequential.__init__(sub, OrderedDict(list(self._modules.items())[idx]))
+            sub.robustness = getattr(self, "robustness", None)
+            return sub
+        return super().__getitem__(idx)
+
+    def __setitem__(self, idx: int, module: nn.Module) -> None:
+        """Replace a module; a spiking layer (or readout) takes the place of the one before in
+        the chain of windows."""
+        old = self[idx]
+        super().__setitem__(idx, module)
+        if isinstance(module, _Windowed) and isinstance(old, _Windowed):
+            module._take_window(old)
+        elif isinstance(module, TTFSReadout) and isinstance(old, TTFSReadout) and old.local:
+            module._chain(old.t_start, old.t_min, old.in_width)
+        elif isinstance(module, (_Windowed, TTFSReadout)) or isinstance(old, (_Windowed, TTFSReadout)):
+            raise TypeError("TTFSSequential: a spiking layer or readout can only replace one of its kind "
+                            "(to change the layers, build a new TTFSSequential)")
+
     @property
     def widths(self) -> list[float]:
-        return [m.t_max - m.t_min for m in self.spiking_layers()]  # type: ignore[operator]
+        return [m.width for m in self.spiking_layers()]  # type: ignore[misc]
 
     @property
     def latency(self) -> float:
@@ -446,21 +587,36 @@ class TTFSSequential(nn.Sequential):
             raise ValueError(f"TTFSSequential: got {len(widths)} widths for {len(layers)} spiking layers")
         if not all(math.isfinite(w) and w > 0 for w in widths):
             raise ValueError(f"TTFSSequential: widths must be positive and finite, got {widths}")
-        t_start, t_min = 0.0, 1.0  # the input window is [0, 1]
+        # The input window is [0, 1]; the absolute times are exact sums of the widths (fsum).
+        t_start, t_min, in_width, done = 0.0, 1.0, 1.0, [1.0]
         it = iter(widths)
         for m in self:
             if isinstance(m, _Windowed):
                 width = next(it)
-                m.set_window(t_min, t_min + width, t_start)
-                t_start, t_min = t_min, m.t_max
+                m._chain(t_start, t_min, in_width, width)
+                done.append(width)
+                t_start, t_min, in_width = t_min, math.fsum(done), width
+                m.t_max = t_min
             elif isinstance(m, TTFSReadout):
-                m.t_min = t_min
+                m._chain(t_start, t_min, in_width)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"widths": self.widths}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.set_widths(state["widths"])
+
+    @torch.no_grad()
+    def spike_times(self, x: torch.Tensor, absolute: bool = True) -> list[tuple[int, nn.Module, torch.Tensor]]:
+        """(index, layer, spike times) of every spiking layer on x: absolute times in float64
+        (the local ones plus the layer's t_min), or with absolute=False the local times the
+        network carries."""
+        out, layers = x, []
+        for i, m in enumerate(self):
+            out = m(out)
+            if isinstance(m, _Windowed):
+                layers.append((i, m, m.absolute(out) if absolute else out))
+        return layers
 
     @torch.no_grad()
     def report(self, x: torch.Tensor, warn: bool = True) -> tuple[torch.Tensor, TTFSReport]:
@@ -473,12 +629,13 @@ class TTFSSequential(nn.Sequential):
         for i, m in enumerate(self):
             out = m(out)
             if isinstance(m, _Windowed):
-                t_min, t_max = m.t_min, m.t_max
-                margin = float(out.min() - t_min) if out.numel() else float("inf")
+                t_min, t_max = m._window()
+                lo, hi = m.output_window()
+                margin = float(out.min()) - lo if out.numel() else float("inf")
                 per_sample = out[0].numel() if out.dim() > 1 else out.numel()
                 report.layers.append(LayerReport(
                     i, type(m).__name__, t_min, t_max, per_sample,
-                    float((out < t_max).double().mean()) if out.numel() else 0.0, margin))
+                    float((out < hi).double().mean()) if out.numel() else 0.0, margin))
                 if warn and margin < 0:
                     warnings.warn(f"TTFSSequential: layer {i} ({type(m).__name__}) fires at t={t_min + margin:.6g}, "
                                   f"before its window opens at t_min={t_min:.6g}; the closed form is not the true "

@@ -53,12 +53,8 @@ def plot_curves(history, path: PathLike) -> Path:
 
 @torch.no_grad()
 def _spike_times(net: tnn.TTFSSequential, x: torch.Tensor) -> list[tuple[str, torch.Tensor, float, float]]:
-    out, layers = x, []
-    for i, m in enumerate(net):
-        out = m(out)
-        if isinstance(m, tnn._Windowed):
-            layers.append((f"{i}: {type(m).__name__}", out.detach().flatten(1).cpu(), m.t_min, m.t_max))
-    return layers
+    """(name, absolute spike times (float64), t_min, t_max) per spiking layer."""
+    return [(f"{i}: {type(m).__name__}", t.flatten(1).cpu(), *m._window()) for i, m, t in net.spike_times(x)]
 
 
 def plot_spike_histograms(net: tnn.TTFSSequential, x: torch.Tensor, path: PathLike, bins: int = 50) -> Path:

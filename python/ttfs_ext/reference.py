@@ -110,18 +110,19 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
 # the compiled kernels keep batch x (inputs + outputs).
 
 def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
-                       t_start: float, t_max: float) -> torch.Tensor:
+                       t_start: float, t_max: float, t_origin: float = 0.0) -> torch.Tensor:
     """First spike times of a layer of general neurons: t_in (..., N), weight (O, N),
-    alpha and threshold (O,). Returns (..., O), t_max where a neuron does not fire."""
+    alpha and threshold (O,). Returns (..., O), t_max where a neuron does not fire, minus
+    t_origin (where the outputs' time axis starts on the inputs'; local time: the input width)."""
     lead = t_in.shape[:-1]
     tau = arrival(t_in.reshape(-1, t_in.shape[-1]), t_start)
-    out = _first_spike_rows(tau, weight, alpha.unsqueeze(0), threshold.unsqueeze(0), t_start, t_max)
+    out = _first_spike_rows(tau, weight, alpha.unsqueeze(0), threshold.unsqueeze(0), t_start, t_max, t_origin)
     return out.reshape(*lead, weight.shape[0])
 
 
 def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
                        t_start: float, t_max: float, stride: IntPair = 1, padding: IntPair = 0,
-                       dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
+                       dilation: IntPair = 1, groups: int = 1, t_origin: float = 0.0) -> torch.Tensor:
     """first_spike_linear over the patches of a convolution; padding never spikes. t_in
     (B, C_in, H, W); weight (C_out, C_in/groups, kH, kW); alpha and threshold (C_out,) or per
     output position (C_out, H_out, W_out). Returns (B, C_out, H_out, W_out)."""
@@ -147,7 +148,7 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
         rows = patches[:, g * k_group:(g + 1) * k_group].transpose(1, 2).reshape(batch * positions, k_group)
         o = slice(g * o_group, (g + 1) * o_group)
         out = _first_spike_rows(rows, weight[o].reshape(o_group, k_group), alpha_rows[:, o], theta_rows[:, o],
-                                t_start, t_max)
+                                t_start, t_max, t_origin)
         outs.append(out.reshape(batch, positions, o_group))
     return torch.cat(outs, dim=2).transpose(1, 2).reshape(batch, c_out, h_out, positions // h_out)
 
@@ -157,9 +158,9 @@ def _pair(value: IntPair) -> tuple[int, int]:
 
 
 def _first_spike_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, theta: torch.Tensor,
-                      t_start: float, t_max: float) -> torch.Tensor:
+                      t_start: float, t_max: float, t_origin: float = 0.0) -> torch.Tensor:
     """tau (R, K): arrival times relative to t_start, >= 0, +inf for padding (never arrives);
-    weight (O, K); alpha, theta (R or 1, O). Returns absolute spike times (R, O)."""
+    weight (O, K); alpha, theta (R or 1, O). Returns spike times (R, O) minus t_origin."""
     tau_sorted, order = tau.sort(dim=1, stable=True)
     arrived = torch.isfinite(tau_sorted).unsqueeze(1)                               # (R, 1, K)
     w = torch.where(arrived, weight[:, order].permute(1, 0, 2), 0.0)                 # (R, O, K)
@@ -176,4 +177,4 @@ def _first_spike_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tens
     t_rel = torch.maximum(cand.gather(-1, k), start.expand_as(cand).gather(-1, k)).squeeze(-1)
     t_rel = torch.where(theta <= 0, torch.zeros_like(t_rel), t_rel)  # at threshold when integration starts
     t = t_start + t_rel
-    return torch.where(((theta <= 0) | fired) & (t < t_max), t, torch.full_like(t, t_max))
+    return torch.where(((theta <= 0) | fired) & (t < t_max), t, torch.full_like(t, t_max)) - t_origin

@@ -221,11 +221,12 @@ def forward_with_stats(net: Sequence[nn.Module], x: torch.Tensor) -> tuple[torch
         out = m(out)
         if isinstance(m, tnn._Windowed):
             t = out.detach()
-            t_min, t_max = m._window()
-            stats.activation_max.append(float(t_max - t.min()) if t.numel() else 0.0)
-            stats.spikes.append(float((t < t_max).sum()))
+            lo, hi = m.output_window()  # (0, width) in local time
+            t_first = float(t.min()) if t.numel() else math.inf
+            stats.activation_max.append(hi - t_first if t.numel() else 0.0)
+            stats.spikes.append(float((t < hi).sum()))
             stats.neurons.append(t[0].numel() if t.dim() > 1 else t.numel())
-            stats.margin.append(float(t.min() - t_min) if t.numel() else math.inf)
+            stats.margin.append(t_first - lo)
     return out, stats
 
 

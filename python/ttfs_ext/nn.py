@@ -241,19 +241,24 @@ class _AlphaNeurons(_Windowed):
             raise ValueError(f"{type(self).__name__}: mode must be 'closed' or 'event', got {mode!r}")
         return mode
 
-    def _axes(self) -> tuple[float, float, float]:
-        """(start, end, origin): when integration starts and the window ends, on the inputs' axis,
-        and where the outputs' axis starts on it (local time: 0, in_width + width, in_width)."""
-        if self.local:
-            return 0.0, self.in_width + self.width, self.in_width
-        return self._start(), self._window()[1], 0.0
+    def _activations(self, t_in: torch.Tensor) -> torch.Tensor:
+        """x = in_width - max(t_in - t_start, 0) on the inputs' axis: the inputs as activations,
+        0 for a silent one (an input before t_start acts from t_start)."""
+        return self._in_width() - reference.arrival(t_in, self.input_window()[0])
 
-    @staticmethod
-    def _fire(start: float, end: float, origin: float, numerator: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    def _fire(self, numerator: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+        """The spike time on the outputs' axis, t_min + numerator / slope (t_min = 0 in local
+        time), where the slope is positive and the time falls before the window's end; else
+        the end (no spike). The closed form t = t_start + (theta + sum_j J_j (t_j - t_start)) / B
+        is written as t = t_min + (theta - alpha in_width - sum_j J_j x_j) / B with the inputs'
+        activations x (B = alpha + S_in, S_in the sum of J over the arrived taps): silent inputs
+        add nothing, and no large offset is added and taken away again (each cost the float32
+        network several times its twin's error, measured on a converted one)."""
+        lo, hi = self.output_window()
         rising = slope > 0  # after the last input the potential must rise, or the neuron never fires
-        t = start + numerator / torch.where(rising, slope, torch.ones_like(slope))
-        t = torch.where(rising & (t < end), t, torch.full_like(t, end))
-        return t - origin if origin else t
+        t = numerator / torch.where(rising, slope, torch.ones_like(slope))
+        t = t + lo if lo else t
+        return torch.where(rising & (t < hi), t, torch.full_like(t, hi))
 
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
         return self.event_forward(t_in) if self.mode == "event" else self.closed_forward(t_in)
@@ -279,10 +284,9 @@ class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
             self.set_window(t_min, t_max, t_start)
 
     def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        start, end, origin = self._axes()
-        tau = reference.arrival(t_in, start)  # an input before t_start acts from t_start
-        numerator = self.threshold + nn.functional.linear(tau, self.weight)
-        return self._fire(start, end, origin, numerator, self.alpha + self.weight.sum(dim=1))
+        numerator = self.threshold - self.alpha * self._in_width() - nn.functional.linear(
+            self._activations(t_in), self.weight)
+        return self._fire(numerator, self.alpha + self.weight.sum(dim=1))
 
     def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, **self._event_scalars())
@@ -327,15 +331,16 @@ class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        start, end, origin = self._axes()
         geometry = (self.stride, self.padding, self.dilation, self.groups)
-        tau = reference.arrival(t_in, start)
-        numerator = nn.functional.conv2d(tau, self.weight, None, *geometry)  # zero padding: never arrives
-        ones = torch.ones_like(t_in[..., :1, :, :, :] if t_in.dim() == 4 else t_in[None])
+        x = self._activations(t_in if t_in.dim() == 4 else t_in[None])
+        ones = torch.ones_like(x[:1, :1]).expand(1, x.shape[1], *x.shape[2:])
         weight_sum = nn.functional.conv2d(ones, self.weight, None, *geometry)  # taps inside the image
         per_channel = lambda p: p.view(-1, 1, 1) if p.dim() == 1 else p  # noqa: E731
-        slope = per_channel(self.alpha) + weight_sum
-        out = self._fire(start, end, origin, per_channel(self.threshold) + numerator, slope)
+        alpha = per_channel(self.alpha)
+        # zero padding: a padded tap never arrives, so adds neither to the sum nor to the slope
+        numerator = per_channel(self.threshold) - alpha * self._in_width() - \
+            nn.functional.conv2d(x, self.weight, None, *geometry)
+        out = self._fire(numerator, alpha + weight_sum)
         return out if t_in.dim() == 4 else out.squeeze(0)
 
     def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:

@@ -228,3 +228,41 @@ def test_encode_unit_range_shortcut_is_bitwise_the_general_formula(dtype):
     assert torch.equal(grads[0][:3], -g[:3])  # the limits pass the gradient (reference.clamp), on every torch
     act = train._InputActivation(0.0, 1.0)(x)
     assert torch.equal(act[4:], x.detach().clamp(0.0, 1.0)[4:])
+
+
+def test_state_dicts_from_before_local_time_load():
+    """Networks saved before local time, when every spike time lay on one absolute axis
+    (tests/data/make_before_local_time.py wrote them with commit 2d42b26): their state_dicts
+    (windows stored as widths, then as now) load into the same architectures and give the same
+    network: logits and absolute spike times to 1e-12, for a hand-built net (per-position bias,
+    grouped strided conv, pooling) and for converted ones of both mappings."""
+    import sys
+    from pathlib import Path
+
+    import ttfs_ext
+
+    data = Path(__file__).with_name("data")
+    sys.path.insert(0, str(data))
+    try:
+        import make_before_local_time as made
+    finally:
+        sys.path.remove(str(data))
+    saved = torch.load(data / "before_local_time.pt", weights_only=True)
+    x = saved["x"]
+    model = made.relu_model()
+    model.load_state_dict(saved["model"])
+    nets = {"hand_built": made.hand_built()}
+    for mapping in ("b1", "alpha1"):
+        nets[mapping] = ttfs_ext.convert(model, x, input_range=(0.0, 1.0), mapping=mapping)
+    for name, net in nets.items():
+        for p in net.parameters():  # nothing may survive from the fresh network
+            p.data.normal_()
+        net.set_widths([7.0] * len(net.spiking_layers()))
+        net.load_state_dict(saved[name]["state_dict"])
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), saved[name]["logits"], rtol=1e-12, atol=1e-12, msg=name)
+            sim = ttfs_ext.simulate(net, x)
+        for layer, old in zip(sim.layers, saved[name]["spike_times"]):
+            torch.testing.assert_close(layer.spike_times, old, rtol=1e-12, atol=1e-12, msg=name)
+        if sim.layers[-1].early_spikes == 0:  # the readout integrates from its t_start now
+            torch.testing.assert_close(sim.logits, saved[name]["event_logits"], rtol=1e-12, atol=1e-12, msg=name)

@@ -101,9 +101,10 @@ def briefly_trained(net: tnn.TTFSSequential, x: torch.Tensor, y: torch.Tensor, s
 VGG = {"cifar": (T.VGG_CIFAR, 3, 32, 15), "mnist": (T.VGG_MNIST, 1, 28, 16)}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("state", ["random", "trained"])
 @pytest.mark.parametrize("which", ["cifar", "mnist"])
-def test_float32_vgg16_is_as_precise_as_its_twin(which, state):
+def test_float32_vgg16_is_as_precise_as_its_twin(which, state, device):
     """The papers' VGG16 (15 layers on CIFAR, 16 on MNIST) in float32 against float64: logits
     within 2x the float32 ReLU twin's error, every parameter's gradient too where neither makes
     a discrete decision differently; such decisions are rare."""
@@ -111,10 +112,10 @@ def test_float32_vgg16_is_as_precise_as_its_twin(which, state):
     compared, events = 0, {"snn": 0, "twin": 0}
     for seed in range(3):
         torch.manual_seed(seed)
-        net = T.vgg(config, channels, size, 10).double()
+        net = T.vgg(config, channels, size, 10).double().to(device)
         assert sum(isinstance(m, (tnn.TTFSLinear, tnn.TTFSConv2d, tnn.TTFSReadout)) for m in net) == layers
-        x = torch.rand(2, channels, size, size, generator=generator(seed), dtype=F64)
-        y = torch.tensor([seed % 10, (seed + 3) % 10])
+        x = torch.rand(2, channels, size, size, generator=generator(seed), dtype=F64).to(device)
+        y = torch.tensor([seed % 10, (seed + 3) % 10], device=device)
         if state == "trained":
             briefly_trained(net, x, y)
         calibrate(net, x)

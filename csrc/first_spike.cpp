@@ -22,6 +22,15 @@ void check_launch(const char* err, const char* what) {
   TORCH_CHECK(err == nullptr, "ttfs_ext: first_spike ", what, " kernel failed: ", err == nullptr ? "" : err);
 }
 
+// The window ends after integration starts: t_max (outputs' axis) + t_origin > t_start (inputs').
+void check_neuron_window(const char* op, double t_start, double t_max, double t_origin) {
+  check_finite(op, "t_start", t_start);
+  check_finite(op, "t_max", t_max);
+  check_finite(op, "t_origin", t_origin);
+  TORCH_CHECK(t_max + t_origin > t_start, op, ": the window must end after integration starts, t_start < t_max + "
+              "t_origin, got t_start=", t_start, ", t_max=", t_max, " and t_origin=", t_origin);
+}
+
 void check_neuron(const char* op, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
                   const at::Tensor& threshold) {
   check_time_dtype(op, t_in);
@@ -149,8 +158,7 @@ std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBac
                                                              const at::Tensor& threshold, double t_start,
                                                              double t_max, double t_origin) {
   const char* op = "ttfs_ext.first_spike_dense";
-  check_window(op, "t_start", t_start, "t_max", t_max);
-  check_finite(op, "t_origin", t_origin);
+  check_neuron_window(op, t_start, t_max, t_origin);
   check_neuron(op, t_in, weight, alpha, threshold);
   check_dense(op, t_in, weight);
   const int64_t rows = t_in.size(0), out_f = weight.size(0);
@@ -278,8 +286,7 @@ std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
     const at::Tensor& threshold, double t_start, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
     at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin) {
   const char* op = "ttfs_ext.first_spike_conv2d";
-  check_window(op, "t_start", t_start, "t_max", t_max);
-  check_finite(op, "t_origin", t_origin);
+  check_neuron_window(op, t_start, t_max, t_origin);
   check_neuron(op, t_in, weight, alpha, threshold);
   const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
   const auto [alpha_rows, theta_rows] = neuron_params(op, c, alpha, threshold);

@@ -9,7 +9,8 @@
 //   grad_weight  partial[s, o, k] = sum_{r in split s} g[r, o] (t'[r, k] - t_out[r, o]) [t' < t_out],
 // with g = dL/dt_out / slope (0 for neurons without a gradient) and t' = max(t_in, t_start).
 // Output times may lie on an axis of their own (local time, each window from its start):
-// t_out = t - t_origin, with t on the inputs' axis; the gradient kernels add t_origin back.
+// t_out = t - t_origin, with t on the inputs' axis, and t_max (no spike) on the outputs' axis;
+// the gradient kernels add t_origin back.
 // Like elementwise.h: only pointers, sizes and scalars, so nvcc compiles the CUDA kernels
 // without ATen headers. Times, weights and parameters share one dtype (float32 or float64);
 // the kernels accumulate in float64.
@@ -31,7 +32,7 @@ struct FirstSpikeForwardParams {
   const void* weight_t = nullptr;    // (k, outputs) the weight transposed: a row per input
   const void* alpha = nullptr;       // alpha[(r % param_rows) * param_ld + o]
   const void* threshold = nullptr;   // threshold[(r % param_rows) * param_ld + o]
-  void* t_out = nullptr;             // t_out[r * out_ld + o]: spike time - t_origin, t_max - t_origin if none
+  void* t_out = nullptr;             // t_out[r * out_ld + o]: spike time - t_origin, t_max if none
   void* slope = nullptr;             // slope[r * out_ld + o]: dV/dt at the spike, 0 without gradient
   Dtype dtype = Dtype::Float32;
   int64_t rows = 0;
@@ -40,8 +41,8 @@ struct FirstSpikeForwardParams {
   int64_t param_rows = 1;  // 1: per channel; positions: per position (rows are (b, l), l fastest)
   int64_t param_ld = 0;
   int64_t out_ld = 0;
-  double t_start = 0.0;   // on the inputs' time axis, as t_max
-  double t_max = 0.0;
+  double t_start = 0.0;   // on the inputs' time axis
+  double t_max = 0.0;     // on the outputs' time axis
   double t_origin = 0.0;  // where the outputs' time axis starts on the inputs'
 };
 

@@ -17,8 +17,8 @@ namespace ttfs_ext {
 using FirstSpikeGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // t_in (R, N), weight (O, N), alpha and threshold (O,). Returns (t_out, slope), both (R, O);
-// slope is dV/dt at the spike for neurons with a gradient, else 0. t_start and t_max are on the
-// inputs' time axis; t_out is the spike time (t_max if none) minus t_origin.
+// slope is dV/dt at the spike for neurons with a gradient, else 0. t_start is on the inputs' time
+// axis; t_out, the spike time minus t_origin, and t_max (no spike) on the outputs' axis.
 std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBackend& be, const at::Tensor& t_in,
                                                              const at::Tensor& weight, const at::Tensor& alpha,
                                                              const at::Tensor& threshold, double t_start,

@@ -22,10 +22,10 @@ TORCH_LIBRARY(ttfs_ext, m) {
       "float t_max, int[2] stride, int[2] padding, int[2] dilation, int groups, bool bias_per_position, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // The event-exact general neuron. The forward ops also return the slope dV/dt at each spike
-  // (0 where a neuron has no gradient) for their backward. t_start and t_max lie on the inputs'
-  // time axis; the outputs are t - t_origin (0: the same axis; local time: the start of the
-  // layer's own window). `workspace` bounds the elements of the im2col/sort buffers of one
-  // chunk of the conv batch (a knob for tests).
+  // (0 where a neuron has no gradient) for their backward. t_start lies on the inputs' time
+  // axis, the outputs and t_max (no spike) on the outputs' axis, which starts at t_origin on the
+  // inputs' (0: one axis; local time: the input width). `workspace` bounds the elements of the
+  // im2col/sort buffers of one chunk of the conv batch (a knob for tests).
   m.def(
       "first_spike_dense(Tensor t_in, Tensor weight, Tensor alpha, Tensor threshold, float t_start, "
       "float t_max, float t_origin=0.0) -> (Tensor, Tensor)");

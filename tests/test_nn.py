@@ -1,5 +1,7 @@
 """Drop-in modules: checkpoint compatibility with nn.Linear/nn.Conv2d, window chaining,
 equality with the ReLU twin (outputs and gradients), reports."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -254,6 +256,7 @@ def test_state_dicts_from_before_local_time_load():
     nets = {"hand_built": made.hand_built()}
     for mapping in ("b1", "alpha1"):
         nets[mapping] = ttfs_ext.convert(model, x, input_range=(0.0, 1.0), mapping=mapping)
+    compared = 0
     for name, net in nets.items():
         for p in net.parameters():  # nothing may survive from the fresh network
             p.data.normal_()
@@ -266,3 +269,62 @@ def test_state_dicts_from_before_local_time_load():
             torch.testing.assert_close(layer.spike_times, old, rtol=1e-12, atol=1e-12, msg=name)
         if sim.layers[-1].early_spikes == 0:  # the readout integrates from its t_start now
             torch.testing.assert_close(sim.logits, saved[name]["event_logits"], rtol=1e-12, atol=1e-12, msg=name)
+            compared += 1
+    assert compared >= 2
+
+
+def test_the_chain_of_windows_stays_consistent():
+    """Every way of changing a TTFSSequential keeps one chain of windows in local time, or
+    refuses: replacing a layer, appending, deleting, slicing, set_window on a chained layer."""
+    net = tnn.TTFSSequential(tnn.TTFSEncoder(), nn.Flatten(), tnn.TTFSLinear(4, 3), tnn.TTFSLinear(3, 3),
+                             tnn.TTFSReadout(3, 2), widths=[2.0, 0.5]).double()
+    x = torch.rand(5, 4, generator=generator(21), dtype=torch.float64)
+    before = net(x)
+    with pytest.raises(TypeError, match="can only replace one of its kind"):
+        net[3] = nn.Identity()
+    assert isinstance(net[3], tnn.TTFSLinear) and torch.equal(net(x), before)  # refused: unchanged
+    with pytest.raises(RuntimeError, match="chained in a TTFSSequential"):
+        net[2].set_window(1.0, 5.0, 0.0)
+    head = net[:3]
+    with pytest.raises(RuntimeError, match="slice of a network"):
+        head.set_widths([4.0])
+    assert net.widths == [2.0, 0.5] and torch.equal(head(x), net[2](net[1](net[0](x))))
+    extra = tnn.TTFSLinear(3, 3, dtype=torch.float64, t_min=0.0, t_max=1.5)  # a window of its own: width 1.5
+    del net[4]
+    net.append(extra)
+    net.append(tnn.TTFSReadout(3, 2, dtype=torch.float64))
+    assert net.widths == [2.0, 0.5, 1.5] and all(m.local for m in net.spiking_layers())
+    assert (extra.in_width, extra.t_min, net[5].in_width, net[5].t_min) == (0.5, 3.5, 1.5, 5.0)
+    with pytest.raises(ValueError, match="without a window"):
+        net.insert(2, tnn.TTFSLinear(4, 4))
+    assert len(net) == 6  # refused: unchanged
+
+
+def test_absolute_times_of_silent_neurons_are_t_max_exactly():
+    # Widths whose sums round (0.1 + 0.2 != 0.3): a silent neuron is still t_max, not t_min + width.
+    net = tnn.TTFSSequential(tnn.TTFSEncoder(), tnn.TTFSLinear(3, 40), tnn.TTFSLinear(40, 40),
+                             widths=[0.1, 0.2]).double()
+    x = torch.rand(64, 3, generator=generator(22), dtype=torch.float64)
+    import ttfs_ext
+    sim = ttfs_ext.simulate(net, x)
+    for (_, m, t), (_, _, tau), layer in zip(net.spike_times(x), net.spike_times(x, absolute=False), sim.layers):
+        silent = t == m.t_max
+        assert 0 < int(silent.sum()) < t.numel()  # silent and firing neurons
+        assert torch.equal(silent, tau >= m.width) and bool((t[~silent] < m.t_max).all())
+        event_silent = layer.spike_times == m.t_max  # the event-driven ones alike
+        assert torch.equal(event_silent, layer.local_spike_times >= m.width) and int(event_silent.sum()) > 0
+
+
+def test_simulate_a_readout_outside_a_ttfs_sequential():
+    """A hand-made nn.Sequential in absolute time: the readout integrates from the t_min of the
+    spiking layer before, as in a TTFSSequential."""
+    import ttfs_ext
+    torch.manual_seed(23)
+    layer = tnn.TTFSLinear(3, 4, dtype=torch.float64, t_min=1.0, t_max=3.0)
+    layer.set_window(1.0, 3.0, 0.0)
+    readout = tnn.TTFSReadout(4, 2, dtype=torch.float64, t_min=3.0)
+    net = nn.Sequential(tnn.TTFSEncoder(), layer, readout)
+    x = torch.rand(8, 3, generator=generator(24), dtype=torch.float64)
+    chained = tnn.TTFSSequential(tnn.TTFSEncoder(), copy.deepcopy(layer), copy.deepcopy(readout), widths=[2.0])
+    torch.testing.assert_close(ttfs_ext.simulate(net, x).logits, ttfs_ext.simulate(chained, x).logits,
+                               rtol=1e-12, atol=1e-12)

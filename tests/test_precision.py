@@ -16,6 +16,7 @@ makes one (counted and asserted to be rare); the logits are compared everywhere.
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 import pytest
 import torch
@@ -31,15 +32,24 @@ from _utils import DEVICES, generator
 F64, F32 = torch.float64, torch.float32
 
 
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """float32 on CUDA means float32 here (cuDNN's default TF32 would round both networks alike)."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 def absolute_copy(net: tnn.TTFSSequential) -> tnn.TTFSSequential:
     """The same network computing in absolute time: every layer on one time axis (the form of
     the library before local time, and of the functional ops called with t_min/t_max)."""
     net = copy.deepcopy(net)
     for m in net:
+        if isinstance(m, (tnn._Windowed, tnn.TTFSReadout)):
+            m.local = False  # out of the chain
         if isinstance(m, tnn._Windowed):
             m.set_window(m.t_min, m.t_max, m.t_start)
-        elif isinstance(m, tnn.TTFSReadout):
-            m.local = False
     return net
 
 
@@ -75,9 +85,12 @@ def decisions(model: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> list[tor
     return found
 
 
-def discrete_events(model: nn.Module, x: torch.Tensor) -> int:
-    """Decisions that float32 takes differently from float64."""
-    return sum(int((a != b).sum()) for a, b in zip(decisions(model, x, F64), decisions(model, x, F32)))
+def discrete_events(model: nn.Module, x: torch.Tensor, total: Optional[list] = None) -> int:
+    """Decisions that float32 takes differently from float64 (and, into total, how many it took)."""
+    d64, d32 = decisions(model, x, F64), decisions(model, x, F32)
+    if total is not None:
+        total.append(sum(d.numel() for d in d64))
+    return sum(int((a != b).sum()) for a, b in zip(d64, d32))
 
 
 def calibrate(net: tnn.TTFSSequential, x: torch.Tensor) -> None:
@@ -109,7 +122,7 @@ def test_float32_vgg16_is_as_precise_as_its_twin(which, state, device):
     within 2x the float32 ReLU twin's error, every parameter's gradient too where neither makes
     a discrete decision differently; such decisions are rare."""
     config, channels, size, layers = VGG[which]
-    compared, events = 0, {"snn": 0, "twin": 0}
+    compared, events, taken = 0, {"snn": 0, "twin": 0}, []
     for seed in range(3):
         torch.manual_seed(seed)
         net = T.vgg(config, channels, size, 10).double().to(device)
@@ -123,7 +136,7 @@ def test_float32_vgg16_is_as_precise_as_its_twin(which, state, device):
         ref, ref_grads = logits_and_grads(net, x, y, F64)
         (out, grads), (t_out, t_grads) = logits_and_grads(net, x, y, F32), logits_and_grads(twin, x, y, F32)
         assert rel(out, ref) <= 2 * rel(t_out, ref), (seed, rel(out, ref), rel(t_out, ref))
-        snn_events, twin_events = discrete_events(net, x), discrete_events(twin, x)
+        snn_events, twin_events = discrete_events(net, x, taken), discrete_events(twin, x)
         events["snn"] += snn_events
         events["twin"] += twin_events
         if snn_events == twin_events == 0:
@@ -133,7 +146,7 @@ def test_float32_vgg16_is_as_precise_as_its_twin(which, state, device):
                 if rg.norm() > 0:
                     assert rel(g, rg) <= 2 * rel(tg, rg) + 1e-6, (seed, name, rel(g, rg), rel(tg, rg))
     assert compared >= 1, events  # the gradients were compared somewhere
-    assert events["snn"] <= 5, events  # a handful of the ~1e6-1e7 decisions of these passes
+    assert events["snn"] <= 1e-6 * sum(taken), (events, sum(taken))  # rare: a handful in 1e6-1e7
 
 
 def test_absolute_time_in_float32_loses_the_twins_precision():
@@ -180,8 +193,8 @@ def test_float32_converted_bn_vgg_is_as_precise_as_the_relu_model(mapping):
     _, model_ref_grads = logits_and_grads(model, x, y, F64)
     factor = 1.0 if mapping == "b1" else max((m.in_width + m.width) / m.width for m in net.spiking_layers())
     assert rel(out, ref) <= 2 * factor * rel(m_out, model(x))
-    assert discrete_events(net, x) == discrete_events(model, x) == 0
-    assert rel(flat(grads), flat(ref_grads)) <= 2 * rel(flat(m_grads), flat(model_ref_grads))
+    if discrete_events(net, x) == discrete_events(model, x) == 0:  # as here; see the module's docstring
+        assert rel(flat(grads), flat(ref_grads)) <= 2 * rel(flat(m_grads), flat(model_ref_grads))
 
 
 def _trajectory_deviations(seed: int, x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, tuple[float, float]]:

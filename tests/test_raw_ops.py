@@ -49,11 +49,11 @@ _SCRIPT = textwrap.dedent(r'''
                              [r(2, 6, 6, 6), r(2, 4, 6, 6), r(6, 4, 3, 3), r(2, 6, 6, 6), 1.0, 3.0, *G.values(),
                               False, M3]),
         "first_spike_dense": ("t_in weight alpha threshold t_start t_max t_origin",
-                              [r(4, 5), r(3, 5), r(3), r(3), 0.0, 3.0, 1.0]),
+                              [r(4, 5), r(3, 5), r(3), r(3), 0.0, 3.0, 0.0]),
         "_first_spike_dense_backward": ("grad_out t_in weight t_out slope t_start t_origin output_mask",
                                         [r(4, 3), r(4, 5), r(3, 5), r(4, 3), r(4, 3), 0.0, 1.0, M4]),
         "first_spike_conv2d": ("t_in weight alpha threshold t_start t_max stride padding dilation groups workspace "
-                               "t_origin", [r(2, 4, 6, 6), r(6, 4, 3, 3), r(6), r(6), 0.0, 3.0, *G.values(), 1 << 23, 1.0]),
+                               "t_origin", [r(2, 4, 6, 6), r(6, 4, 3, 3), r(6), r(6), 0.0, 3.0, *G.values(), 1 << 23, 0.0]),
         "_first_spike_conv2d_backward": ("grad_out t_in weight t_out slope t_start t_origin stride padding dilation "
                                          "groups alpha_per_position threshold_per_position output_mask",
                                          [r(2, 6, 6, 6), r(2, 4, 6, 6), r(6, 4, 3, 3), r(2, 6, 6, 6), r(2, 6, 6, 6),

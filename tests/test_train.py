@@ -130,7 +130,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert T.load_checkpoint(path) == {"a": 3}
 
 
-@pytest.mark.filterwarnings("ignore:epoch 1. a spike precedes its window")
+@pytest.mark.filterwarnings("ignore:epoch 1. a spike precedes its window")  # fixed windows of width 1: expected
 def test_fit_never_replaces_a_checkpoint_unless_told(digits, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(FileNotFoundError, match="no checkpoint .* to continue"):

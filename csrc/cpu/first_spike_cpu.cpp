@@ -187,9 +187,9 @@ void forward_impl(const FirstSpikeForwardParams& p) {
       scalar_t* t_out_r = t_out + r * p.out_ld;
       scalar_t* slope_r = slope_out + r * p.out_ld;
       for (int64_t o = 0; o < O; ++o) {
-        const double t = p.t_start + t_rel[o];
+        const double t = p.t_start + t_rel[o] - p.t_origin;  // on the outputs' axis
         const bool fired = t < p.t_max;
-        t_out_r[o] = static_cast<scalar_t>((fired ? t : p.t_max) - p.t_origin);
+        t_out_r[o] = static_cast<scalar_t>(fired ? t : p.t_max);
         slope_r[o] = static_cast<scalar_t>(fired ? slope[o] : 0.0);
       }
     }

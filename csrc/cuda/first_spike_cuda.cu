@@ -67,9 +67,9 @@ __global__ void forward_kernel(FirstSpikeForwardParams p) {
         start = end;
       }
     }
-    const double t = p.t_start + t_rel;
+    const double t = p.t_start + t_rel - p.t_origin;  // on the outputs' axis
     const bool fired = t < p.t_max;
-    t_out[r * p.out_ld + o] = static_cast<scalar_t>((fired ? t : p.t_max) - p.t_origin);
+    t_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? t : p.t_max);
     slope_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? slope : 0.0);
   }
 }

@@ -94,6 +94,7 @@ class LayerSimulation:
     t_max: float
     local_spike_times: torch.Tensor  # event-driven, as the network carries them (local time in a TTFSSequential)
     origin: float              # local + origin = absolute (t_min in local time, else 0)
+    local_end: float           # no spike on the local axis (the width in local time, else t_max)
     spikes: int                # neurons that fired (t < t_max)
     early_spikes: int          # fired before the window opened (t < t_min)
     deviating: int             # differ from the closed form of the layer on the same inputs
@@ -101,8 +102,9 @@ class LayerSimulation:
 
     @property
     def spike_times(self) -> torch.Tensor:
-        """Event-driven spike times on the absolute axis, in float64; t_max = no spike."""
-        return self.local_spike_times.double() + self.origin
+        """Event-driven spike times on the absolute axis, in float64; t_max exactly = no spike."""
+        t = self.local_spike_times
+        return torch.where(t >= self.local_end, self.t_max, t.double() + self.origin)
 
     @property
     def neurons(self) -> int:
@@ -152,6 +154,7 @@ def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float]
     param = next(network.parameters(), None)  # x is cast to the network's dtype
     out = x if param is None else x.to(param.dtype)
     result = SimulationResult(logits=out)
+    window_start = 0.0  # of the inputs of the next layer, in absolute time: the t_min of the layer before
     for index, m in enumerate(network):
         if isinstance(m, _Windowed):
             t_in = out
@@ -161,11 +164,12 @@ def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float]
             tol = tolerance if tolerance is not None else (1e-9 if out.dtype == torch.float64 else 1e-4)
             diff = (out - closed).abs()
             result.layers.append(LayerSimulation(
-                index, type(m).__name__, t_min, t_max, out, t_min if m.local else 0.0, int((out < hi).sum()),
+                index, type(m).__name__, t_min, t_max, out, t_min if m.local else 0.0, hi, int((out < hi).sum()),
                 int((out < lo).sum()), int((diff > tol * max(1.0, abs(hi))).sum()),
                 float(diff.max()) if diff.numel() else 0.0))
+            window_start = t_min
         elif isinstance(m, TTFSReadout):
-            out = m.event_forward(out)  # from its t_start, like every neuron
+            out = m.event_forward(out, window_start)  # from its t_start, like every neuron
         elif isinstance(m, _PASSTHROUGH):
             out = m(out)
         else:

@@ -325,11 +325,11 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
 
 def _neuron_window(op: str, t_start, t_max, in_width, width) -> tuple[float, float, float]:
     """(t_start, t_max, t_origin) of the first_spike ops: absolute time on one axis, or local
-    time, where the inputs' axis starts at their window's start (t_start = 0), the layer's
-    window ends at in_width + width there, and the outputs' axis starts at in_width."""
+    time, where the inputs' axis starts at their window's start (t_start = 0) and the outputs'
+    at in_width on it, so that their window ends at width (exactly: no spike is width)."""
     if _local(op, {"t_start": t_start, "t_max": t_max}, {"in_width": in_width, "width": width}):
         lo, hi = _width(op, "in_width", in_width), _width(op, "width", width)
-        return 0.0, lo + hi, lo
+        return 0.0, hi, lo
     start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
     return start, end, 0.0
 

@@ -44,8 +44,11 @@ class _Windowed:
     local: bool = False
 
     def set_window(self, t_min: float, t_max: float, t_start: Optional[float] = None) -> None:
-        """Set the window in absolute time (and leave local time: the layer then takes and gives
-        absolute times)."""
+        """Set the window in absolute time: the layer then takes and gives absolute times. A
+        layer chained in a TTFSSequential (local time) gets its width from the network."""
+        if self.local:
+            raise RuntimeError(f"{type(self).__name__}: this layer's window is chained in a TTFSSequential (local "
+                               "time); set it with the network's set_widths()")
         t_min, t_max = float(t_min), float(t_max)
         if not (math.isfinite(t_min) and math.isfinite(t_max) and t_max > t_min):
             raise ValueError(f"{type(self).__name__}: the window must satisfy t_min < t_max, got [{t_min}, {t_max}]")
@@ -56,7 +59,6 @@ class _Windowed:
         if t_start is not None:
             self.t_start = float(t_start)
         self.in_width = None if self.t_start is None else t_min - self.t_start
-        self.local = False
 
     def _chain(self, t_start: float, t_min: float, in_width: float, width: float) -> None:
         """Place the layer in a chain of windows, in local time, with exact widths (the absolute
@@ -107,8 +109,11 @@ class _Windowed:
         return (0.0, self._in_width()) if self.local else (self._start(), self._window()[0])
 
     def absolute(self, t: torch.Tensor) -> torch.Tensor:
-        """The layer's output times t on the absolute axis, in float64."""
-        return t.double() + self._window()[0] if self.local else t.double()
+        """The layer's output times t on the absolute axis, in float64; no spike is t_max exactly."""
+        if not self.local:
+            return t.double()
+        t_min, t_max = self._window()
+        return torch.where(t >= self.width, t_max, t.double() + t_min)
 
 
 class _B1Neurons(_Windowed):
@@ -394,6 +399,11 @@ class TTFSReadout(nn.Linear):
     On its own it takes absolute times; in a TTFSSequential, local times (V = W (in_width -
     tau_in) + b, in_width the width of the last spiking layer's window)."""
 
+    t_start: Optional[float] = None
+    in_width: Optional[float] = None
+    local: bool = False
+    mode: str = "closed"
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  t_min: Optional[float] = None, mode: str = "closed") -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
@@ -414,14 +424,16 @@ class TTFSReadout(nn.Linear):
     def _chain(self, t_start: float, t_min: float, in_width: float) -> None:
         self.t_start, self.t_min, self.in_width, self.local = t_start, t_min, in_width, True
 
-    def input_window(self) -> tuple[float, float]:
+    def input_window(self, t_start: Optional[float] = None) -> tuple[float, float]:
         """The window of the readout's inputs on their axis: (0, in_width) in local time, else
-        (t_start, t_min)."""
+        (t_start, t_min), t_start given here where the readout has none of its own."""
         if self.local:
             return 0.0, self.in_width
-        if self.t_min is None or self.t_start is None:
-            raise RuntimeError("TTFSReadout: its input window is not set; put the layer in a TTFSSequential")
-        return self.t_start, self.t_min
+        t_start = self.t_start if self.t_start is not None else t_start
+        if self.t_min is None or t_start is None:
+            raise RuntimeError("TTFSReadout: its input window is not set (t_min and the t_start of its inputs); put "
+                               "the layer in a TTFSSequential")
+        return t_start, self.t_min
 
     def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         if self.local:
@@ -431,8 +443,10 @@ class TTFSReadout(nn.Linear):
                                "in a TTFSSequential")
         return TF.readout(t_in, self.weight, self.bias, self.t_min)
 
-    def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        return self.closed_forward(reference.clamp(t_in, low=self.input_window()[0]))
+    def event_forward(self, t_in: torch.Tensor, t_start: Optional[float] = None) -> torch.Tensor:
+        """The readout neuron integrating from the start of its input window (t_start: for a
+        readout outside a TTFSSequential, the t_min of the spiking layer before)."""
+        return self.closed_forward(reference.clamp(t_in, low=self.input_window(t_start)[0]))
 
     def forward(self, t_in: torch.Tensor) -> torch.Tensor:
         return self.event_forward(t_in) if self.mode == "event" else self.closed_forward(t_in)
@@ -552,11 +566,14 @@ class TTFSSequential(nn.Sequential):
     def spiking_layers(self) -> list[_Windowed]:
         return [m for m in self if isinstance(m, _Windowed)]
 
+    _slice = False  # a view of another network's layers (net[i:j]): their windows are that network's
+
     def __getitem__(self, idx):
         if isinstance(idx, slice):  # the same modules, windows as they are (nn.Sequential would re-chain them)
             sub = TTFSSequential.__new__(TTFSSequential)
             nn.Sequential.__init__(sub, OrderedDict(list(self._modules.items())[idx]))
             sub.robustness = getattr(self, "robustness", None)
+            sub._slice = True
             return sub
         return super().__getitem__(idx)
 
@@ -564,14 +581,48 @@ class TTFSSequential(nn.Sequential):
         """Replace a module; a spiking layer (or readout) takes the place of the one before in
         the chain of windows."""
         old = self[idx]
-        super().__setitem__(idx, module)
-        if isinstance(module, _Windowed) and isinstance(old, _Windowed):
-            module._take_window(old)
-        elif isinstance(module, TTFSReadout) and isinstance(old, TTFSReadout) and old.local:
-            module._chain(old.t_start, old.t_min, old.in_width)
-        elif isinstance(module, (_Windowed, TTFSReadout)) or isinstance(old, (_Windowed, TTFSReadout)):
+        windowed = (_Windowed, TTFSReadout)
+        same_kind = (isinstance(module, _Windowed) and isinstance(old, _Windowed)) or \
+            (isinstance(module, TTFSReadout) and isinstance(old, TTFSReadout))
+        if (isinstance(module, windowed) or isinstance(old, windowed)) and not same_kind:
             raise TypeError("TTFSSequential: a spiking layer or readout can only replace one of its kind "
                             "(to change the layers, build a new TTFSSequential)")
+        super().__setitem__(idx, module)
+        if isinstance(module, _Windowed):
+            module._take_window(old)
+        elif isinstance(module, TTFSReadout) and old.local:
+            module._chain(old.t_start, old.t_min, old.in_width)
+
+    # Adding or removing modules re-chains the windows (every spiking layer keeps its width).
+    def append(self, module: nn.Module) -> "TTFSSequential":
+        self._check_window([module])
+        super().append(module)
+        self.set_widths(self.widths)
+        return self
+
+    def insert(self, index: int, module: nn.Module) -> "TTFSSequential":
+        self._check_window([module])
+        super().insert(index, module)
+        self.set_widths(self.widths)
+        return self
+
+    def extend(self, sequential) -> "TTFSSequential":
+        sequential = list(sequential)
+        self._check_window(sequential)
+        super().extend(sequential)
+        self.set_widths(self.widths)
+        return self
+
+    def __delitem__(self, idx) -> None:
+        super().__delitem__(idx)
+        self.set_widths(self.widths)
+
+    @staticmethod
+    def _check_window(modules: Sequence[nn.Module]) -> None:
+        missing = [type(m).__name__ for m in modules if isinstance(m, _Windowed) and m.width is None]
+        if missing:
+            raise ValueError(f"TTFSSequential: spiking layers without a window ({', '.join(missing)}); give them one "
+                             "(set_window) before adding them, or build the network with widths=")
 
     @property
     def widths(self) -> list[float]:
@@ -584,6 +635,9 @@ class TTFSSequential(nn.Sequential):
 
     def set_widths(self, widths: Union[float, Sequence[float]]) -> None:
         """Set the window widths and re-chain every window."""
+        if self._slice:
+            raise RuntimeError("TTFSSequential: this is a slice of a network, sharing its layers and their windows; "
+                               "set the widths on the network")
         layers = self.spiking_layers()
         if isinstance(widths, (int, float)):
             widths = [float(widths)] * len(layers)

@@ -112,8 +112,9 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
 def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
                        t_start: float, t_max: float, t_origin: float = 0.0) -> torch.Tensor:
     """First spike times of a layer of general neurons: t_in (..., N), weight (O, N),
-    alpha and threshold (O,). Returns (..., O), t_max where a neuron does not fire, minus
-    t_origin (where the outputs' time axis starts on the inputs'; local time: the input width)."""
+    alpha and threshold (O,). Returns (..., O): the spike times minus t_origin (where the
+    outputs' time axis starts on the inputs'; local time: the input width), t_max (on the
+    outputs' axis) where a neuron does not fire."""
     lead = t_in.shape[:-1]
     tau = arrival(t_in.reshape(-1, t_in.shape[-1]), t_start)
     out = _first_spike_rows(tau, weight, alpha.unsqueeze(0), threshold.unsqueeze(0), t_start, t_max, t_origin)
@@ -160,7 +161,8 @@ def _pair(value: IntPair) -> tuple[int, int]:
 def _first_spike_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, theta: torch.Tensor,
                       t_start: float, t_max: float, t_origin: float = 0.0) -> torch.Tensor:
     """tau (R, K): arrival times relative to t_start, >= 0, +inf for padding (never arrives);
-    weight (O, K); alpha, theta (R or 1, O). Returns spike times (R, O) minus t_origin."""
+    weight (O, K); alpha, theta (R or 1, O). Returns spike times (R, O) minus t_origin, t_max
+    (on that axis) for no spike."""
     tau_sorted, order = tau.sort(dim=1, stable=True)
     arrived = torch.isfinite(tau_sorted).unsqueeze(1)                               # (R, 1, K)
     w = torch.where(arrived, weight[:, order].permute(1, 0, 2), 0.0)                 # (R, O, K)
@@ -176,5 +178,5 @@ def _first_spike_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tens
     fired = valid.any(dim=-1)
     t_rel = torch.maximum(cand.gather(-1, k), start.expand_as(cand).gather(-1, k)).squeeze(-1)
     t_rel = torch.where(theta <= 0, torch.zeros_like(t_rel), t_rel)  # at threshold when integration starts
-    t = t_start + t_rel
-    return torch.where(((theta <= 0) | fired) & (t < t_max), t, torch.full_like(t, t_max)) - t_origin
+    t = t_start + t_rel - t_origin  # on the outputs' axis, as t_max
+    return torch.where(((theta <= 0) | fired) & (t < t_max), t, torch.full_like(t, t_max))

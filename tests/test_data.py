@@ -466,7 +466,7 @@ def test_load_digits():
     assert torch.equal(ds.x_test, again.x_test) and torch.equal(ds.y_train, again.y_train)
     assert not torch.equal(ds.y_test, other.y_test)
     assert data.load_digits(test_fraction=0.5).n_test == round(0.5 * 1797)
-    from ttfs_ext.demo import load_digits as demo_digits  # the same split as `ttfs convert`
+    from ttfs_ext.cli.demo import load_digits as demo_digits  # the same split as `ttfs convert`
     assert torch.equal(demo_digits(0)[3], ds.y_test)
     with pytest.raises(ValueError, match="test_fraction"):
         data.load_digits(test_fraction=1.0)

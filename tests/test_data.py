@@ -24,10 +24,13 @@ def isolated(tmp_path, monkeypatch):
     """No test sees the real cache, $TTFS_EXT_DATA, system folders or network."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": (str(tmp_path / "system" / "mnist"),),
-                                              "fashion-mnist": (str(tmp_path / "system" / "fashion-mnist"),)})
+    # Entries replaced, not the dicts: the loaders' modules (ttfs_ext.data.sources) share them.
+    assert set(data.SYSTEM_DIRS) == {"mnist", "fashion-mnist"}
+    for name in data.SYSTEM_DIRS:
+        monkeypatch.setitem(data.SYSTEM_DIRS, name, (str(tmp_path / "system" / name),))
     nowhere = (tmp_path / "no-mirror").as_uri() + "/"
-    monkeypatch.setattr(data, "MIRRORS", {name: nowhere for name in data.MIRRORS})
+    for name in data.MIRRORS:
+        monkeypatch.setitem(data.MIRRORS, name, nowhere)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ Backward = Callable[[torch.Tensor, bool], Any]
 
 
 # A timed block holds enough calls to last this long, so that a synchronisation and the timer
-# weigh little against it (on a 2-core CPU every call of the suite's shapes is longer).
+# weigh little against it.
 BLOCK_SECONDS = 2e-3
 
 

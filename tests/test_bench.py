@@ -17,7 +17,8 @@ import torch
 
 from ttfs_ext import bench
 from ttfs_ext import functional as TF
-from ttfs_ext.bench import cases
+from ttfs_ext.bench import events as bench_events
+from ttfs_ext.bench import layers as bench_layers
 from ttfs_ext.cli import main as ttfs
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -149,7 +150,8 @@ def test_readme_table_and_markers(quick_run, tmp_path):
     assert bench_suite.replace_readme(readme, table)
     text = readme.read_text()
     assert "old table" not in text and table.strip() in text
-    assert text.startswith("# title\n\nbefore\n" + bench_suite.README_BEGIN) and text.endswith(bench_suite.README_END + "\nafter\n")
+    begin, end = bench_suite.README_BEGIN, bench_suite.README_END
+    assert text.startswith("# title\n\nbefore\n" + begin) and text.endswith(end + "\nafter\n")
     assert bench_suite.replace_readme(readme, table) and readme.read_text() == text  # idempotent
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
@@ -201,7 +203,7 @@ def test_presets_and_costs():
     assert conv.gemm() == (2 * 25, 4, 27)
     # the event reference's memory budget picks the largest power-of-two batch that fits
     big = bench.LayerCase("z", "conv2d", 128, 64, 64, 32)
-    batch = cases._reference_batch(big, 4 << 30)
+    batch = bench_events._reference_batch(big, 4 << 30)
     assert batch is not None and batch < 128 and bench.reference_bytes(big, batch) <= 4 << 30 < \
         bench.reference_bytes(big, 2 * batch)
 
@@ -220,7 +222,7 @@ def _preset(**sections) -> presets.Preset:
 
 
 def test_failed_check_aborts_the_case(monkeypatch):
-    monkeypatch.setattr(cases, "CHECK_TOLERANCE", 0.0)
+    monkeypatch.setattr(bench_layers, "CHECK_TOLERANCE", 0.0)
     report = bench_suite.run_suite(_preset(layers=[bench.LayerCase("dense", "linear", 4, 8, 4)]), _context())
     (record,) = report["layers"]
     assert record["check"]["passed"] is False and "times_ms" not in record

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ttfs_ext.bench import format_bytes, format_error, format_ms, format_ratio
+from ttfs_ext.bench import format_bytes as _bytes, format_error as _err, format_ms as _ms, format_ratio as _x
 
 from .targets import evaluate_targets
 
@@ -33,11 +33,11 @@ def readme_table(json_path: "str | Path") -> str:
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in layers:
             t, q, e = r["times_ms"]["fwd+bwd"], r["ratios"], r["errors_vs_float64"]
-            out.append(f"| {r['name']} | {r['precision']} | {format_ms(t.get('kernel'))} | {format_ms(t.get('twin'))} | "
-                       f"{format_ms(t.get('twin_compiled'))} | {format_ms(t.get('reference'))} | "
-                       f"{format_ms(t.get('reference_compiled'))} | {format_ratio(q['fwd+bwd']['kernel/best_twin'])} | "
-                       f"{format_ratio(q['fwd+bwd']['reference/kernel'])} | {format_ratio(q['fwd']['kernel/best_twin'])} | "
-                       f"{format_error(e['kernel']['out'])} / {format_error(e['twin']['out'])} |")
+            out.append(f"| {r['name']} | {r['precision']} | {_ms(t.get('kernel'))} | {_ms(t.get('twin'))} | "
+                       f"{_ms(t.get('twin_compiled'))} | {_ms(t.get('reference'))} | "
+                       f"{_ms(t.get('reference_compiled'))} | {_x(q['fwd+bwd']['kernel/best_twin'])} | "
+                       f"{_x(q['fwd+bwd']['reference/kernel'])} | {_x(q['fwd']['kernel/best_twin'])} | "
+                       f"{_err(e['kernel']['out'])} / {_err(e['twin']['out'])} |")
         out.append("")
     networks = [r for r in report.get("networks", []) if "times_ms" in r]
     if networks:
@@ -47,11 +47,11 @@ def readme_table(json_path: "str | Path") -> str:
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in networks:
             t, q, e = r["times_ms"]["fwd+bwd"], r["ratios"]["fwd+bwd"], r["errors_vs_float64"]
-            out.append(f"| {r['name']} | {r['precision']} | {format_ms(t.get('kernel'))} | {format_ms(t.get('kernel_compiled'))} | "
-                       f"{format_ms(t.get('twin'))} | {format_ms(t.get('twin_compiled'))} | {format_ms(t.get('reference'))} | "
-                       f"{format_ms(t.get('reference_compiled'))} | {format_ratio(q['kernel/best_twin'])} | "
-                       f"{format_ratio(q['reference/kernel'])} | {format_error(e['kernel']['out'])} / {format_error(e['twin']['out'])} | "
-                       f"{format_error(e['kernel'].get('grad_l2'))} / {format_error(e['twin'].get('grad_l2'))} |")
+            out.append(f"| {r['name']} | {r['precision']} | {_ms(t.get('kernel'))} | {_ms(t.get('kernel_compiled'))} | "
+                       f"{_ms(t.get('twin'))} | {_ms(t.get('twin_compiled'))} | {_ms(t.get('reference'))} | "
+                       f"{_ms(t.get('reference_compiled'))} | {_x(q['kernel/best_twin'])} | "
+                       f"{_x(q['reference/kernel'])} | {_err(e['kernel']['out'])} / {_err(e['twin']['out'])} | "
+                       f"{_err(e['kernel'].get('grad_l2'))} / {_err(e['twin'].get('grad_l2'))} |")
         out.append("")
     events = [r for r in report.get("events", []) if "times_ms" in r]
     if events:
@@ -63,11 +63,11 @@ def readme_table(json_path: "str | Path") -> str:
         for r in events:
             t, mem = r["times_ms"], r.get("peak_mem_bytes", {})
             kernel_mem = mem.get("kernel_at_reference_batch", mem.get("kernel"))
-            out.append(f"| {r['name']} | {format_ms(t['fwd'].get('kernel'))} | {format_ms(t['fwd+bwd'].get('kernel'))} | "
-                       f"{r['reference_batch'] or 'skipped'} | {format_ms(t['fwd'].get('reference'))} | "
-                       f"{format_ratio(r['ratios']['fwd']['reference/kernel'])} | "
-                       f"{format_ratio(r['ratios']['fwd+bwd']['reference/kernel'])} | "
-                       f"{format_bytes(kernel_mem)} / {format_bytes(mem.get('reference'))} |")
+            out.append(f"| {r['name']} | {_ms(t['fwd'].get('kernel'))} | {_ms(t['fwd+bwd'].get('kernel'))} | "
+                       f"{r['reference_batch'] or 'skipped'} | {_ms(t['fwd'].get('reference'))} | "
+                       f"{_x(r['ratios']['fwd']['reference/kernel'])} | "
+                       f"{_x(r['ratios']['fwd+bwd']['reference/kernel'])} | "
+                       f"{_bytes(kernel_mem)} / {_bytes(mem.get('reference'))} |")
         out.append("")
     sims = report.get("simulate", [])
     if sims:
@@ -76,7 +76,7 @@ def readme_table(json_path: "str | Path") -> str:
         for r in sims:
             if r.get("ok"):
                 out.append(f"| {r['model']} | {r['batch']} | {r['time_ms']['median_ms'] / 1e3:.3g} s | "
-                           f"{format_ms(r['closed_form_ms'])} ms | {r['spikes']} / {r['neurons']} | {r['early_spikes']} |")
+                           f"{_ms(r['closed_form_ms'])} ms | {r['spikes']} / {r['neurons']} | {r['early_spikes']} |")
             else:
                 out.append(f"| {r.get('model', r['name'])} | {r.get('batch', '')} | failed: "
                            f"{r.get('error') or r.get('crashed')} | | | |")
@@ -88,7 +88,7 @@ def readme_table(json_path: "str | Path") -> str:
         for r in stepped:
             out.append(f"| {r['name']} | {r['batch']} | {r['dt']:.3g} | {r['steps']} | {r['max_error']:.2e}"
                        f"{'' if r['reached'] else ' (not reached)'} | {r['stepped_ms'] / 1e3:.3g} s | "
-                       f"{format_ms(r['kernel_fwd_ms'])} ms | {r['ratio_vs_kernel']:.3g}x | "
+                       f"{_ms(r['kernel_fwd_ms'])} ms | {r['ratio_vs_kernel']:.3g}x | "
                        f"{r['ratio_vs_event_kernel']:.3g}x |")
         out.append("")
     if report.get("targets"):

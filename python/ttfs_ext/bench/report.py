@@ -1,5 +1,5 @@
-"""What a benchmark run reports: its environment, the report (the JSON records) and the
-printed table."""
+"""What a benchmark run reports: its environment, the records of its cases (run_cases), the
+report that goes into the JSON, and the printed table."""
 from __future__ import annotations
 
 import datetime
@@ -8,18 +8,20 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 import ttfs_ext
 
-from .cases import (LAYER_IMPLS, NETWORK_IMPLS, REFERENCE_BYTES_PER_ELEMENT, T_MAX, T_MIN, T_START, Case, run_cases,
-                    snntorch_version)
-from .timing import MODES, PEAK_MEMORY_METHOD, Context
+from .cases import (LAYER_IMPLS, NETWORK_IMPLS, REFERENCE_BYTES_PER_ELEMENT, T_MAX, T_MIN, T_START, Case, EventCase,
+                    LayerCase, NetworkCase, SimulateCase, SteppedCase, snntorch_version)
+from .events import bench_event, bench_simulate, bench_stepped
+from .layers import bench_layer, bench_network
+from .timing import MODES, PEAK_MEMORY_METHOD, Context, unavailable
 
-__all__ = ["JSON_VERSION", "device_name", "environment", "run_report", "write_json", "format_table", "format_ms",
-           "format_ratio", "format_error", "format_bytes"]
+__all__ = ["JSON_VERSION", "device_name", "environment", "run_cases", "run_report", "write_json", "format_table",
+           "format_ms", "format_ratio", "format_error", "format_bytes"]
 
 JSON_VERSION = 2  # 2: times and ratios from paired cycles (time_interleaved)
 
@@ -36,7 +38,6 @@ def device_name(device: str) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
 
 
 def _precision_flags() -> dict[str, Any]:
@@ -78,6 +79,62 @@ def environment(device: str, preset_name: str, threads: int) -> dict[str, Any]:
 
 
 # --- the report -------------------------------------------------------------------------------------
+
+SECTIONS = ("layers", "networks", "events", "simulate", "timestepped")
+
+
+def _jobs(cases: Sequence[Case], ctx: Context) -> list[tuple[str, str, Callable[[], dict[str, Any]]]]:
+    """(report section, label, run) per case and precision, in the order of SECTIONS."""
+    jobs: dict[str, list] = {section: [] for section in SECTIONS}
+    for case in cases:
+        if isinstance(case, LayerCase):
+            for q in ctx.precisions:
+                jobs["layers"].append(("layers", f"layer/{case.name} {q.name}",
+                                       lambda case=case, q=q: bench_layer(case, q, ctx)))
+        elif isinstance(case, NetworkCase):
+            for q in ctx.precisions:
+                jobs["networks"].append(("networks", f"network/{case.label} {q.name}",
+                                         lambda case=case, q=q: bench_network(case, q, ctx)))
+        elif isinstance(case, EventCase):
+            jobs["events"].append(("events", f"event/{case.name}", lambda case=case: bench_event(case, ctx)))
+        elif isinstance(case, SimulateCase):
+            jobs["simulate"].append(("simulate", f"simulate/{case.label}", lambda case=case: bench_simulate(case, ctx)))
+        elif isinstance(case, SteppedCase):
+            jobs["timestepped"].append(("timestepped", f"timestepped/{case.name}",
+                                        lambda case=case: bench_stepped(case, ctx)))
+        else:
+            raise TypeError(f"not a benchmark case: {case!r}")
+    return [j for section in SECTIONS for j in jobs[section] if ctx.selected(*j[1].split("/", 1))]
+
+
+def run_cases(cases: Sequence[Case], ctx: Context) -> dict[str, list[dict[str, Any]]]:
+    """Run every case selected by ctx.only, each at every precision of ctx: the records per
+    report section, and the failures (a crashed case or a failed check; the others still run).
+    The NaN/inf data check of ttfs_ext is off meanwhile: it reads the data (and syncs on a GPU)."""
+    results: dict[str, list[dict[str, Any]]] = {section: [] for section in SECTIONS}
+    results["failures"] = []
+    jobs = _jobs(cases, ctx)
+    checks = ttfs_ext.input_checks_enabled()
+    ttfs_ext.set_input_checks(False)
+    try:
+        for i, (section, label, job) in enumerate(jobs, 1):
+            t0 = time.perf_counter()
+            ctx.log(f"[{i}/{len(jobs)}] {label} ...")
+            try:
+                record = job()
+            except Exception as err:
+                record = {"section": section, "name": label, "crashed": unavailable(err)["na"]}
+                results["failures"].append({"case": label, "error": record["crashed"]})
+            else:
+                check = record.get("check", {})
+                if check and not check.get("passed", True):
+                    results["failures"].append({"case": label, "error": check.get("reason", "check failed")})
+            results[section].append(record)
+            ctx.log(f"    {time.perf_counter() - t0:.1f} s")
+    finally:
+        ttfs_ext.set_input_checks(checks)
+    return results
+
 
 def run_report(cases: Sequence[Case], ctx: Context, preset: str = "default", description: str = "",
                env: Optional[dict[str, Any]] = None, suite: str = "ttfs bench") -> dict[str, Any]:
@@ -178,7 +235,8 @@ def format_table(report: dict[str, Any]) -> str:
                 lines.append(f"{r['name']:<34} {r['precision']:<8} {mode:<7} "
                              + " ".join(f"{format_ms(t.get(i)):>9}" for i in impls)
                              + f" {format_ratio(q['kernel/twin']):>9} {format_ratio(q['kernel/twin_compiled']):>9}"
-                             f" {format_ratio(q['reference/kernel']):>9} {format_ratio(q['reference_compiled/kernel']):>9}"
+                             f" {format_ratio(q['reference/kernel']):>9}"
+                             f" {format_ratio(q['reference_compiled/kernel']):>9}"
                              f" {'–' if gf is None else f'{gf:.1f}':>9}")
             e = r["errors_vs_float64"]
 
@@ -186,7 +244,8 @@ def format_table(report: dict[str, Any]) -> str:
                 l2 = e[who].get("grad_l2")
                 return f"grad {format_error(e[who]['grad'])}" + ("" if l2 is None else f", grad L2 {format_error(l2)}")
 
-            lines.append(f"{'':<34} {'':<8} errors vs float64: kernel {format_error(e['kernel']['out'])} ({grads('kernel')}), "
+            lines.append(f"{'':<34} {'':<8} errors vs float64: kernel {format_error(e['kernel']['out'])} "
+                         f"({grads('kernel')}), "
                          f"twin {format_error(e['twin']['out'])} ({grads('twin')})")
             reasons = {i: e["na"] for i, e in r["times_ms"]["fwd+bwd"].items()
                        if "na" in e and "--no-compile" not in e["na"]}
@@ -214,7 +273,8 @@ def format_table(report: dict[str, Any]) -> str:
                              f"{format_ratio(r['ratios'][mode]['reference/kernel']):>9}"
                              f"  {r.get('reference_note', '') if mode == 'fwd' else ''}")
             mem = r.get("peak_mem_bytes", {})
-            lines.append(f"{'':<34} peak memory (fwd+bwd): " + ", ".join(f"{i} {format_bytes(v)}" for i, v in mem.items()))
+            lines.append(f"{'':<34} peak memory (fwd+bwd): "
+                         + ", ".join(f"{i} {format_bytes(v)}" for i, v in mem.items()))
     for r in report.get("simulate", []):
         if r.get("ok"):
             lines += ["", f"simulate {r['name']}: {r['time_ms']['median_ms'] / 1e3:.3g} s (closed form "

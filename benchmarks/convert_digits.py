@@ -13,24 +13,15 @@ import datetime
 import io
 import json
 import platform
-import subprocess
-from pathlib import Path
 
 import torch
 
 import ttfs_ext
-from ttfs_ext import demo
+from ttfs_ext.cli import demo
 
-ROOT = Path(__file__).resolve().parents[1]
+from suite.host import ROOT, git, replace_between_markers
+
 BEGIN, END = "<!-- convert-digits:begin -->", "<!-- convert-digits:end -->"
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def table(runs: list[dict], meta: dict) -> str:
@@ -65,7 +56,7 @@ def main() -> None:
             with contextlib.redirect_stdout(io.StringIO()):  # demo.run prints its JSON
                 runs.append(demo.run(ns))
     meta = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "ttfs_ext": ttfs_ext.__version__,
-            "python": platform.python_version(), "machine": platform.machine(), "git_commit": git_commit(),
+            "python": platform.python_version(), "machine": platform.machine(), "git_commit": git("rev-parse", "HEAD"),
             "threads": torch.get_num_threads()}
     out = ROOT / "benchmarks" / "results" / "convert_digits.json"
     out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=2) + "\n")
@@ -74,9 +65,8 @@ def main() -> None:
     print(text)
     if not args.no_readme:
         readme = ROOT / "README.md"
-        content = readme.read_text()
-        start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
-        readme.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+        if not replace_between_markers(readme, BEGIN, END, text):
+            raise SystemExit(f"{readme} has no {BEGIN} ... {END} markers")
         print(f"updated {readme}")
 
 

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from suite.host import ROOT, git, replace_between_markers
+
 RUNS = ROOT / "benchmarks" / "results" / "train_runs"
 BEGIN, END = "<!-- train-results:begin -->", "<!-- train-results:end -->"
 
@@ -31,14 +32,6 @@ def ttfs(*args: str) -> tuple[str, float]:
 
 def metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -79,7 +72,7 @@ def main() -> None:
                       "--time-bits", "2,3,4", "--weight-bits", "2,3,4", "--latency", "1,0.5,0.25",
                       "--event-size", "10000", *data, *(["--test-size", "1000"] if args.quick else []))
     sweeps = json.loads((ROOT / fc2 / "evaluate.json").read_text())["rows"]
-    meta = {"date": datetime.date.today().isoformat(), "commit": git_commit(), "quick": args.quick,
+    meta = {"date": datetime.date.today().isoformat(), "commit": git("rev-parse", "--short", "HEAD") or "unknown", "quick": args.quick,
             "environment": metrics(ROOT / fc2)["environment"], "evaluate_command": command}
     out = ROOT / "benchmarks" / "results" / "train_results.json"
     out.write_text(json.dumps({"meta": meta, "runs": rows, "sweeps": sweeps}, indent=2) + "\n")
@@ -87,9 +80,8 @@ def main() -> None:
     print(text)
     if not args.no_readme:
         readme = ROOT / "README.md"
-        content = readme.read_text()
-        start, end = content.index(BEGIN) + len(BEGIN), content.index(END)
-        readme.write_text(content[:start] + "\n" + text + "\n" + content[end:])
+        if not replace_between_markers(readme, BEGIN, END, text):
+            raise SystemExit(f"{readme} has no {BEGIN} ... {END} markers")
 
 
 def pct(v) -> str:

@@ -1,32 +1,41 @@
-"""The benchmark suite (ttfs_ext.bench): the quick preset on CPU without torch.compile writes a
-JSON with the environment and every measurement; correctness errors are tiny, every timing is
-positive, the time-stepped simulation reaches 1e-3; the README table renders and replaces only
-the text between its markers."""
+"""The benchmark helpers (ttfs_ext.bench) and the suite beside the package
+(benchmarks/bench_suite.py): the quick preset on CPU without torch.compile writes a JSON with
+the environment and every measurement; correctness errors are tiny, every timing is positive,
+the time-stepped simulation reaches 1e-3; the README table renders and replaces only the text
+between its markers. `ttfs bench` runs without the suite."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from ttfs_ext import bench
 from ttfs_ext import functional as TF
+from ttfs_ext.bench import events as bench_events
+from ttfs_ext.bench import layers as bench_layers
+from ttfs_ext.cli import main as ttfs
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import bench_suite  # noqa: E402
+from suite import presets  # noqa: E402
+from suite.targets import evaluate_targets  # noqa: E402
+from suite.tables import readme_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--device", "cpu", "--preset", "quick", "--no-compile", "--threads", "1",
-                              "--out", str(out)])
     threads = torch.get_num_threads()
     start = time.perf_counter()
-    status = bench.main(args)
+    status = bench_suite.main(["--device", "cpu", "--preset", "quick", "--no-compile", "--threads", "1",
+                               "--out", str(out)])
     seconds = time.perf_counter() - start
     assert torch.get_num_threads() == threads  # restored
     return status, out, seconds
@@ -41,7 +50,7 @@ def _timings(record: dict):
 def test_quick_preset_runs(quick_run):
     status, out, seconds = quick_run
     assert status == 0
-    assert seconds < 60  # about 15 s on 2 busy cores
+    assert seconds < 60
     assert (out / "suite_cpu_quick.json").exists()
     assert (out / "suite_cpu_quick.png").stat().st_size > 0
 
@@ -124,42 +133,40 @@ def test_targets(quick_run):
     assert targets["event_vgg_batch_128"]["status"] == "not measured"
     assert targets["timestepped"]["status"] == "not judged"
     assert targets["layer_vs_reference"]["measured"].startswith("worst kernel/reference ")  # the ratio is named
-    judged = bench.evaluate_targets({**report, "judges_targets": True})
+    judged = evaluate_targets({**report, "judges_targets": True})
     assert {t["status"] for t in judged} <= {"met", "missed", "not measured"}
     # re-evaluating from the JSON gives the same verdicts
-    assert [t["status"] for t in bench.evaluate_targets(report)] == [t["status"] for t in report["targets"]]
+    assert [t["status"] for t in evaluate_targets(report)] == [t["status"] for t in report["targets"]]
 
 
 def test_readme_table_and_markers(quick_run, tmp_path):
     json_path = quick_run[1] / "suite_cpu_quick.json"
-    table = bench.readme_table(json_path)
+    table = readme_table(json_path)
     assert "| layer | precision | kernel |" in table and "dense 64-32 b32" in table
     assert "time-stepped simulation" in table and "| target | status | measured |" in table
     assert "preset `quick`" in table
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{bench.README_BEGIN}\nold table\n{bench.README_END}\nafter\n")
-    assert bench.replace_readme(readme, table)
+    readme.write_text(f"# title\n\nbefore\n{bench_suite.README_BEGIN}\nold table\n{bench_suite.README_END}\nafter\n")
+    assert bench_suite.replace_readme(readme, table)
     text = readme.read_text()
     assert "old table" not in text and table.strip() in text
-    assert text.startswith("# title\n\nbefore\n" + bench.README_BEGIN) and text.endswith(bench.README_END + "\nafter\n")
-    assert bench.replace_readme(readme, table) and readme.read_text() == text  # idempotent
+    begin, end = bench_suite.README_BEGIN, bench_suite.README_END
+    assert text.startswith("# title\n\nbefore\n" + begin) and text.endswith(end + "\nafter\n")
+    assert bench_suite.replace_readme(readme, table) and readme.read_text() == text  # idempotent
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
-    assert not bench.replace_readme(plain, table) and plain.read_text() == "no markers\n"
+    assert not bench_suite.replace_readme(plain, table) and plain.read_text() == "no markers\n"
 
 
 def test_from_json_updates_readme(quick_run, tmp_path, capsys):
     readme = tmp_path / "README.md"
-    readme.write_text(f"{bench.README_BEGIN}\n{bench.README_END}\n")
-    parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
-    args = parser.parse_args(["--from-json", str(quick_run[1] / "suite_cpu_quick.json"), "--readme", str(readme)])
-    assert bench.main(args) == 0
+    readme.write_text(f"{bench_suite.README_BEGIN}\n{bench_suite.README_END}\n")
+    argv = ["--from-json", str(quick_run[1] / "suite_cpu_quick.json"), "--readme", str(readme)]
+    assert bench_suite.main(argv) == 0
     assert "| layer | precision |" in readme.read_text()
     missing = tmp_path / "NOMARKERS.md"
     missing.write_text("text\n")
-    args.readme = missing
-    assert bench.main(args) == 0
+    assert bench_suite.main([*argv[:-1], str(missing)]) == 0
     assert "no <!-- bench-suite:begin -->" in capsys.readouterr().out and missing.read_text() == "text\n"
 
 
@@ -179,14 +186,14 @@ def test_clock_driven_simulation_converges():
 
 
 def test_presets_and_costs():
-    full = bench.preset("full")
+    full = presets.preset("full")
     names = {c.name for c in full.layers}
     assert {"fc2 784-340 b256", "fc2 784-340 b8192", "vgg16-dense 25088-4096 b128", "vgg16-dense 4096-4096 b128",
             "vgg16-cifar 64-64 32x32 b128", "vgg16-places 64-64 224x224 b64"} <= names
     assert sum(c.count for c in full.layers if c.group == "vgg16-cifar") == 13
     assert [(n.name, n.batch) for n in full.networks if n.name == "vgg16-cifar"] == [("vgg16-cifar", 128)]
     assert full.simulate[0].batch == 128
-    cpu = bench.preset("cpu")
+    cpu = presets.preset("cpu")
     assert {c.group for c in cpu.layers} == {c.group for c in full.layers}
     assert cpu.simulate[0].batch == 128  # the event-path target's batch runs on the CPU too
     c = bench.layer_costs(bench.LayerCase("x", "linear", 8, 100, 30))
@@ -196,7 +203,7 @@ def test_presets_and_costs():
     assert conv.gemm() == (2 * 25, 4, 27)
     # the event reference's memory budget picks the largest power-of-two batch that fits
     big = bench.LayerCase("z", "conv2d", 128, 64, 64, 32)
-    batch = bench._reference_batch(big, 4 << 30)
+    batch = bench_events._reference_batch(big, 4 << 30)
     assert batch is not None and batch < 128 and bench.reference_bytes(big, batch) <= 4 << 30 < \
         bench.reference_bytes(big, 2 * batch)
 
@@ -208,15 +215,15 @@ def _context(**overrides) -> bench.Context:
     return bench.Context(**options)
 
 
-def _preset(**sections) -> bench.Preset:
+def _preset(**sections) -> presets.Preset:
     fields = dict(layers=[], networks=[], events=[], simulate=[], stepped=[])
     fields.update(sections)
-    return bench.Preset("test", "test", min_run_time=0.005, warmup=1, **fields)
+    return presets.Preset("test", "test", min_run_time=0.005, warmup=1, **fields)
 
 
 def test_failed_check_aborts_the_case(monkeypatch):
-    monkeypatch.setattr(bench, "CHECK_TOLERANCE", 0.0)
-    report = bench.run_suite(_preset(layers=[bench.LayerCase("dense", "linear", 4, 8, 4)]), _context())
+    monkeypatch.setattr(bench_layers, "CHECK_TOLERANCE", 0.0)
+    report = bench_suite.run_suite(_preset(layers=[bench.LayerCase("dense", "linear", 4, 8, 4)]), _context())
     (record,) = report["layers"]
     assert record["check"]["passed"] is False and "times_ms" not in record
     assert report["failures"] and report["failures"][0]["case"].startswith("layer/dense")
@@ -226,12 +233,12 @@ def test_failed_check_aborts_the_case(monkeypatch):
 def test_event_reference_batch_and_skip():
     case = bench.EventCase("dense", "linear", 16, 32, 8)
     per_batch = bench.reference_bytes(case.layer(), 1)
-    report = bench.run_suite(_preset(events=[case]), _context(reference_budget=4 * per_batch))
+    report = bench_suite.run_suite(_preset(events=[case]), _context(reference_budget=4 * per_batch))
     (record,) = report["events"]
     assert record["reference_batch"] == 4 and "reference at batch 4" in record["reference_note"]
     assert record["times_ms"]["fwd"]["kernel_at_reference_batch"]["median_ms"] > 0
     assert record["ratios"]["fwd"]["reference/kernel"] > 0
-    report = bench.run_suite(_preset(events=[case]), _context(reference_budget=per_batch // 2))
+    report = bench_suite.run_suite(_preset(events=[case]), _context(reference_budget=per_batch // 2))
     (record,) = report["events"]
     assert record["reference_batch"] is None and "skipped" in record["reference_note"]
     assert set(record["times_ms"]["fwd"]) == {"kernel"} and record["ratios"]["fwd"]["reference/kernel"] is None
@@ -325,3 +332,46 @@ def test_time_paired_raises_without_on_error_and_keeps_cycles_aligned():
     dropped = []
     samples = bench.time_paired({**calls, "c": flaky}, ctx, lambda key, err: dropped.append(key) or [key])
     assert dropped == ["c"] and set(samples) == {"a", "b"} and len(samples["a"]) == len(samples["b"]) >= 3
+
+
+def test_ttfs_bench_runs_given_shapes(tmp_path, capsys):
+    """`ttfs bench` needs no benchmarks/ folder: the package's cases, a JSON of the same records."""
+    out = tmp_path / "bench.json"
+    assert ttfs(["bench", "--device", "cpu", "--linear", "8,16,8", "--no-compile", "--threads", "1",
+                 "--min-run-time", "0.005", "--rounds", "2", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["suite"] == "ttfs bench" and report["json_version"] == bench.JSON_VERSION
+    assert "targets" not in report and "git_commit" not in report["environment"]
+    assert report["environment"]["cpu_allocator"] == "default"
+    (layer,) = report["layers"]
+    assert layer["name"] == "linear 16-8 b8" and layer["check"]["passed"]
+    assert layer["times_ms"]["fwd+bwd"]["kernel"]["median_ms"] > 0
+    assert report["networks"] == report["events"] == report["timestepped"] == []
+    assert "linear 16-8 b8" in capsys.readouterr().out
+    assert ttfs(["bench", "--device", "cpu", "--precisions", "int8", "--out", str(out)]) == 2
+
+
+def test_default_cases():
+    for device in ("cpu", "cuda"):
+        kinds = {type(c) for c in bench.default_cases(device)}
+        assert {bench.LayerCase, bench.NetworkCase, bench.EventCase, bench.SteppedCase} <= kinds
+
+
+def test_no_process_wide_effects_in_the_package():
+    """glibc malloc tuning, git and README writing live in benchmarks/ scripts only: importing
+    every ttfs_ext module leaves the suite's modules unimported, and no package source can
+    reach them."""
+    package = Path(bench.__file__).resolve().parents[1]
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        for word in ("ctypes", "subprocess", "mallopt", "README"):
+            assert word not in text, (path, word)
+    names = [".".join(p.relative_to(package.parent).with_suffix("").parts) for p in package.rglob("*.py")
+             if p.name != "__main__.py"]
+    code = ("import importlib, sys\n"
+            f"for name in {[n.removesuffix('.__init__') for n in names]!r}: importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m in ('bench_suite', 'suite') or m.startswith('suite.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=package.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -24,10 +24,13 @@ def isolated(tmp_path, monkeypatch):
     """No test sees the real cache, $TTFS_EXT_DATA, system folders or network."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv(data.ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": (str(tmp_path / "system" / "mnist"),),
-                                              "fashion-mnist": (str(tmp_path / "system" / "fashion-mnist"),)})
+    # Entries replaced, not the dicts: the loaders' modules (ttfs_ext.data.sources) share them.
+    assert set(data.SYSTEM_DIRS) == {"mnist", "fashion-mnist"}
+    for name in data.SYSTEM_DIRS:
+        monkeypatch.setitem(data.SYSTEM_DIRS, name, (str(tmp_path / "system" / name),))
     nowhere = (tmp_path / "no-mirror").as_uri() + "/"
-    monkeypatch.setattr(data, "MIRRORS", {name: nowhere for name in data.MIRRORS})
+    for name in data.MIRRORS:
+        monkeypatch.setitem(data.MIRRORS, name, nowhere)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -466,7 +469,7 @@ def test_load_digits():
     assert torch.equal(ds.x_test, again.x_test) and torch.equal(ds.y_train, again.y_train)
     assert not torch.equal(ds.y_test, other.y_test)
     assert data.load_digits(test_fraction=0.5).n_test == round(0.5 * 1797)
-    from ttfs_ext.demo import load_digits as demo_digits  # the same split as `ttfs convert`
+    from ttfs_ext.cli.demo import load_digits as demo_digits  # the same split as `ttfs convert`
     assert torch.equal(demo_digits(0)[3], ds.y_test)
     with pytest.raises(ValueError, match="test_fraction"):
         data.load_digits(test_fraction=1.0)

@@ -233,7 +233,7 @@ def test_float32_training_follows_the_float64_trajectory_as_the_twin_does():
     discrete decision taken differently (see the module's docstring) throws a trajectory off by
     orders of magnitude now in one network, now in the other, in about half the runs."""
     pytest.importorskip("sklearn")
-    from ttfs_ext.demo import load_digits
+    from ttfs_ext.cli.demo import load_digits
 
     x_train, y_train, _, _ = load_digits(0)
     runs = [_trajectory_deviations(seed, x_train, y_train) for seed in range(5)]

@@ -20,7 +20,7 @@ F64 = torch.float64
 @pytest.fixture(scope="module")
 def digits():
     pytest.importorskip("sklearn")
-    from ttfs_ext.demo import load_digits
+    from ttfs_ext.cli.demo import load_digits
     return load_digits(0)
 
 

@@ -54,7 +54,8 @@ def plot_curves(history, path: PathLike) -> Path:
 @torch.no_grad()
 def _spike_times(net: tnn.TTFSSequential, x: torch.Tensor) -> list[tuple[str, torch.Tensor, float, float]]:
     """(name, absolute spike times (float64), t_min, t_max) per spiking layer."""
-    return [(f"{i}: {type(m).__name__}", t.flatten(1).cpu(), *m._window()) for i, m, t in net.spike_times(x)]
+    return [(f"{i}: {type(m).__name__}", t.flatten(1).cpu(), float(m.t_min), float(m.t_max))
+            for i, m, t in net.spike_times(x)]
 
 
 def plot_spike_histograms(net: tnn.TTFSSequential, x: torch.Tensor, path: PathLike, bins: int = 50) -> Path:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ttfs_ext
-from . import data
+from ttfs_ext import data
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2):

@@ -37,11 +37,12 @@ import torch
 from torch import nn
 
 import ttfs_ext
-from . import data as D
-from . import nn as tnn
-from . import plots
-from . import train as T
-from .cli import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded, bounded_list
+from ttfs_ext import data as D
+from ttfs_ext import nn as tnn
+from ttfs_ext import plots
+from ttfs_ext import train as T
+
+from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded, bounded_list
 
 MODELS = ("fc2", "vgg16", "vgg-small")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -1,15 +1,10 @@
-"""The `ttfs` command line: `ttfs info` (build status), `ttfs check` (self-test) and
-`ttfs convert` (train, convert and verify a ReLU network on the bundled digits)."""
+"""`ttfs check`: the compiled kernels against the float64 reference (values and gradients)
+against an event-by-event simulation of the neuron ODE, on random layers, networks and
+general neurons, on every device with kernels."""
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import pickle
-import sys
-import tarfile
-import traceback
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 
@@ -19,62 +14,7 @@ from ttfs_ext import functional as TF
 from ttfs_ext import nn as tnn
 from ttfs_ext import reference as R
 
-
-class CommandError(Exception):
-    """A mistake on the command line or in the files it names: `ttfs` prints the message as one
-    line, without a traceback (--debug shows it), and exits with status 2."""
-
-
-# --- argument types: bad numbers are refused by the parser, with the option's name ----------
-
-def _number(kind: type, text: str) -> float:
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not finite")
-    return value
-
-
-def bounded(kind: type, minimum: float, strict: bool = False) -> Callable[[str], float]:
-    """An argparse type: a number of `kind` >= minimum (> minimum when strict)."""
-    def parse(text: str):
-        value = _number(kind, text)
-        if value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
-        return value
-    parse.__name__ = f"{kind.__name__} {'>' if strict else '>='} {minimum:g}"
-    return parse
-
-
-def bounded_list(kind: type, minimum: float, strict: bool = False) -> Callable[[str], list]:
-    """An argparse type: a comma-separated list of numbers, each as bounded(kind, minimum, strict)."""
-    one = bounded(kind, minimum, strict)
-
-    def parse(text: str) -> list:
-        values = [one(v.strip()) for v in text.split(",") if v.strip()]
-        if not values:
-            raise argparse.ArgumentTypeError("needs at least one value")
-        return values
-    parse.__name__ = f"comma-separated {one.__name__}"
-    return parse
-
-
-POSITIVE_INT = bounded(int, 1)
-POSITIVE_FLOAT = bounded(float, 0.0, strict=True)
-NONNEGATIVE_FLOAT = bounded(float, 0.0)
-
-
-def _info(args: argparse.Namespace) -> int:
-    info = ttfs_ext.status()
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        width = max(map(len, info))
-        for key, value in info.items():
-            print(f"{key:<{width}}  {value}")
-    return 0
+__all__ = ["add_arguments", "run"]
 
 
 def _max_rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -219,7 +159,7 @@ def _check_event_ops(seed: int, devices: list[str], tolerance: dict, rows: list)
     return ok
 
 
-def _check(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     devices = [d for d in ("cpu", "cuda") if d in ttfs_ext.kernel_devices()
                and (d != "cuda" or torch.cuda.is_available())]
     tolerance = {torch.float64: 1e-12, torch.float32: 2e-5}
@@ -270,67 +210,6 @@ def _print_table(rows: list, ok: bool) -> None:
     print("PASS" if ok else "FAIL")
 
 
-# Errors a user causes with the command line or the files it names (a missing or foreign file, a
-# run folder that is not this run's, a malformed dataset): one line each, no traceback.
-_USER_ERRORS = (CommandError, OSError, ValueError, tarfile.TarError, pickle.UnpicklingError)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ttfs", description="Exact time-to-first-spike networks (ttfs_ext).")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    # --debug after the command too; SUPPRESS: it does not reset a --debug given before the command
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])
-
-    info = command("info", "how ttfs_ext was built and which kernels are available")
-    info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=_info)
-    check = command("check", "self-test: kernels vs reference vs event simulation on every device")
-    check.add_argument("--seeds", type=POSITIVE_INT, default=3, help="random layers and networks per op (default 3)")
-    check.set_defaults(func=_check)
-    convert = command("convert", "train a ReLU network on scikit-learn's digits, convert it to TTFS and verify that "
-                                 "it is exact")
-    from . import demo
-    demo.add_arguments(convert)
-    convert.set_defaults(func=lambda a: (demo.run(a), 0)[1])
-    from . import jobs
-    train = command("train", "train a TTFS network and its ReLU twin side by side (default: FC2 on Fashion-MNIST), "
-                             "with metrics, checkpoints and plots")
-    jobs.add_train_arguments(train)
-    train.set_defaults(func=jobs.train_main)
-    evaluate = command("evaluate", "accuracy of a trained network against spike-time noise, bit widths and latency "
-                                   "(CSV, JSON, PNG)")
-    jobs.add_evaluate_arguments(evaluate)
-    evaluate.set_defaults(func=jobs.evaluate_main)
-    from . import bench
-    bench_parser = command("bench", "performance suite: kernels vs reference vs ReLU twin, event path, time-stepped "
-                                    "simulation; JSON, PNG and README table")
-    bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(func=bench.main)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except _USER_ERRORS as err:
-        if args.debug:
-            raise
-        message = str(err) or type(err).__name__
-        print(f"ttfs {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            traceback.print_exc()
-        print(f"ttfs {args.command}: interrupted (a run keeps its last complete checkpoint)", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .args import POSITIVE_INT
+    parser.add_argument("--seeds", type=POSITIVE_INT, default=3, help="random layers and networks per op (default 3)")

@@ -1,0 +1,88 @@
+"""The `ttfs` command line: info (build status), check (self-test), convert (train, convert
+and verify a ReLU network on the bundled digits), train and evaluate (run folders), bench
+(timings). Each command lives in its own module of ttfs_ext.cli, imported when the parser is built."""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import tarfile
+import traceback
+from typing import Optional, Sequence
+
+import ttfs_ext
+
+from .args import CommandError
+
+
+def _info(args: argparse.Namespace) -> int:
+    info = ttfs_ext.status()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# Errors a user causes with the command line or the files it names (a missing or foreign file, a
+# run folder that is not this run's, a malformed dataset): one line each, no traceback.
+_USER_ERRORS = (CommandError, OSError, ValueError, tarfile.TarError, pickle.UnpicklingError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttfs", description="Exact time-to-first-spike networks (ttfs_ext).")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    # --debug after the command too; SUPPRESS: it does not reset a --debug given before the command
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    info = command("info", "how ttfs_ext was built and which kernels are available")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_info)
+    from . import bench, check, demo, jobs
+    check_parser = command("check", "self-test: kernels vs reference vs event simulation on every device")
+    check.add_arguments(check_parser)
+    check_parser.set_defaults(func=check.run)
+    convert = command("convert", "train a ReLU network on scikit-learn's digits, convert it to TTFS and verify that "
+                                 "it is exact")
+    demo.add_arguments(convert)
+    convert.set_defaults(func=lambda a: (demo.run(a), 0)[1])
+    train = command("train", "train a TTFS network and its ReLU twin side by side (default: FC2 on Fashion-MNIST), "
+                             "with metrics, checkpoints and plots")
+    jobs.add_train_arguments(train)
+    train.set_defaults(func=jobs.train_main)
+    evaluate = command("evaluate", "accuracy of a trained network against spike-time noise, bit widths and latency "
+                                   "(CSV, JSON, PNG)")
+    jobs.add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(func=jobs.evaluate_main)
+    bench_parser = command("bench", "time the kernels against the reference and the ReLU twin (layers, a training "
+                                    "step, the event path, a time-stepped simulation); JSON")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.run)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _USER_ERRORS as err:
+        if args.debug:
+            raise
+        message = str(err) or type(err).__name__
+        print(f"ttfs {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print(f"ttfs {args.command}: interrupted (a run keeps its last complete checkpoint)", file=sys.stderr)
+        return 130
+

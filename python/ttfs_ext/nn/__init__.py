@@ -10,6 +10,7 @@ reports spike statistics per layer.
 - neurons.py: the B1 layer as general neurons (alpha and threshold), the taps inside the image
 - layers.py: the layers; sequential.py: TTFSSequential; stats.py: spike statistics and reports
 """
+from ..robust import Robustness, fake_quantize, quantize_weight  # noqa: F401  (importable here before nn/)
 from .layers import (TTFSAlphaConv2d, TTFSAlphaLinear, TTFSConv2d, TTFSEncoder, TTFSLinear, TTFSMaxPool2d,
                      TTFSReadout, explicit_padding)
 from .neurons import alpha_and_threshold, inside_sum, integration_bias, width_below_threshold

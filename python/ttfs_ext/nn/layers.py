@@ -47,7 +47,7 @@ class _B1Neurons(SpikingLayer):
     def neuron_parameters(self, in_shape: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(weight, alpha, threshold) of the layer's neurons for inputs of per-sample shape
         in_shape, differentiable with respect to weight and bias."""
-        in_width = self.input_width()
+        in_width = self._in_width()
         alpha, threshold = alpha_and_threshold(self._weight_sum(in_shape), self.bias, in_width, in_width + self.width)
         return self.weight, alpha, threshold
 
@@ -71,12 +71,12 @@ class TTFSLinear(_B1Neurons, nn.Linear):
 
     def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         """The closed form, whatever the mode."""
-        return TF.linear(t_in, self.weight, self.bias, **self.layer_scalars())
+        return TF.linear(t_in, self.weight, self.bias, **self._layer_scalars())
 
     def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         """The exact event-driven neurons, whatever the mode."""
         weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-1:]))
-        return TF.first_spike_linear(t_in, weight, alpha, theta, **self.event_scalars())
+        return TF.first_spike_linear(t_in, weight, alpha, theta, **self._event_scalars())
 
 
 class TTFSConv2d(_B1Neurons, nn.Conv2d):
@@ -113,13 +113,13 @@ class TTFSConv2d(_B1Neurons, nn.Conv2d):
     def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         """The closed form, whatever the mode."""
         return TF.conv2d(t_in, self.weight, self.bias, stride=self.stride, padding=self.padding_pair(),
-                         dilation=self.dilation, groups=self.groups, **self.layer_scalars())
+                         dilation=self.dilation, groups=self.groups, **self._layer_scalars())
 
     def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         """The exact event-driven neurons, whatever the mode."""
         weight, alpha, theta = self.neuron_parameters(tuple(t_in.shape[-3:]))
         return TF.first_spike_conv2d(t_in, weight, alpha, theta, stride=self.stride, padding=self.padding_pair(),
-                                     dilation=self.dilation, groups=self.groups, **self.event_scalars())
+                                     dilation=self.dilation, groups=self.groups, **self._event_scalars())
 
 
 class _AlphaNeurons(SpikingLayer):
@@ -136,7 +136,7 @@ class _AlphaNeurons(SpikingLayer):
     def _activations(self, t_in: torch.Tensor) -> torch.Tensor:
         """x = in_width - max(t_in - t_start, 0) on the inputs' axis: the inputs as activations,
         0 for a silent one (an input before t_start acts from t_start)."""
-        return self.input_width() - reference.arrival(t_in, self.input_window()[0])
+        return self._in_width() - reference.arrival(t_in, self.input_window()[0])
 
     def _fire(self, numerator: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
         """The spike time on the outputs' axis, t_min + numerator / slope (t_min = 0 in local
@@ -176,12 +176,12 @@ class TTFSAlphaLinear(_AlphaNeurons, nn.Module):
         self._init_neurons(out_features, mode, factory, t_min, t_max, t_start)
 
     def closed_forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        numerator = self.threshold - self.alpha * self.input_width() - nn.functional.linear(
+        numerator = self.threshold - self.alpha * self._in_width() - nn.functional.linear(
             self._activations(t_in), self.weight)
         return self._fire(numerator, self.alpha + self.weight.sum(dim=1))
 
     def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
-        return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, **self.event_scalars())
+        return TF.first_spike_linear(t_in, self.weight, self.alpha, self.threshold, **self._event_scalars())
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.mode}, "
@@ -223,7 +223,7 @@ class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
         weight_sum = inside_sum(self.weight, tuple(x.shape[1:]), *geometry)
         per_channel = lambda p: p.view(-1, 1, 1) if p.dim() == 1 else p  # noqa: E731
         alpha = per_channel(self.alpha)
-        numerator = per_channel(self.threshold) - alpha * self.input_width() - \
+        numerator = per_channel(self.threshold) - alpha * self._in_width() - \
             nn.functional.conv2d(x, self.weight, None, *geometry)
         out = self._fire(numerator, alpha + weight_sum)
         return out if t_in.dim() == 4 else out.squeeze(0)
@@ -231,7 +231,7 @@ class TTFSAlphaConv2d(_AlphaNeurons, nn.Module):
     def event_forward(self, t_in: torch.Tensor) -> torch.Tensor:
         return TF.first_spike_conv2d(t_in, self.weight, self.alpha, self.threshold, stride=self.stride,
                                      padding=self.padding, dilation=self.dilation, groups=self.groups,
-                                     **self.event_scalars())
+                                     **self._event_scalars())
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -22,9 +22,13 @@ class LayerStats:
     outputs: int                # output times in the batch
     first: float                # the earliest of them (inf for an empty batch)
     spikes: float               # neurons that fired (t < the window's end), over the batch
-    fraction: float             # spikes / outputs in the batch (0 for an empty batch)
     neurons: int                # per sample
     window: tuple[float, float]  # the layer's output window (its start, its end: no spike)
+
+    @property
+    def fraction(self) -> float:
+        """The fraction of the batch's outputs that are spikes (0 for an empty batch)."""
+        return self.spikes / self.outputs if self.outputs else 0.0
 
     @property
     def activation_max(self) -> float:
@@ -40,10 +44,8 @@ class LayerStats:
 def layer_stats(index: int, layer: SpikingLayer, t: torch.Tensor) -> LayerStats:
     t = t.detach()
     window = layer.output_window()
-    fired = t < window[1]
-    return LayerStats(index, layer, t.numel(), float(t.min()) if t.numel() else math.inf, float(fired.sum()),
-                      float(fired.double().mean()) if t.numel() else 0.0, t[0].numel() if t.dim() > 1 else t.numel(),
-                      window)
+    return LayerStats(index, layer, t.numel(), float(t.min()) if t.numel() else math.inf,
+                      float((t < window[1]).sum()), t[0].numel() if t.dim() > 1 else t.numel(), window)
 
 
 @dataclass

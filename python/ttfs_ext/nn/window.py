@@ -73,7 +73,7 @@ class SpikingLayer:
         self.t_start, self.t_min, self.t_max = other.t_start, other.t_min, other.t_max
         self.in_width, self.width, self.local = other.in_width, other.width, other.local
 
-    def start(self) -> float:
+    def _start(self) -> float:
         """t_start, when the neurons start integrating (the t_min of the spiking layer before)."""
         if self.t_start is None:
             raise RuntimeError(f"{type(self).__name__}: t_start (when integration starts, the t_min of the spiking "
@@ -89,20 +89,20 @@ class SpikingLayer:
 
     _window = window  # the name ttfs_ext.plots calls
 
-    def input_width(self) -> float:
+    def _in_width(self) -> float:
         """in_width, the width of the input window [t_start, t_min]."""
-        return self.in_width if self.in_width is not None else self.window()[0] - self.start()
+        return self.in_width if self.in_width is not None else self.window()[0] - self._start()
 
-    def layer_scalars(self) -> dict[str, float]:
+    def _layer_scalars(self) -> dict[str, float]:
         """The window arguments of the B1 ops (functional.linear/conv2d) in the layer's time form."""
         t_min, t_max = self.window()
         return {"in_width": self.in_width, "width": self.width} if self.local else {"t_min": t_min, "t_max": t_max}
 
-    def event_scalars(self) -> dict[str, float]:
+    def _event_scalars(self) -> dict[str, float]:
         """The window arguments of the first_spike ops in the layer's time form."""
         t_max = self.window()[1]
         return {"in_width": self.in_width, "width": self.width} if self.local else \
-            {"t_start": self.start(), "t_max": t_max}
+            {"t_start": self._start(), "t_max": t_max}
 
     def output_window(self) -> tuple[float, float]:
         """The layer's window on the axis of its output times: (0, width) in local time, else
@@ -113,7 +113,7 @@ class SpikingLayer:
     def input_window(self) -> tuple[float, float]:
         """The window of the layer's inputs on their axis: (0, in_width) in local time, else
         (t_start, t_min)."""
-        return (0.0, self.input_width()) if self.local else (self.start(), self.window()[0])
+        return (0.0, self._in_width()) if self.local else (self._start(), self.window()[0])
 
     def absolute(self, t: torch.Tensor) -> torch.Tensor:
         """The layer's output times t on the absolute axis, in float64; no spike is t_max exactly."""

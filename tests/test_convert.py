@@ -371,3 +371,39 @@ def test_converted_network_round_trips_state_dict():
         copy.load_state_dict(net.state_dict())
         assert copy.widths == net.widths
         torch.testing.assert_close(copy(x.double()), net(x.double()), rtol=0, atol=0)
+
+
+class CountingData:
+    """Calibration batches that count how often they are read."""
+
+    def __init__(self, x: torch.Tensor, batch: int) -> None:
+        self.batches, self.reads = list(x.split(batch)), 0
+
+    def __iter__(self):
+        self.reads += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("windows", ["activation", "event"])
+@pytest.mark.parametrize("mapping", ["b1", "alpha1"])
+def test_calibration_passes_do_not_grow_with_depth(mapping, windows, monkeypatch):
+    """convert reads the calibration data once and applies each spiking layer a fixed number of
+    times per batch, whatever the depth: the activation windows take one pass, the event-safe
+    ones one loop over the layers (all but the last), the report and agreement one more."""
+    calls = [0]
+    for cls in (tnn.TTFSLinear, tnn.TTFSAlphaLinear):
+        def counted(self, t, original=cls.closed_forward):
+            calls[0] += 1
+            return original(self, t)
+        monkeypatch.setattr(cls, "closed_forward", counted)
+    x, _ = data((1, 8, 8), 30, seed=27)
+    for depth in (2, 6):
+        hidden = [m for _ in range(depth - 1) for m in (nn.Linear(16, 16), nn.ReLU())]
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), *hidden, nn.Linear(16, 10))
+        loader = CountingData(x, 10)
+        calls[0] = 0
+        net = ttfs_ext.convert(model, loader, input_range=(0, 1), mapping=mapping, windows=windows)
+        assert loader.reads == 1
+        assert len(net.spiking_layers()) == depth
+        per_batch = 2 * depth + (depth - 1 if windows == "event" else 0)
+        assert calls[0] == per_batch * len(loader.batches)

@@ -228,7 +228,8 @@ def test_encode_unit_range_shortcut_is_bitwise_the_general_formula(dtype):
     grads = [torch.autograd.grad(y, x, g)[0] for y in (fast, general)]
     assert torch.equal(*grads)
     assert torch.equal(grads[0][:3], -g[:3])  # the limits pass the gradient (reference.clamp), on every torch
-    act = train._InputActivation(0.0, 1.0)(x)
+    from ttfs_ext.train.twin import _InputActivation
+    act = _InputActivation(0.0, 1.0)(x)
     assert torch.equal(act[4:], x.detach().clamp(0.0, 1.0)[4:])
 
 

@@ -46,9 +46,9 @@ def absolute_copy(net: tnn.TTFSSequential) -> tnn.TTFSSequential:
     the library before local time, and of the functional ops called with t_min/t_max)."""
     net = copy.deepcopy(net)
     for m in net:
-        if isinstance(m, (tnn._Windowed, tnn.TTFSReadout)):
+        if isinstance(m, (tnn.SpikingLayer, tnn.TTFSReadout)):
             m.local = False  # out of the chain
-        if isinstance(m, tnn._Windowed):
+        if isinstance(m, tnn.SpikingLayer):
             m.set_window(m.t_min, m.t_max, m.t_start)
     return net
 
@@ -80,7 +80,7 @@ def decisions(model: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> list[tor
             source = -out if isinstance(layer, tnn.TTFSMaxPool2d) else out  # the earliest spike: the largest activation
             found.append(F.max_pool2d(source, layer.kernel_size, layer.stride, layer.padding, return_indices=True)[1])
         out = layer(out)
-        if isinstance(layer, tnn._Windowed):
+        if isinstance(layer, tnn.SpikingLayer):
             found.append(out < layer.output_window()[1])
     return found
 

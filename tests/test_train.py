@@ -262,3 +262,18 @@ def test_latency_fine_tuning_through_event_mode(digits):
     sim = ttfs_ext.simulate(net, digits[2].double())
     assert float((sim.logits.argmax(1) == digits[3]).double().mean()) == pytest.approx(after, abs=1e-12)
     assert after > before + 0.03
+
+
+def test_checkpoints_name_no_class_of_the_library(digits, tmp_path):
+    """A fit checkpoint holds tensors and plain data only: no pickled class of ttfs_ext whose
+    module path could move (the files load with weights_only=True)."""
+    import zipfile
+
+    ckpt = tmp_path / "ckpt.pt"
+    net = small_fc(4)
+    T.fit(net, digits, epochs=1, batch_size=64, windows=T.CalibratedWindows(), progress=False,
+          max_steps_per_epoch=2, checkpoint=ckpt, twin=T.relu_twin(copy.deepcopy(net)))
+    with zipfile.ZipFile(ckpt) as z:
+        pickled = b"".join(z.read(n) for n in z.namelist() if n.endswith(".pkl"))
+    assert pickled and b"ttfs_ext" not in pickled
+    assert set(T.load_checkpoint(ckpt)) >= {"model", "optimizer", "windows", "history"}

@@ -10,8 +10,7 @@ t_min of the spiking layer before (0 for the first). A neuron that does not fire
 spike at t_max (it is forced to, as in Stanojevic et al. 2022); padding never spikes.
 
 A B1 layer (ttfs_ext.nn.TTFSLinear / TTFSConv2d, weights W, bias b, window [t_min, t_max])
-is the neuron with alpha = 1 - S_in and theta = (t_max - t_start - b) - S_in (t_min - t_start),
-S_in = the sum of the neuron's weights (of the taps inside the image for a convolution):
+is the general neuron of ttfs_ext.nn.neurons (alpha = 1 - S_in, S_in the sum of its weights):
 once every input has arrived the potential rises with slope 1 and crosses at the closed form
 t_max - (W (t_min - t_in) + b). It can cross earlier, before t_min, where the window is too
 narrow for the activation (the closed form gives t < t_min) and also where V overshoots
@@ -29,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import functional as TF, reference
-from .nn import (TTFSAlphaConv2d, TTFSAlphaLinear, TTFSConv2d, TTFSEncoder, TTFSLinear, TTFSMaxPool2d, TTFSReadout,
-                 _Windowed)
+from .nn import (SpikingLayer, TTFSAlphaConv2d, TTFSAlphaLinear, TTFSConv2d, TTFSEncoder, TTFSLinear, TTFSMaxPool2d,
+                 TTFSReadout, alpha_and_threshold, inside_sum)
 
 __all__ = ["simulate", "SimulationResult", "LayerSimulation", "neuron_parameters", "first_spike_times",
            "conv2d_first_spike_times", "peak_potential"]
@@ -39,20 +38,10 @@ IntPair = Union[int, tuple[int, int]]
 _PASSTHROUGH = (TTFSEncoder, TTFSMaxPool2d, TTFSReadout, nn.Flatten, nn.Identity, nn.Dropout)
 
 
-def _b1_parameters(weight: torch.Tensor, bias: Optional[torch.Tensor], weight_sum: torch.Tensor,
-                   t_start: float, t_min: float, t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha, threshold) of B1 neurons; weight_sum (O,) or per position (O, H_out, W_out)."""
-    b = torch.zeros((), dtype=weight.dtype, device=weight.device) if bias is None else bias.detach()
-    if weight_sum.dim() == 3 and b.dim() == 1:
-        b = b.view(-1, 1, 1)
-    alpha = 1.0 - weight_sum
-    return alpha, (t_max - t_start - b) - weight_sum * (t_min - t_start)
-
-
-def _inside_sum(weight: torch.Tensor, in_shape: tuple, stride, padding, dilation, groups) -> torch.Tensor:
-    """Per output position, the sum of the kernel taps that fall inside the image."""
-    ones = torch.ones((1, *in_shape), dtype=weight.dtype, device=weight.device)
-    return F.conv2d(ones, weight.detach(), None, stride, padding, dilation, groups)[0]
+def _b1_parameters(weight_sum: torch.Tensor, bias: Optional[torch.Tensor], t_start: float, t_min: float,
+                   t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, threshold) of B1 neurons in absolute time, not trained through."""
+    return alpha_and_threshold(weight_sum, None if bias is None else bias.detach(), t_min - t_start, t_max - t_start)
 
 
 def neuron_parameters(layer: nn.Module, in_shape: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -71,7 +60,7 @@ def first_spike_times(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[t
                       t_start: float, t_min: float, t_max: float) -> torch.Tensor:
     """Exact event-driven spike times of a dense B1 layer firing in [t_min, t_max] whose
     neurons integrate from t_start. t_in (..., N); weight (O, N); bias (O,) or None."""
-    alpha, theta = _b1_parameters(weight, bias, weight.detach().sum(dim=1), t_start, t_min, t_max)
+    alpha, theta = _b1_parameters(weight.detach().sum(dim=1), bias, t_start, t_min, t_max)
     return TF.first_spike_linear(t_in, weight, alpha.to(t_in.dtype), theta.to(t_in.dtype), t_start, t_max)
 
 
@@ -80,8 +69,8 @@ def conv2d_first_spike_times(t_in: torch.Tensor, weight: torch.Tensor, bias: Opt
                              dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """first_spike_times for a convolutional B1 layer; bias (C_out,), (C_out, H_out, W_out) or
     None. Padding never spikes; alpha and threshold follow the taps inside the image."""
-    s_in = _inside_sum(weight, tuple(t_in.shape[-3:]), stride, padding, dilation, groups)
-    alpha, theta = _b1_parameters(weight, bias, s_in, t_start, t_min, t_max)
+    s_in = inside_sum(weight.detach(), tuple(t_in.shape[-3:]), stride, padding, dilation, groups)
+    alpha, theta = _b1_parameters(s_in, bias, t_start, t_min, t_max)
     return TF.first_spike_conv2d(t_in, weight, alpha.to(t_in.dtype), theta.to(t_in.dtype), t_start, t_max,
                                  stride, padding, dilation, groups)
 
@@ -156,11 +145,11 @@ def simulate(network: nn.Sequential, x: torch.Tensor, tolerance: Optional[float]
     result = SimulationResult(logits=out)
     window_start = 0.0  # of the inputs of the next layer, in absolute time: the t_min of the layer before
     for index, m in enumerate(network):
-        if isinstance(m, _Windowed):
+        if isinstance(m, SpikingLayer):
             t_in = out
             out = m.event_forward(t_in)
             closed = m.closed_forward(t_in)
-            (t_min, t_max), (lo, hi) = m._window(), m.output_window()
+            (t_min, t_max), (lo, hi) = m.window(), m.output_window()
             tol = tolerance if tolerance is not None else (1e-9 if out.dtype == torch.float64 else 1e-4)
             diff = (out - closed).abs()
             result.layers.append(LayerSimulation(

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 
 from ttfs_ext import train
+from ttfs_ext.nn.neurons import alpha_and_threshold, inside_sum
 
 from .timing import MODES, paired_ratio
 
@@ -252,15 +252,10 @@ def layer_tensors(case: LayerCase, device: str) -> tuple[torch.Tensor, torch.Ten
 
 def b1_neurons(case: LayerCase, w: torch.Tensor, b: torch.Tensor, t_start: float, t_min: float, t_max: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha, threshold) of B1 neurons (see ttfs_ext.events): alpha = 1 - S_in,
-    theta = (t_max - t_start - b) - S_in (t_min - t_start), S_in the sum of a neuron's weights
-    (conv: of the taps inside the image, per output position)."""
-    if case.kind == "linear":
-        s_in, bias = w.sum(dim=1), b
-    else:
-        ones = torch.ones((1, *case.t_shape(1)[1:]), dtype=w.dtype, device=w.device)
-        s_in, bias = F.conv2d(ones, w, None, 1, case.padding)[0], b.view(-1, 1, 1)
-    return 1.0 - s_in, (t_max - t_start - bias) - s_in * (t_min - t_start)
+    """(alpha, threshold) of the B1 neurons of a case's layer, integrating from t_start
+    (ttfs_ext.nn.neurons; conv: the taps inside the image, per output position)."""
+    s_in = w.sum(dim=1) if case.kind == "linear" else inside_sum(w, case.t_shape(1)[1:], 1, case.padding)
+    return alpha_and_threshold(s_in, b, t_min - t_start, t_max - t_start)
 
 
 Case = Union[LayerCase, NetworkCase, EventCase, SimulateCase, SteppedCase]

@@ -87,7 +87,6 @@ class SpikingLayer:
                                "to the constructor, call set_window(), or put the layer in a TTFSSequential")
         return self.t_min, self.t_max
 
-    _window = window  # the name ttfs_ext.plots calls
 
     def _in_width(self) -> float:
         """in_width, the width of the input window [t_start, t_min]."""

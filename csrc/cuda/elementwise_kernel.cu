@@ -1,6 +1,6 @@
-// CUDA element-wise passes of the TTFS layers; mirrors cpu/elementwise_cpu.cpp.
+// CUDA element-wise passes of the TTFS layers; mirrors cpu/elementwise_kernel.cpp.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
-#include "elementwise.h"
+#include "kernels/params.h"
 #include "cuda/launch.cuh"
 
 #include <cuda_bf16.h>

@@ -1,11 +1,11 @@
-// CPU element-wise passes of the TTFS layers; mirrors cuda/elementwise_cuda.cu.
+// CPU element-wise passes of the TTFS layers; mirrors cuda/elementwise_kernel.cu.
 //
 // Each parallel task hands a span to a loop over plain __restrict pointers and by-value
 // scalars, with selects instead of branches, compiled with -fno-trapping-math
 // (CMakeLists.txt): GCC then vectorises it. Without these the gated pass stayed a scalar,
-// branchy loop at ~7 ns per element against ~0.6 for ATen's threshold_backward
-// (benchmarks/NOTES.md, v1).
-#include "elementwise.h"
+// branchy loop, many times slower than ATen's threshold_backward
+// (benchmarks/NOTES.md).
+#include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 
 #include <ATen/Parallel.h>
@@ -61,7 +61,7 @@ void prologue_kernel_impl(const PrologueParams& p) {
 // running sum per lane of a 16-lane vector, a fixed order of additions (deterministic). The
 // lanes are an explicit GCC vector: GCC 12.2's loop vectoriser miscompiles the same loop
 // written with a scalar lanes[16] array at -O3 with AVX2/AVX-512 (stores skipped, wrong sums;
-// benchmarks/NOTES.md, v5).
+// benchmarks/NOTES.md).
 template <typename in_t, typename out_t>
 struct GatedSpanSum {
   static TTFS_INLINE in_t run(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,

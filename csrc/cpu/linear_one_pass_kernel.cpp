@@ -1,4 +1,4 @@
-// The one-pass backward and forward GEMMs of dense TTFS layers with few rows (linear_one_pass.h).
+// The one-pass backward and forward GEMMs of dense TTFS layers with few rows (cpu/linear_one_pass.h).
 //
 // Backward: each parallel task owns a tile of input columns (up to a page of each weight row):
 // it computes the tile's delays t_in - t_min into a buffer (rounded as the delays prologue rounds
@@ -8,8 +8,9 @@
 // a fixed order (grad_in over the output features, grad_w over the rows), whatever the tiling.
 // Written with GCC/Clang vector extensions, the compilers this library builds with. Each ISA
 // gets its own vector width and blocking (Isa* below), compiled for it (TTFS_TARGET_*): the
-// AVX-512 code as an AVX2 clone spilled registers and ran 6-10x slower (NOTES v4).
-#include "linear_one_pass.h"
+// AVX-512 code as an AVX2 clone spilled registers and ran several times slower (NOTES.md).
+#include "cpu/linear_one_pass.h"
+#include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 
 #include <ATen/Parallel.h>

@@ -1,10 +1,10 @@
-// CUDA kernels of the event-exact general neuron; mirrors cpu/first_spike_cpu.cpp.
+// CUDA kernels of the event-exact general neuron; mirrors cpu/first_spike_kernel.cpp.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
 // One thread per output element: (r, o) for the forward scan, (r, k) for grad_input and
 // (split, o, k) for grad_weight; consecutive threads take consecutive o or k, so a warp
 // reads the weight and the patches coalesced. Products go through __dmul_rn so that nvcc
 // does not contract them into FMAs: the sums round as on the CPU and in the reference.
-#include "first_spike.h"
+#include "kernels/params.h"
 #include "cuda/launch.cuh"
 
 #include <cuda_runtime.h>

@@ -1,10 +1,10 @@
-// CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_cuda.cu.
+// CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_kernel.cu.
 // A task owns whole rows (forward, grad_input) or whole splits of rows (grad_weight), and
 // the inner loops run over outputs or inputs so that they vectorise. The inner loops are
 // compiled for AVX-512, AVX2 and the x86-64 baseline and run in the code of cpu_isa()
 // (cpu/cpu_isa.h: only these loops get the wider code, so nothing built for AVX-512 can be
 // shared with, and run on, a CPU without it).
-#include "first_spike.h"
+#include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 
 #include <ATen/Parallel.h>

@@ -6,6 +6,7 @@
 // shared with, and run on, a CPU without it).
 #include "kernels/params.h"
 #include "cpu/cpu_isa.h"
+#include "kernels/static_switch.h"
 
 #include <ATen/Parallel.h>
 
@@ -271,25 +272,19 @@ constexpr const char* kDtypeError = "first_spike kernels support float64 and flo
 
 const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* /*stream*/) {
   if (p.rows == 0 || p.outputs == 0) return nullptr;
-  if (p.dtype == Dtype::Float64) forward_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) forward_impl<float>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { forward_impl<T>(p); })) return kDtypeError;
   return nullptr;
 }
 
 const char* first_spike_grad_input_cpu(const FirstSpikeGradInputParams& p, void* /*stream*/) {
   if (p.rows == 0 || p.k == 0) return nullptr;
-  if (p.dtype == Dtype::Float64) grad_input_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) grad_input_impl<float>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { grad_input_impl<T>(p); })) return kDtypeError;
   return nullptr;
 }
 
 const char* first_spike_grad_weight_cpu(const FirstSpikeGradWeightParams& p, void* /*stream*/) {
   if (p.outputs == 0 || p.k == 0) return nullptr;
-  if (p.dtype == Dtype::Float64) grad_weight_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) grad_weight_impl<float>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { grad_weight_impl<T>(p); })) return kDtypeError;
   return nullptr;
 }
 

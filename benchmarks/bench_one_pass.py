@@ -1,12 +1,12 @@
-"""Where the CPU one-pass kernels of dense layers pay: the dense op's forward and backward
+"""Where the CPU one-pass kernels of linear layers pay: the linear op's forward and backward
 against the ReLU twin's, over weight sizes and row counts (benchmarks/NOTES.md, v4).
 
     python benchmarks/bench_one_pass.py            # ~5 min on 2 cores
     python benchmarks/bench_one_pass.py --quick    # seconds: checks the script
     python benchmarks/bench_one_pass.py --isa x86-64-v3   # the AVX2 code on an AVX-512 CPU
 
-The ops are called directly (torch.ops.ttfs_ext.linear and _linear_backward: no Python input
-checks); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
+The ops are called directly (torch.ops.ttfs_ext.linear and _linear_backward: no Python layer
+on top); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
 it: threshold_backward, grad_in = g W, grad_w = g^T x, grad_b = sum(g). Every (shape, rows)
 case times the four functions in paired cycles (ttfs_ext.bench.time_paired: medians over the
 cycles; a ratio is the median of the per-cycle ratios). The policy in force

@@ -101,7 +101,8 @@ def _neuron_window(op: str, t_start, t_max, in_width, width) -> tuple[float, flo
     time, where the inputs' axis starts at their window's start (t_start = 0) and the outputs'
     at in_width on it, so that their window ends at width (exactly: no spike is width)."""
     if _local(op, {"t_start": t_start, "t_max": t_max}, {"in_width": in_width, "width": width}):
-        return 0.0, _width(op, "width", width), _width(op, "in_width", in_width)
+        lo, hi = _width(op, "in_width", in_width), _width(op, "width", width)
+        return 0.0, hi, lo
     return _scalar(op, "t_start", t_start), _scalar(op, "t_max", t_max), 0.0
 
 

@@ -20,7 +20,8 @@ void check_neuron_launch(const char* err, const char* what) {
 }
 
 // The data check of the forward's tensors: a read of its own on every device.
-void check_data(const char* op, const KernelTable& kt, std::initializer_list<std::pair<const char*, const at::Tensor&>> xs) {
+void check_data(const char* op, const KernelTable& kt,
+                std::initializer_list<std::pair<const char*, const at::Tensor&>> xs) {
   if (!kt.can_sync) return;
   for (const auto& [name, x] : xs) check_finite_data(op, name, x);
 }
@@ -32,9 +33,9 @@ at::Tensor grad_over_slope(const at::Tensor& grad_out, const at::Tensor& slope) 
   return at::where(slope > 0, grad_out / slope, 0.0).contiguous();
 }
 
-// Sorts the relative arrivals tau (rows, K), here or in the kernel (kt.sorts_rows), and scans them. weight_t (K, O) contiguous;
-// alpha, threshold (param_rows, O) and t_out, slope (rows, O) are row-major views whose rows
-// may be longer than O (a group's columns).
+// Sorts the relative arrivals tau (rows, K), here or in the kernel (kt.sorts_rows), and scans
+// them. weight_t (K, O) contiguous; alpha, threshold (param_rows, O) and t_out, slope (rows, O)
+// are row-major views whose rows may be longer than O (a group's columns).
 void scan_rows(const KernelTable& kt, const at::Tensor& tau, const at::Tensor& weight_t,
                const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& t_out,
                const at::Tensor& slope, double t_start, double t_max, double t_origin) {

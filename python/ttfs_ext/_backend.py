@@ -91,12 +91,19 @@ def apply_cpu_isa_env() -> None:
 apply_cpu_isa_env()
 
 
-def use_kernel(op: str, device: torch.device, backend: Optional[str]) -> bool:
-    """The one decision of every op: True to run the compiled kernel of the device, False to
-    run the reference. The backend is the call's, else set_backend()'s, else automatic: the
-    kernel where this build has one, else the reference with a one-time warning (status()
-    lists the fallback). An explicit backend that cannot run the call raises."""
+def use_kernel(op: str, t_in: torch.Tensor | torch.device, backend: Optional[str]) -> bool:
+    """The one decision of every op: True to run the compiled kernel of t_in's device (t_in:
+    the call's spike times, or their device), False to run the reference. The backend is the
+    call's, else set_backend()'s, else automatic: the kernel where this build has one, else the
+    reference with a one-time warning (status() lists the fallback). An explicit backend that
+    cannot run the call raises."""
     choice = backend if backend is not None else _default_backend
+    if isinstance(t_in, torch.Tensor):
+        if t_in.is_cpu and (choice is None or choice == "cpu") and "cpu" in _KERNEL_DEVICES:
+            return True  # the common call, first: a layer call's fixed cost
+        device = t_in.device
+    else:
+        device = t_in
     device_type = device.type
     if choice is None or choice == device_type:
         if device_type in _KERNEL_DEVICES:

@@ -1,4 +1,4 @@
-"""TTFS ops on spike times: the Python forms of their arguments, then one call into torch.ops.ttfs_ext.
+"""TTFS ops on spike times: the Python forms of the arguments, then one call into torch.ops.
 
 Spike times are float32 or float64 tensors on one of two time axes:
 - absolute time: every layer on one axis. A layer fires in [t_min, t_max]; its inputs fired
@@ -113,15 +113,6 @@ def _bias(t_in: torch.Tensor, bias: Optional[torch.Tensor]) -> Optional[torch.Te
     return bias.to(t_in.dtype)
 
 
-def _ints(value: IntPair) -> IntPair:
-    """An int as the pair (v, v); the op checks the values."""
-    return (value, value) if isinstance(value, int) else value
-
-
-def _unbatched(t_in: torch.Tensor) -> bool:
-    return isinstance(t_in, torch.Tensor) and t_in.dim() == 3
-
-
 # --- the reference path and the fakes: the op's own checks, through its check-only twin -------
 
 def _check(check: str, *args: Any) -> None:
@@ -194,7 +185,7 @@ def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     """
     lo, hi = _layer_window("ttfs_ext.linear", t_min, t_max, in_width, width)
     bias = _bias(t_in, bias)
-    if _backend.use_kernel("ttfs_ext.linear", t_in.device, backend):
+    if _backend.use_kernel("ttfs_ext.linear", t_in, backend):
         return _ops.linear(t_in, weight, bias, lo, hi)
     _check("_linear_check", t_in, weight, bias, lo, hi)
     return reference.linear(t_in, weight, bias, lo, hi)
@@ -225,7 +216,7 @@ def readout(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     else:
         lo = _scalar("ttfs_ext.readout", "t_min", t_min)
     bias = _bias(t_in, bias)
-    if _backend.use_kernel("ttfs_ext.readout", t_in.device, backend):
+    if _backend.use_kernel("ttfs_ext.readout", t_in, backend):
         return _ops.readout(t_in, weight, bias, lo)
     _check("_readout_check", t_in, weight, bias, lo)
     return reference.readout(t_in, weight, bias, lo)
@@ -256,11 +247,10 @@ def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     """
     lo, hi = _layer_window("ttfs_ext.conv2d", t_min, t_max, in_width, width)
     bias = _bias(t_in, bias)
-    stride, padding, dilation = _ints(stride), _ints(padding), _ints(dilation)
-    unbatched = _unbatched(t_in)
+    unbatched = t_in.dim() == 3  # int stride, padding, dilation: the schema's int[2] takes them
     if unbatched:
         t_in = t_in.unsqueeze(0)
-    if _backend.use_kernel("ttfs_ext.conv2d", t_in.device, backend):
+    if _backend.use_kernel("ttfs_ext.conv2d", t_in, backend):
         out = _ops.conv2d(t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
     else:
         _check("_conv2d_check", t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
@@ -367,7 +357,7 @@ def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     """
     start, end, origin = _neuron_window("ttfs_ext.first_spike_linear", t_start, t_max, in_width, width)
     rows = t_in.reshape(-1, t_in.shape[-1]) if t_in.dim() >= 1 else t_in  # the op takes (rows, N)
-    if _backend.use_kernel("ttfs_ext.first_spike_linear", t_in.device, backend):
+    if _backend.use_kernel("ttfs_ext.first_spike_linear", t_in, backend):
         out = _ops.first_spike_linear(rows, weight, alpha, threshold, start, end, origin)[0]
     else:
         _check("_first_spike_linear_check", rows, weight, alpha, threshold, start, end, origin)
@@ -398,11 +388,10 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     threshold: (C_out,) or per output position (C_out, H_out, W_out), each on its own.
     Returns (N, C_out, H_out, W_out)."""
     start, end, origin = _neuron_window("ttfs_ext.first_spike_conv2d", t_start, t_max, in_width, width)
-    stride, padding, dilation = _ints(stride), _ints(padding), _ints(dilation)
-    unbatched = _unbatched(t_in)
+    unbatched = t_in.dim() == 3  # int stride, padding, dilation: the schema's int[2] takes them
     if unbatched:
         t_in = t_in.unsqueeze(0)
-    if _backend.use_kernel("ttfs_ext.first_spike_conv2d", t_in.device, backend):
+    if _backend.use_kernel("ttfs_ext.first_spike_conv2d", t_in, backend):
         out = _ops.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding, dilation, groups,
                                       1 << 23, origin)[0]
     else:

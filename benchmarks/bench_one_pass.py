@@ -1,12 +1,12 @@
-"""Where the CPU one-pass kernels of dense layers pay: the dense op's forward and backward
+"""Where the CPU one-pass kernels of linear layers pay: the linear op's forward and backward
 against the ReLU twin's, over weight sizes and row counts (benchmarks/NOTES.md, v4).
 
     python benchmarks/bench_one_pass.py            # ~5 min on 2 cores
     python benchmarks/bench_one_pass.py --quick    # seconds: checks the script
     python benchmarks/bench_one_pass.py --isa x86-64-v3   # the AVX2 code on an AVX-512 CPU
 
-The ops are called directly (torch.ops.ttfs_ext.dense and _dense_backward: no Python input
-checks); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
+The ops are called directly (torch.ops.ttfs_ext.linear and _linear_backward: no Python layer
+on top); the twin's forward is relu(F.linear(x, W, b)), its backward what autograd runs for
 it: threshold_backward, grad_in = g W, grad_w = g^T x, grad_b = sum(g). Every (shape, rows)
 case times the four functions in paired cycles (ttfs_ext.bench.time_paired: medians over the
 cycles; a ratio is the median of the per-cycle ratios). The policy in force
@@ -44,17 +44,17 @@ def _functions(n_in: int, n_out: int, rows: int) -> dict[str, Callable[[], Any]]
     w = torch.randn(n_out, n_in, generator=gen) / n_in ** 0.5
     b = 0.1 * torch.randn(n_out, generator=gen)
     x = T_MIN - t
-    t_out = torch.ops.ttfs_ext.dense(t, w, b, T_MIN, T_MAX)
+    t_out = torch.ops.ttfs_ext.linear(t, w, b, T_MIN, T_MAX)
     act = T_MAX - t_out
     torch.testing.assert_close(act, F.relu(F.linear(x, w, b)), rtol=1e-4, atol=1e-4)  # the twin's values
     g = torch.randn(rows, n_out, generator=gen)
-    backward = torch.ops.ttfs_ext._dense_backward.default
+    backward = torch.ops.ttfs_ext._linear_backward.default
 
     def twin_backward() -> None:
         gm = torch.ops.aten.threshold_backward(g, act, 0.0)
         torch.mm(gm, w), torch.mm(gm.t(), x), gm.sum(0)
 
-    return {"kernel_fwd": lambda: torch.ops.ttfs_ext.dense(t, w, b, T_MIN, T_MAX),
+    return {"kernel_fwd": lambda: torch.ops.ttfs_ext.linear(t, w, b, T_MIN, T_MAX),
             "twin_fwd": lambda: F.relu(F.linear(x, w, b)),
             "kernel_bwd": lambda: backward(g, t, w, t_out, T_MIN, T_MAX, [True, True, True]),
             "twin_bwd": twin_backward}

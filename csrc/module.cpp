@@ -3,9 +3,8 @@
 #include <pybind11/pybind11.h>
 
 #include "cpu/cpu_isa.h"
-#include "elementwise.h"
-#include "first_spike.h"
-#include "linear_one_pass.h"
+#include "cpu/linear_one_pass.h"
+#include "layers/checks.h"
 
 #if TTFS_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -27,7 +26,7 @@ PYBIND11_MODULE(_C, m) {
     info["cpu_isa"] = ttfs_ext::cpu_isa_name(ttfs_ext::cpu_isa());
     info["cpu_isa_detected"] = ttfs_ext::cpu_isa_name(ttfs_ext::detected_cpu_isa());
     info["cpu_parallel"] = ttfs_ext::cpu_parallel_backend();
-    py::dict one_pass;  // where the CPU dense layers take the one-pass kernels
+    py::dict one_pass;  // where the CPU linear layers take the one-pass kernels
     one_pass["enabled"] = ttfs_ext::linear_one_pass_enabled();
     one_pass["isa"] = ttfs_ext::linear_one_pass_isa();
     one_pass["min_rows"] = ttfs_ext::kOnePassMinRows;
@@ -44,10 +43,10 @@ PYBIND11_MODULE(_C, m) {
     info["cuda_arch_list"] = py::none();
 #endif
     return info;
-  }, "How this library was built: version, torch version, build kind and why, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU dense layers take the one-pass kernels.");
+  }, "How this library was built: version, torch version, build kind and why, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU linear layers take the one-pass kernels.");
   m.def("_set_input_checks", &ttfs_ext::set_input_checks,
         "Set by ttfs_ext.set_input_checks: whether the CPU forward ops check t_in for NaN/inf "
-        "(in their first pass over it).");
+        "(in their first pass over it); elsewhere the ops check it in a read of its own.");
   m.def("_input_checks_enabled", &ttfs_ext::input_checks_enabled);
   m.def("_set_cpu_isa", [](const std::string& name) {
     const char* err = ttfs_ext::set_cpu_isa(name.c_str());
@@ -57,6 +56,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("_set_one_pass_isa", [](const std::string& name) {
     const char* err = ttfs_ext::set_linear_one_pass_isa(name.c_str());
     if (err != nullptr) throw py::value_error(std::string("ttfs_ext: ") + err);
-  }, "For tests and measurements: run the CPU one-pass dense kernels with one ISA's code "
+  }, "For tests and measurements: run the CPU one-pass linear kernels with one ISA's code "
      "('x86-64-v4', 'x86-64-v3', 'baseline'; used even with 'baseline'), or '' for automatic.");
 }

@@ -56,7 +56,7 @@ def test_cpu_kernels_run_on_torchs_threads():
 
 
 def test_explicit_backends(case):
-    assert "ttfs_ext::(anonymous namespace)::DenseFunction" in _grad_fn_name(TF.linear(*case, backend="cpu"))
+    assert "ttfs_ext::(anonymous namespace)::LinearFunction" in _grad_fn_name(TF.linear(*case, backend="cpu"))
     assert "ttfs_ext" not in _grad_fn_name(TF.linear(*case, backend="reference"))
     torch.testing.assert_close(TF.linear(*case, backend="cpu"), TF.linear(*case, backend="reference"))
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -79,7 +79,7 @@ def test_set_backend(case):
         assert "ttfs_ext" in _grad_fn_name(TF.linear(*case, backend="cpu"))  # per call wins
     finally:
         ttfs_ext.set_backend(None)
-    assert "ttfs_ext::(anonymous namespace)::DenseFunction" in _grad_fn_name(TF.linear(*case))
+    assert "ttfs_ext::(anonymous namespace)::LinearFunction" in _grad_fn_name(TF.linear(*case))
     with pytest.raises(ValueError, match="backend must be one of"):
         ttfs_ext.set_backend("gpu")
 

@@ -104,7 +104,7 @@ def test_nan_check_in_the_prologue(cpu_isa, where, bad):
     t_in = t_in.float()
     t_in.view(-1)[where] = bad
     with pytest.raises(ValueError, match="NaN or inf"):
-        torch.ops.ttfs_ext.dense(t_in, w.float(), b.float(), t_min, t_max)
+        torch.ops.ttfs_ext.linear(t_in, w.float(), b.float(), t_min, t_max)
 
 
 def _neuron_case(seed, shape, n_in):

@@ -123,7 +123,7 @@ def test_linear_hand_computed(device):
     weight = torch.tensor([[1.0], [-2.0], [1.0]], dtype=F64, device=device)
     alpha = torch.tensor([1.0, 1.0, 1.0], dtype=F64, device=device)
     threshold = torch.tensor([1.0, 1.0, -1.0], dtype=F64, device=device)
-    t_out, slope = ops.first_spike_dense(t_in, weight, alpha, threshold, 0.0, 3.0)
+    t_out, slope = ops.first_spike_linear(t_in, weight, alpha, threshold, 0.0, 3.0)
     assert t_out.tolist() == [[0.75, 3.0, 0.0]] and slope.tolist() == [[2.0, 0.0, 0.0]]
 
 
@@ -314,8 +314,8 @@ def _opcheck_cases(device):
 def test_opcheck_forward_ops(device, requires_grad):
     (dense, window), (conv, window_c) = _opcheck_cases(device)
     dense = [x.requires_grad_(requires_grad) for x in dense]
-    opcheck(ops.first_spike_dense.default, (*dense, *window))
-    opcheck(ops.first_spike_dense.default, (*dense, *window, 1.25))  # outputs on their own axis
+    opcheck(ops.first_spike_linear.default, (*dense, *window))
+    opcheck(ops.first_spike_linear.default, (*dense, *window, 1.25))  # outputs on their own axis
     geometry = [[2, 2], [1, 1], [1, 1], 2]
     conv = [x.requires_grad_(requires_grad) for x in conv]
     opcheck(ops.first_spike_conv2d.default, (*conv, *window_c, *geometry))
@@ -330,8 +330,8 @@ def test_opcheck_forward_ops(device, requires_grad):
 def test_opcheck_backward_ops(device, mask):
     (dense, window), (conv, window_c) = _opcheck_cases(device)
     for origin in (0.0, 1.25):
-        t_out, slope = ops.first_spike_dense(*dense, *window, origin)
-        opcheck(ops._first_spike_dense_backward.default,
+        t_out, slope = ops.first_spike_linear(*dense, *window, origin)
+        opcheck(ops._first_spike_linear_backward.default,
                 (torch.randn_like(t_out), dense[0], dense[1], t_out, slope, window[0], origin, mask))
     geometry = [[2, 2], [1, 1], [1, 1], 2]
     for origin, workspace in ((0.0, 1 << 23), (0.0, 1), (1.25, 1 << 23)):
@@ -352,13 +352,13 @@ def test_double_backward_raises():
 
 def test_op_argument_errors():
     (t_in, w, alpha, threshold), (t_start, t_max) = _linear_case(700, (3,), 4, 2)
-    with pytest.raises(RuntimeError, match="t_start < t_max"):
-        ops.first_spike_dense(t_in, w, alpha, threshold, t_max, t_start)
-    with pytest.raises(RuntimeError, match="alpha must have shape"):
-        ops.first_spike_dense(t_in, w, alpha[:1], threshold, t_start, t_max)
-    with pytest.raises(RuntimeError, match="threshold must have the dtype"):
-        ops.first_spike_dense(t_in, w, alpha, threshold.float(), t_start, t_max)
+    with pytest.raises(ValueError, match="t_start < t_max"):
+        ops.first_spike_linear(t_in, w, alpha, threshold, t_max, t_start)
+    with pytest.raises(ValueError, match="alpha must have shape"):
+        ops.first_spike_linear(t_in, w, alpha[:1], threshold, t_start, t_max)
+    with pytest.raises(TypeError, match="threshold must have the dtype"):
+        ops.first_spike_linear(t_in, w, alpha, threshold.float(), t_start, t_max)
     conv = torch.zeros(1, 2, 4, 4, dtype=F64), torch.zeros(4, 1, 3, 3, dtype=F64)
-    with pytest.raises(RuntimeError, match=r"alpha must have shape \(4,\) or \(4, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"alpha must have shape \(4,\) or \(4, 2, 2\)"):
         ops.first_spike_conv2d(*conv, torch.zeros(4, 3, 3, dtype=F64), torch.zeros(4, dtype=F64), 0.0, 1.0,
                                [1, 1], [0, 0], [1, 1], 2)

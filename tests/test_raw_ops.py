@@ -37,8 +37,8 @@ _SCRIPT = textwrap.dedent(r'''
     M3, M4 = [True, True, True], [True, True, True, True]
     # op: (argument names, valid arguments)
     VALID = {
-        "dense": ("t_in weight bias t_min t_max", [r(4, 5), r(3, 5), r(3), 1.0, 3.0]),
-        "_dense_backward": ("grad_out t_in weight t_out t_min t_max output_mask",
+        "linear": ("t_in weight bias t_min t_max", [r(4, 5), r(3, 5), r(3), 1.0, 3.0]),
+        "_linear_backward": ("grad_out t_in weight t_out t_min t_max output_mask",
                             [r(4, 3), r(4, 5), r(3, 5), r(4, 3), 1.0, 3.0, M3]),
         "readout": ("t_in weight bias t_min", [r(4, 5), r(3, 5), r(3), 1.0]),
         "_readout_backward": ("grad_out t_in weight t_min output_mask", [r(4, 3), r(4, 5), r(3, 5), 1.0, M3]),
@@ -48,9 +48,9 @@ _SCRIPT = textwrap.dedent(r'''
                              "bias_per_position output_mask",
                              [r(2, 6, 6, 6), r(2, 4, 6, 6), r(6, 4, 3, 3), r(2, 6, 6, 6), 1.0, 3.0, *G.values(),
                               False, M3]),
-        "first_spike_dense": ("t_in weight alpha threshold t_start t_max t_origin",
+        "first_spike_linear": ("t_in weight alpha threshold t_start t_max t_origin",
                               [r(4, 5), r(3, 5), r(3), r(3), 0.0, 3.0, 0.0]),
-        "_first_spike_dense_backward": ("grad_out t_in weight t_out slope t_start t_origin output_mask",
+        "_first_spike_linear_backward": ("grad_out t_in weight t_out slope t_start t_origin output_mask",
                                         [r(4, 3), r(4, 5), r(3, 5), r(4, 3), r(4, 3), 0.0, 1.0, M4]),
         "first_spike_conv2d": ("t_in weight alpha threshold t_start t_max stride padding dilation groups workspace "
                                "t_origin", [r(2, 4, 6, 6), r(6, 4, 3, 3), r(6), r(6), 0.0, 3.0, *G.values(), 1 << 23, 0.0]),
@@ -133,8 +133,8 @@ def results():
     return [line for line in lines if "error" in line]
 
 
-OPS = ["dense", "_dense_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward",
-       "first_spike_dense", "_first_spike_dense_backward", "first_spike_conv2d", "_first_spike_conv2d_backward"]
+OPS = ["linear", "_linear_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward",
+       "first_spike_linear", "_first_spike_linear_backward", "first_spike_conv2d", "_first_spike_conv2d_backward"]
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -28,7 +28,7 @@ def _conv_args(device, requires_grad, per_position=False):
 def test_opcheck_forward_ops(device, requires_grad):
     for bias in (True, False):
         (t_in, w, b), t_min, t_max = _dense_args(device, requires_grad, bias)
-        opcheck(ops.dense.default, (t_in, w, b, t_min, t_max))
+        opcheck(ops.linear.default, (t_in, w, b, t_min, t_max))
         opcheck(ops.readout.default, (t_in, w, b, t_max))
     for per_position in (False, True):
         (t_in, w, b), t_min, t_max = _conv_args(device, requires_grad, per_position)
@@ -40,9 +40,9 @@ def test_opcheck_forward_ops(device, requires_grad):
 @pytest.mark.parametrize("mask", [[True, True, True], [False, True, False], [True, False, True]])
 def test_opcheck_backward_ops(device, mask):
     (t_in, w, b), t_min, t_max = _dense_args(device, False)
-    t_out = ops.dense(t_in, w, b, t_min, t_max)
+    t_out = ops.linear(t_in, w, b, t_min, t_max)
     g = torch.randn_like(t_out)
-    opcheck(ops._dense_backward.default, (g, t_in, w, t_out, t_min, t_max, mask))
+    opcheck(ops._linear_backward.default, (g, t_in, w, t_out, t_min, t_max, mask))
     opcheck(ops._readout_backward.default, (g, t_in, w, t_max, mask))
     for per_position in (False, True):
         (t_in, w, b), t_min, t_max = _conv_args(device, False, per_position)
@@ -142,21 +142,26 @@ def test_export_round_trip():
     x = torch.rand(2, 1, 8, 8, generator=generator(51), dtype=torch.float64)
     exported = torch.export.export(net, (x,))
     names = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
-    assert any("ttfs_ext.conv2d" in n for n in names) and any("ttfs_ext.dense" in n for n in names)
+    assert any("ttfs_ext.conv2d" in n for n in names) and any("ttfs_ext.linear" in n for n in names)
     torch.testing.assert_close(exported.module()(x), net(x), rtol=0, atol=0)
 
 
-OPS = ["dense", "_dense_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward", "first_spike_dense",
-       "_first_spike_dense_backward", "first_spike_conv2d", "_first_spike_conv2d_backward"]
+OPS = ["linear", "_linear_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward", "first_spike_linear",
+       "_first_spike_linear_backward", "first_spike_conv2d", "_first_spike_conv2d_backward"]
+# Each op's check-only twin: the op's argument checks, one function for every device.
+CHECKS = ["_" + name.lstrip("_") + "_check" for name in OPS]
 
 
 def test_every_op_has_a_kernel_on_every_kernel_device():
-    """Every schema of the namespace is one of the ten ops, and each has a kernel (and a fake) for
-    every device type this build has kernels for: a CUDA build registers all ten for CUDA."""
+    """Every schema of the namespace is one of the ten ops or its check-only twin, and each op
+    has a kernel (and a fake) for every device type this build has kernels for: a CUDA build
+    registers all ten for CUDA."""
     import ttfs_ext
 
     names = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("ttfs_ext::"))
-    assert names == sorted(OPS)
+    assert names == sorted(OPS + CHECKS)
+    for name in CHECKS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"ttfs_ext::{name}", "CompositeImplicitAutograd"), name
     keys = {"cpu": "CPU", "cuda": "CUDA"}
     assert ("cuda" in ttfs_ext.kernel_devices()) == ttfs_ext.status()["with_cuda"]
     for name in OPS:

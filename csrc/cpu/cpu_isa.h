@@ -68,4 +68,9 @@ auto run_for_isa(Args... args) {
   return run_baseline<Loop>(args...);
 }
 
+// How the CPU kernels' at::parallel_for runs: "openmp" or "native" (torch's thread pool), or
+// "one thread" when torch uses OpenMP but this library was compiled without it
+// (cpu/elementwise_kernel.cpp).
+const char* cpu_parallel_backend();
+
 }  // namespace ttfs_ext

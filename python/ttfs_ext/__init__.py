@@ -16,12 +16,7 @@ from ._backend import (  # noqa: E402
     set_input_checks,
     status,
 )
-from . import _backend  # noqa: E402
-
-if _backend._C is not None:
-    from . import _ops  # noqa: E402,F401  (fake kernels, autograd, autocast)
-
-from . import functional, reference  # noqa: E402
+from . import functional, reference  # noqa: E402  (functional registers the fake kernels)
 from . import nn  # noqa: E402
 from .convert import ConversionError, agreement, convert  # noqa: E402
 from .events import simulate  # noqa: E402

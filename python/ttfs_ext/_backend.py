@@ -30,15 +30,11 @@ _input_checks = os.environ.get("TTFS_EXT_INPUT_CHECKS", "1") != "0"
 
 def _registered(device_type: str) -> bool:
     key = {"cpu": "CPU", "cuda": "CUDA"}[device_type]
-    return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key("ttfs_ext::dense", key)
+    return _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key("ttfs_ext::linear", key)
 
 
 # Fixed at import, so that torch.compile sees a constant.
 _KERNEL_DEVICES = frozenset(d for d in ("cpu", "cuda") if _registered(d))
-
-
-def _has_kernel(device_type: str) -> bool:
-    return device_type in _KERNEL_DEVICES
 
 
 def kernel_devices() -> list[str]:
@@ -60,11 +56,11 @@ def get_backend() -> Optional[str]:
 
 
 def set_input_checks(enabled: bool) -> None:
-    """Turn the data checks (NaN/inf spike times) on or off. Shape, dtype, device and window
-    checks always run. The environment variable TTFS_EXT_INPUT_CHECKS=0 turns them off.
-    The CPU kernels of linear, readout and conv2d check t_in in their first pass over it (no
-    extra read, inside torch.compile graphs too); elsewhere the check is a separate read of the
-    data, which synchronises on a GPU and is skipped inside torch.compile graphs."""
+    """Turn the data checks (NaN/inf spike times and neuron parameters) on or off. Shape,
+    dtype, device and window checks always run. The environment variable
+    TTFS_EXT_INPUT_CHECKS=0 turns them off. The CPU kernels of linear, readout and conv2d check
+    t_in in their first pass over it (no extra read); elsewhere the ops check in a read of its
+    own, which synchronises on a GPU and is skipped while a CUDA graph is captured."""
     global _input_checks
     _input_checks = bool(enabled)
     if _C is not None:
@@ -95,38 +91,32 @@ def apply_cpu_isa_env() -> None:
 apply_cpu_isa_env()
 
 
-def direct_kernel(t_in: torch.Tensor, backend: Optional[str]) -> bool:
-    """True where an op may call the kernel of t_in's device straight away and leave the
-    argument checks to it (functional.py): the backend chosen (per call, by set_backend or
-    automatically) is the kernel of t_in's device, which exists, and no NaN/inf check is left
-    to Python (the CPU kernels do it themselves)."""
+def use_kernel(op: str, t_in: torch.Tensor | torch.device, backend: Optional[str]) -> bool:
+    """The one decision of every op: True to run the compiled kernel of t_in's device (t_in:
+    the call's spike times, or their device), False to run the reference. The backend is the
+    call's, else set_backend()'s, else automatic: the kernel where this build has one, else the
+    reference with a one-time warning (status() lists the fallback). An explicit backend that
+    cannot run the call raises."""
     choice = backend if backend is not None else _default_backend
-    if t_in.is_cpu:
-        device = "cpu"
-    elif t_in.is_cuda and not _input_checks:
-        device = "cuda"
+    if isinstance(t_in, torch.Tensor):
+        if t_in.is_cpu and (choice is None or choice == "cpu") and "cpu" in _KERNEL_DEVICES:
+            return True  # the common call, first: a layer call's fixed cost
+        device = t_in.device
     else:
-        return False
-    return choice in (None, device) and device in _KERNEL_DEVICES and not torch.compiler.is_compiling()
-
-
-def use_kernel(op: str, device: torch.device, backend: Optional[str]) -> bool:
-    """True to run the compiled kernel, False to run the reference."""
-    choice = backend if backend is not None else _default_backend
-    if choice is None:
-        if _has_kernel(device.type):
+        device = t_in
+    device_type = device.type
+    if choice is None or choice == device_type:
+        if device_type in _KERNEL_DEVICES:
             return True
-        _warn_fallback(op, device.type)
-        return False
+        if choice is None:
+            _warn_fallback(op, device_type)
+            return False
+        raise RuntimeError(f"{op}: backend {choice!r} was requested but is not available: {_unavailable(choice)}")
     if choice not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS} or None, got {choice!r}")
     if choice == "reference":
         return False
-    if device.type != choice:
-        raise ValueError(f"{op}: backend {choice!r} was requested but t_in is on {device}")
-    if not _has_kernel(choice):
-        raise RuntimeError(f"{op}: backend {choice!r} was requested but is not available: {_unavailable(choice)}")
-    return True
+    raise ValueError(f"{op}: backend {choice!r} was requested but t_in is on {device}")
 
 
 def _unavailable(device_type: str) -> str:

@@ -1,4 +1,4 @@
-"""TTFS ops on spike times, with argument checks and backend choice.
+"""TTFS ops on spike times: the Python forms of the arguments, then one call into torch.ops.
 
 Spike times are float32 or float64 tensors on one of two time axes:
 - absolute time: every layer on one axis. A layer fires in [t_min, t_max]; its inputs fired
@@ -13,11 +13,18 @@ in_width - tau_in. A neuron that does not fire has t = t_max (width in local tim
 are Python floats or 0-dim tensors (floats are cheaper: a tensor is read once per call, and
 synchronises if it lives on a GPU). On CUDA, under torch.autocast, the matrix work runs in
 float16/bfloat16 while spike times, biases and the threshold stay float32.
+
+Each op's public function handles only what the Python API adds (absolute or local windows,
+0-dim tensor windows, int pairs, unbatched convolutions, a bias of another float dtype) and calls
+the op: the compiled kernel of t_in's device, which checks every argument itself
+(csrc/layers/checks.cpp), or the reference (ttfs_ext.reference), which first runs the same C++
+checks through the op's check-only twin (torch.ops.ttfs_ext._<op>_check). The fake kernel of
+each op, for torch.compile and torch.export, stands beside its function.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -27,14 +34,14 @@ __all__ = ["linear", "conv2d", "readout", "max_pool2d", "encode", "first_spike_l
 
 Window = Union[float, torch.Tensor]
 IntPair = Union[int, tuple[int, int], list[int]]
-_TIME_DTYPES = (torch.float32, torch.float64)
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_ops = torch.ops.ttfs_ext
 
 
-# --- checks: each error names the argument ----------------------------------------------
+# --- the Python forms of the arguments ----------------------------------------------------
 
 def _scalar(op: str, name: str, value: Window) -> float:
-    if type(value) is float and math.isfinite(value):  # the common case, first: a layer call's fixed cost
+    """A window scalar as a float: floats, ints, 0-dim tensors. Finiteness is the op's check."""
+    if type(value) is float:  # the common case, first: a layer call's fixed cost
         return value
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -42,17 +49,14 @@ def _scalar(op: str, name: str, value: Window) -> float:
         value = value.item()
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError(f"{op}: {name} must be a float or a 0-dim tensor, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{op}: {name} must be finite, got {value}")
-    return value
+    return float(value)
 
 
-def _window(op: str, t_min: Window, t_max: Window, names: tuple[str, str] = ("t_min", "t_max")) -> tuple[float, float]:
-    lo, hi = _scalar(op, names[0], t_min), _scalar(op, names[1], t_max)
-    if not hi > lo:
-        raise ValueError(f"{op}: the window must satisfy {names[0]} < {names[1]}, got {names[0]}={lo} and "
-                         f"{names[1]}={hi}")
+def _window(op: str, t_min: Window, t_max: Window) -> tuple[float, float]:
+    """An absolute window: t_min < t_max (the op itself takes any finite pair)."""
+    lo, hi = _scalar(op, "t_min", t_min), _scalar(op, "t_max", t_max)
+    if math.isfinite(lo) and math.isfinite(hi) and not hi > lo:
+        raise ValueError(f"{op}: the window must satisfy t_min < t_max, got t_min={lo} and t_max={hi}")
     return lo, hi
 
 
@@ -79,95 +83,94 @@ def _local(op: str, absolute: dict[str, Optional[Window]], local: dict[str, Opti
 
 
 def _layer_window(op: str, t_min, t_max, in_width, width) -> tuple[float, float]:
-    """The two scalars of the B1 ops: (t_min, t_max), or (in_width, width) in local time."""
-    if _local(op, {"t_min": t_min, "t_max": t_max}, {"in_width": in_width, "width": width}):
-        return _width(op, "in_width", in_width), _width(op, "width", width)
-    return _window(op, t_min, t_max)
-
-
-def _fast_window(t_min, t_max, in_width, width) -> Optional[tuple[float, float]]:
-    """The scalars of the common call, float windows in one complete form, or None: a few
-    comparisons (a NaN fails them; the kernel rejects an inf), the Python checks left to the
-    calls that need them."""
+    """The two scalars of the B1 ops: (t_min, t_max), or (in_width, width) in local time. The
+    common call, float windows in one complete form, costs a few comparisons."""
     if in_width is None and width is None:
         if type(t_min) is float and type(t_max) is float and t_max > t_min:
             return t_min, t_max
     elif t_min is None and t_max is None and type(in_width) is float and type(width) is float:
         if in_width > 0 and width > 0:
             return in_width, width
-    return None
+    if _local(op, {"t_min": t_min, "t_max": t_max}, {"in_width": in_width, "width": width}):
+        return _width(op, "in_width", in_width), _width(op, "width", width)
+    return _window(op, t_min, t_max)
 
 
-def _all_finite(t: torch.Tensor) -> bool:
-    """True if t has no NaN or inf. A finite sum of squares proves it in one vectorised read
-    (a NaN or inf element makes it NaN or +inf, and squares cannot cancel); only a non-finite
-    result, which float overflow can also cause, pays for the exact test.
-    Per call on 256 x 784 float32 (2 threads, medians; benchmarks/NOTES.md, v3): the dot
-    product 14 us, t.sum() 21 us, torch.isfinite(t).all() 620 us (four passes, two temporaries)."""
-    if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
-        flat = t.view(-1)
-        quick = torch.dot(flat, flat)
-    else:
-        quick = t.sum()
-    return math.isfinite(quick.item()) or bool(torch.isfinite(t).all())
+def _neuron_window(op: str, t_start, t_max, in_width, width) -> tuple[float, float, float]:
+    """(t_start, t_max, t_origin) of the first_spike ops: absolute time on one axis, or local
+    time, where the inputs' axis starts at their window's start (t_start = 0) and the outputs'
+    at in_width on it, so that their window ends at width (exactly: no spike is width)."""
+    if _local(op, {"t_start": t_start, "t_max": t_max}, {"in_width": in_width, "width": width}):
+        lo, hi = _width(op, "in_width", in_width), _width(op, "width", width)
+        return 0.0, hi, lo
+    return _scalar(op, "t_start", t_start), _scalar(op, "t_max", t_max), 0.0
 
 
-def _check_times(op: str, t_in: torch.Tensor, name: str = "t_in") -> None:
-    if not isinstance(t_in, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a tensor, got {type(t_in).__name__}")
-    if t_in.dtype not in _TIME_DTYPES:
-        raise TypeError(f"{op}: {name} (spike times) must be float32 or float64, got {t_in.dtype}")
-    if _backend.input_checks_enabled() and t_in.numel() and not _all_finite(t_in):
-        raise ValueError(f"{op}: {name} contains NaN or inf spike times")
+def _bias(t_in: torch.Tensor, bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The bias is added to potentials in spike-time precision: another float dtype is cast."""
+    if bias is None or bias.dtype == t_in.dtype or not bias.is_floating_point():
+        return bias
+    return bias.to(t_in.dtype)
 
 
-def _check_params(op: str, t_in: torch.Tensor, weight: torch.Tensor,
-                  bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Checks dtype and device of weight and bias; returns bias in the spike-time dtype."""
-    _check_times(op, t_in)
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{op}: weight must be a tensor, got {type(weight).__name__}")
-    low_precision = weight.dtype in _LOW_PRECISION and t_in.dtype == torch.float32 and t_in.is_cuda
-    if weight.dtype != t_in.dtype and not low_precision:
-        raise TypeError(f"{op}: weight must have the dtype of t_in ({t_in.dtype}), or float16/bfloat16 "
-                        f"with float32 t_in on CUDA; got {weight.dtype}")
-    if weight.device != t_in.device:
-        raise ValueError(f"{op}: weight is on {weight.device} but t_in is on {t_in.device}")
-    if bias is None:
-        return None
-    if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
-        raise TypeError(f"{op}: bias must be a floating-point tensor or None")
-    if bias.device != t_in.device:
-        raise ValueError(f"{op}: bias is on {bias.device} but t_in is on {t_in.device}")
-    # The bias is added to potentials in spike-time precision.
-    return bias if bias.dtype == t_in.dtype else bias.to(t_in.dtype)
+# --- the reference path and the fakes: the op's own checks, through its check-only twin -------
+
+def _check(check: str, *args: Any) -> None:
+    """Runs an op's argument checks (C++) before the reference. Inside torch.compile the
+    reference's own torch ops raise; without the compiled extension, torch's own errors."""
+    if _backend._C is not None and not torch.compiler.is_compiling():
+        getattr(_ops, check)(*args)
 
 
-# Errors a kernel raises for a bad argument (c10::Error, ValueError, TypeError, IndexError).
-_KERNEL_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+def _concrete(args: tuple) -> bool:
+    """Whether a fake kernel's arguments have concrete shapes and values (no symbols)."""
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if not all(type(s) is int for s in a.shape):
+                return False
+        elif isinstance(a, (list, tuple)):
+            if not all(type(v) in (int, bool) for v in a):
+                return False
+        elif a is not None and type(a) not in (int, float, bool):
+            return False
+    return True
 
 
-def _direct(t_in: torch.Tensor, bias: Optional[torch.Tensor], backend: Optional[str]) -> bool:
-    """True for the common call, which goes straight to the kernel (with _fast_window's
-    scalars): the kernel of t_in's device as the backend (chosen or automatic), the bias in the
-    spike-time dtype. The kernel checks shapes, dtypes, devices, finite windows and (CPU)
-    NaN/inf spike times itself; only when it raises do the Python checks run, to name the
-    argument at fault. The Python checks cost more than their own ~10 us: after a layer that
-    streamed megabytes through the cache the interpreter runs cold, and they took 36 us there,
-    5-8 % of a small layer (benchmarks/NOTES.md, v5)."""
-    return (isinstance(t_in, torch.Tensor)
-            and (bias is None or (isinstance(bias, torch.Tensor) and bias.dtype == t_in.dtype))
-            and _backend.direct_kernel(t_in, backend))
+def _fake(op: str, check: str) -> Callable:
+    """Registers a fake kernel (shapes only) that first runs the op's checks where its
+    arguments are concrete: a meta tensor among CPU tensors dispatches to it (Meta outranks CPU)."""
+    def register(fn: Callable) -> Callable:
+        if _backend._C is None:
+            return fn
+
+        def fake(*args, **kwargs):
+            if _concrete(args + tuple(kwargs.values())):
+                getattr(_ops, check)(*args, **kwargs)
+            return fn(*args, **kwargs)
+        torch.library.register_fake(f"ttfs_ext::{op}")(fake)
+        return fn
+    return register
 
 
-def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
-        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
+def _grads_fake(t_in, weight, shapes, mask):
+    """(t_in, weight, *params) gradients of the given shapes, None where the mask is off."""
+    like = (t_in, weight) + (t_in,) * (len(shapes) - 2)
+    return tuple(x.new_empty(s) if m else None for x, s, m in zip(like, shapes, mask))
 
 
-# --- ops -------------------------------------------------------------------------------
+def _conv_out_shape(t_in, weight, stride, padding, dilation) -> tuple:
+    h, w = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
+    return (t_in.shape[0], weight.shape[0], h, w)
+
+
+def conv2d_output_size(size: tuple[int, int], kernel_size: tuple[int, int], stride: tuple[int, int],
+                       padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """(H_out, W_out) of a convolution, as in nn.Conv2d."""
+    return tuple(  # type: ignore[return-value]
+        (size[i] + 2 * padding[i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1 for i in range(2))
+
+
+# --- linear -------------------------------------------------------------------------------
 
 def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
            t_min: Optional[Window] = None, t_max: Optional[Window] = None, *, in_width: Optional[Window] = None,
@@ -180,20 +183,25 @@ def linear(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     layer's own. t_in: (..., in_features); weight: (out_features, in_features) as in
     nn.Linear; bias: (out_features,) or None. Returns (..., out_features).
     """
-    window = _fast_window(t_min, t_max, in_width, width)
-    if window is not None and _direct(t_in, bias, backend):
-        try:
-            return torch.ops.ttfs_ext.dense(t_in, weight, bias, *window)
-        except _KERNEL_ERRORS:
-            pass  # the checks below name the argument at fault, or the kernel raises again
-    op = "ttfs_ext.functional.linear"
-    lo, hi = _layer_window(op, t_min, t_max, in_width, width)
-    bias = _check_params(op, t_in, weight, bias)
-    _check_linear_shapes(op, t_in, weight, bias)
-    if _backend.use_kernel(op, t_in.device, backend):
-        return torch.ops.ttfs_ext.dense(t_in, weight, bias, lo, hi)
+    lo, hi = _layer_window("ttfs_ext.linear", t_min, t_max, in_width, width)
+    bias = _bias(t_in, bias)
+    if _backend.use_kernel("ttfs_ext.linear", t_in, backend):
+        return _ops.linear(t_in, weight, bias, lo, hi)
+    _check("_linear_check", t_in, weight, bias, lo, hi)
     return reference.linear(t_in, weight, bias, lo, hi)
 
+
+@_fake("linear", "_linear_check")
+def _linear_fake(t_in, weight, bias, t_min, t_max):
+    return t_in.new_empty((*t_in.shape[:-1], weight.shape[0]))
+
+
+@_fake("_linear_backward", "_linear_backward_check")
+def _linear_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, output_mask):
+    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, (weight.shape[0],)), output_mask)
+
+
+# --- readout ------------------------------------------------------------------------------
 
 def readout(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
             t_min: Optional[Window] = None, *, in_width: Optional[Window] = None,
@@ -201,35 +209,30 @@ def readout(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
     """Membrane potential of the (non-spiking) output layer at t_min, which are the logits:
     V = W (t_min - t_in) + b, or in local time V = W (in_width - tau_in) + b. Shapes as in
     linear()."""
-    fast = t_min if in_width is None else in_width if t_min is None and type(in_width) is float and in_width > 0 \
-        else None
-    if type(fast) is float and _direct(t_in, bias, backend):
-        try:
-            return torch.ops.ttfs_ext.readout(t_in, weight, bias, fast)
-        except _KERNEL_ERRORS:
-            pass  # the checks below name the argument at fault, or the kernel raises again
-    op = "ttfs_ext.functional.readout"
-    if _local(op, {"t_min": t_min}, {"in_width": in_width}):
-        lo = _width(op, "in_width", in_width)
+    if type(t_min) is float and in_width is None:  # the common call
+        lo = t_min
+    elif _local("ttfs_ext.readout", {"t_min": t_min}, {"in_width": in_width}):
+        lo = _width("ttfs_ext.readout", "in_width", in_width)
     else:
-        lo = _scalar(op, "t_min", t_min)
-    bias = _check_params(op, t_in, weight, bias)
-    _check_linear_shapes(op, t_in, weight, bias)
-    if _backend.use_kernel(op, t_in.device, backend):
-        return torch.ops.ttfs_ext.readout(t_in, weight, bias, lo)
+        lo = _scalar("ttfs_ext.readout", "t_min", t_min)
+    bias = _bias(t_in, bias)
+    if _backend.use_kernel("ttfs_ext.readout", t_in, backend):
+        return _ops.readout(t_in, weight, bias, lo)
+    _check("_readout_check", t_in, weight, bias, lo)
     return reference.readout(t_in, weight, bias, lo)
 
 
-def _check_linear_shapes(op: str, t_in: torch.Tensor, weight: torch.Tensor,
-                         bias: Optional[torch.Tensor]) -> None:
-    if weight.dim() != 2:
-        raise ValueError(f"{op}: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
-    if t_in.dim() < 1 or t_in.shape[-1] != weight.shape[1]:
-        raise ValueError(f"{op}: t_in must have shape (..., {weight.shape[1]}) to match weight "
-                         f"{tuple(weight.shape)}, got {tuple(t_in.shape)}")
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
-        raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+@_fake("readout", "_readout_check")
+def _readout_fake(t_in, weight, bias, t_min):
+    return t_in.new_empty((*t_in.shape[:-1], weight.shape[0]))
 
+
+@_fake("_readout_backward", "_readout_backward_check")
+def _readout_backward_fake(grad_out, t_in, weight, t_min, output_mask):
+    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, (weight.shape[0],)), output_mask)
+
+
+# --- conv2d -------------------------------------------------------------------------------
 
 def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
            t_min: Optional[Window] = None, t_max: Optional[Window] = None, stride: IntPair = 1, padding: IntPair = 0,
@@ -242,61 +245,64 @@ def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     in nn.Conv2d; bias: (C_out,), per output position (C_out, H_out, W_out) (as conversion of
     batch-normalised networks needs), or None.
     """
-    window = _fast_window(t_min, t_max, in_width, width)
-    if window is not None and _direct(t_in, bias, backend) and t_in.dim() == 4:
-        try:
-            return torch.ops.ttfs_ext.conv2d(t_in, weight, bias, *window, stride, padding, dilation, groups)
-        except _KERNEL_ERRORS:
-            pass  # the checks below name the argument at fault, or the kernel raises again
-    op = "ttfs_ext.functional.conv2d"
-    lo, hi = _layer_window(op, t_min, t_max, in_width, width)
-    bias = _check_params(op, t_in, weight, bias)
-    stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
-    dilation = _pair(op, "dilation", dilation, 1)
-    unbatched = t_in.dim() == 3
+    lo, hi = _layer_window("ttfs_ext.conv2d", t_min, t_max, in_width, width)
+    bias = _bias(t_in, bias)
+    unbatched = t_in.dim() == 3  # int stride, padding, dilation: the schema's int[2] takes them
     if unbatched:
         t_in = t_in.unsqueeze(0)
-    _check_conv_shapes(op, t_in, weight, bias, stride, padding, dilation, groups)
-    if _backend.use_kernel(op, t_in.device, backend):
-        out = torch.ops.ttfs_ext.conv2d(t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
+    if _backend.use_kernel("ttfs_ext.conv2d", t_in, backend):
+        out = _ops.conv2d(t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
     else:
+        _check("_conv2d_check", t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
         out = reference.conv2d(t_in, weight, bias, lo, hi, stride, padding, dilation, groups)
     return out.squeeze(0) if unbatched else out
 
 
-def conv2d_output_size(size: tuple[int, int], kernel_size: tuple[int, int], stride: tuple[int, int],
-                       padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
-    """(H_out, W_out) of a convolution, as in nn.Conv2d."""
-    return tuple(  # type: ignore[return-value]
-        (size[i] + 2 * padding[i] - dilation[i] * (kernel_size[i] - 1) - 1) // stride[i] + 1 for i in range(2))
+@_fake("conv2d", "_conv2d_check")
+def _conv2d_fake(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups):
+    return t_in.new_empty(_conv_out_shape(t_in, weight, stride, padding, dilation))
 
 
-def _check_conv_shapes(op, t_in, weight, bias, stride, padding, dilation, groups) -> None:
-    if t_in.dim() != 4:
-        raise ValueError(f"{op}: t_in must be (N, C, H, W) or (C, H, W), got shape {tuple(t_in.shape)}")
-    if weight.dim() != 4:
-        raise ValueError(f"{op}: weight must be 4-D (C_out, C_in/groups, kH, kW), got shape {tuple(weight.shape)}")
-    if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    c_out = weight.shape[0]
-    if t_in.shape[1] != weight.shape[1] * groups or c_out % groups:
-        raise ValueError(f"{op}: t_in has {t_in.shape[1]} channels but weight {tuple(weight.shape)} with "
-                         f"groups={groups} expects {weight.shape[1] * groups} (and C_out divisible by groups)")
-    h_out, w_out = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
-    if h_out < 1 or w_out < 1:
-        raise ValueError(f"{op}: the kernel {tuple(weight.shape[2:])} (dilation {dilation}) does not fit in the "
-                         f"padded input {tuple(t_in.shape[2:])} (padding {padding})")
-    if bias is not None and tuple(bias.shape) not in ((c_out,), (c_out, h_out, w_out)):
-        raise ValueError(f"{op}: bias must have shape ({c_out},) or ({c_out}, {h_out}, {w_out}), "
-                         f"got {tuple(bias.shape)}")
+@_fake("_conv2d_backward", "_conv2d_backward_check")
+def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, padding, dilation, groups,
+                          bias_per_position, output_mask):
+    bias_shape = tuple(grad_out.shape[1:]) if bias_per_position else (weight.shape[0],)
+    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, bias_shape), output_mask)
+
+
+# --- max_pool2d and encode: Python only, no op of their own -----------------------------------
+
+def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
+        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """True if t has no NaN or inf: a finite sum of squares proves it in one vectorised read (a
+    NaN or inf element makes it NaN or +inf, and squares cannot cancel); only a non-finite
+    result, which float overflow can also cause, pays for the exact test. The ops' own check
+    is its C++ twin (csrc/layers/checks.cpp)."""
+    if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
+        flat = t.view(-1)
+        quick = torch.dot(flat, flat)
+    else:
+        quick = t.sum()
+    return math.isfinite(quick.item()) or bool(torch.isfinite(t).all())
 
 
 def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None,
                padding: IntPair = 0) -> torch.Tensor:
     """TTFS max-pooling: the earliest spike (minimum of t) of each window. Exact, built on
     PyTorch's max-pooling of -t; padding never wins."""
-    op = "ttfs_ext.functional.max_pool2d"
-    _check_times(op, t_in)
+    op = "ttfs_ext.max_pool2d"
+    if not isinstance(t_in, torch.Tensor):
+        raise TypeError(f"{op}: t_in must be a tensor, got {type(t_in).__name__}")
+    if t_in.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{op}: t_in (spike times) must be float32 or float64, got {t_in.dtype}")
+    if _backend.input_checks_enabled() and t_in.numel() and not _all_finite(t_in):
+        raise ValueError(f"{op}: t_in contains NaN or inf spike times")
     if t_in.dim() not in (3, 4):
         raise ValueError(f"{op}: t_in must be (N, C, H, W) or (C, H, W), got shape {tuple(t_in.shape)}")
     kernel = _pair(op, "kernel_size", kernel_size, 1)
@@ -310,10 +316,13 @@ def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPai
 def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     """Input spike times in the window [0, 1]: t = 1 - clamp((x - low) / (high - low), 0, 1).
     Values at or above `high` fire at 0; at or below `low` they fire at 1 (no spike)."""
-    op = "ttfs_ext.functional.encode"
+    op = "ttfs_ext.encode"
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"{op}: x must be a floating-point tensor (convert images with x.float() / 255)")
     low, high = _scalar(op, "low", low), _scalar(op, "high", high)
+    for name, value in (("low", low), ("high", high)):
+        if not math.isfinite(value):
+            raise ValueError(f"{op}: {name} must be finite, got {value}")
     if not high > low:
         raise ValueError(f"{op}: need low < high, got low={low} and high={high}")
     if _backend.input_checks_enabled() and x.numel() and not _all_finite(x):
@@ -322,17 +331,6 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
 
 
 # --- the general neuron, event-exact ------------------------------------------------------
-
-def _neuron_window(op: str, t_start, t_max, in_width, width) -> tuple[float, float, float]:
-    """(t_start, t_max, t_origin) of the first_spike ops: absolute time on one axis, or local
-    time, where the inputs' axis starts at their window's start (t_start = 0) and the outputs'
-    at in_width on it, so that their window ends at width (exactly: no spike is width)."""
-    if _local(op, {"t_start": t_start, "t_max": t_max}, {"in_width": in_width, "width": width}):
-        lo, hi = _width(op, "in_width", in_width), _width(op, "width", width)
-        return 0.0, hi, lo
-    start, end = _window(op, t_start, t_max, ("t_start", "t_max"))
-    return start, end, 0.0
-
 
 def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
                        t_start: Optional[Window] = None, t_max: Optional[Window] = None, *,
@@ -357,19 +355,26 @@ def first_spike_linear(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     t_in: (..., N); weight: (O, N); alpha, threshold: (O,). Returns (..., O). The kernels
     accumulate in float64 and need memory proportional to batch x (N + O).
     """
-    op = "ttfs_ext.functional.first_spike_linear"
-    start, end, origin = _neuron_window(op, t_start, t_max, in_width, width)
-    _check_neuron_params(op, t_in, weight, alpha, threshold)
-    _check_linear_shapes(op, t_in, weight, None)
-    for name, p in (("alpha", alpha), ("threshold", threshold)):
-        if tuple(p.shape) != (weight.shape[0],):
-            raise ValueError(f"{op}: {name} must have shape ({weight.shape[0]},), got {tuple(p.shape)}")
-    if _backend.use_kernel(op, t_in.device, backend):
-        lead = t_in.shape[:-1]
-        out, _ = torch.ops.ttfs_ext.first_spike_dense(t_in.reshape(-1, t_in.shape[-1]), weight, alpha, threshold,
-                                                      start, end, origin)
-        return out.reshape(*lead, weight.shape[0])
-    return reference.first_spike_linear(t_in, weight, alpha, threshold, start, end, origin)
+    start, end, origin = _neuron_window("ttfs_ext.first_spike_linear", t_start, t_max, in_width, width)
+    rows = t_in.reshape(-1, t_in.shape[-1]) if t_in.dim() >= 1 else t_in  # the op takes (rows, N)
+    if _backend.use_kernel("ttfs_ext.first_spike_linear", t_in, backend):
+        out = _ops.first_spike_linear(rows, weight, alpha, threshold, start, end, origin)[0]
+    else:
+        _check("_first_spike_linear_check", rows, weight, alpha, threshold, start, end, origin)
+        out = reference.first_spike_linear(rows, weight, alpha, threshold, start, end, origin)
+    return out.reshape(*t_in.shape[:-1], out.shape[-1])
+
+
+@_fake("first_spike_linear", "_first_spike_linear_check")
+def _first_spike_linear_fake(t_in, weight, alpha, threshold, t_start, t_max, t_origin=0.0):
+    shape = (t_in.shape[0], weight.shape[0])
+    return t_in.new_empty(shape), t_in.new_empty(shape)
+
+
+@_fake("_first_spike_linear_backward", "_first_spike_linear_backward_check")
+def _first_spike_linear_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, t_origin, output_mask):
+    o = (weight.shape[0],)
+    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, o, o), output_mask)
 
 
 def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, threshold: torch.Tensor,
@@ -382,39 +387,32 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
     t_in: (N, C_in, H, W) or (C_in, H, W); weight: (C_out, C_in/groups, kH, kW); alpha,
     threshold: (C_out,) or per output position (C_out, H_out, W_out), each on its own.
     Returns (N, C_out, H_out, W_out)."""
-    op = "ttfs_ext.functional.first_spike_conv2d"
-    start, end, origin = _neuron_window(op, t_start, t_max, in_width, width)
-    _check_neuron_params(op, t_in, weight, alpha, threshold)
-    stride, padding = _pair(op, "stride", stride, 1), _pair(op, "padding", padding, 0)
-    dilation = _pair(op, "dilation", dilation, 1)
-    unbatched = t_in.dim() == 3
+    start, end, origin = _neuron_window("ttfs_ext.first_spike_conv2d", t_start, t_max, in_width, width)
+    unbatched = t_in.dim() == 3  # int stride, padding, dilation: the schema's int[2] takes them
     if unbatched:
         t_in = t_in.unsqueeze(0)
-    _check_conv_shapes(op, t_in, weight, None, stride, padding, dilation, groups)
-    c_out = weight.shape[0]
-    out_size = conv2d_output_size(tuple(t_in.shape[2:]), tuple(weight.shape[2:]), stride, padding, dilation)
-    for name, p in (("alpha", alpha), ("threshold", threshold)):
-        if tuple(p.shape) not in ((c_out,), (c_out, *out_size)):
-            raise ValueError(f"{op}: {name} must have shape ({c_out},) or ({c_out}, {out_size[0]}, {out_size[1]}), "
-                             f"got {tuple(p.shape)}")
-    if _backend.use_kernel(op, t_in.device, backend):
-        out, _ = torch.ops.ttfs_ext.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding,
-                                                       dilation, groups, 1 << 23, origin)
+    if _backend.use_kernel("ttfs_ext.first_spike_conv2d", t_in, backend):
+        out = _ops.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding, dilation, groups,
+                                      1 << 23, origin)[0]
     else:
+        _check("_first_spike_conv2d_check", t_in, weight, alpha, threshold, start, end, stride, padding, dilation,
+               groups, 1 << 23, origin)
         out = reference.first_spike_conv2d(t_in, weight, alpha, threshold, start, end, stride, padding, dilation,
                                            groups, origin)
     return out.squeeze(0) if unbatched else out
 
 
-def _check_neuron_params(op: str, t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor,
-                         threshold: torch.Tensor) -> None:
-    _check_times(op, t_in)
-    for name, p in (("weight", weight), ("alpha", alpha), ("threshold", threshold)):
-        if not isinstance(p, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a tensor, got {type(p).__name__}")
-        if p.dtype != t_in.dtype:
-            raise TypeError(f"{op}: {name} must have the dtype of t_in ({t_in.dtype}), got {p.dtype}")
-        if p.device != t_in.device:
-            raise ValueError(f"{op}: {name} is on {p.device} but t_in is on {t_in.device}")
-        if _backend.input_checks_enabled() and p.numel() and not _all_finite(p):
-            raise ValueError(f"{op}: {name} contains NaN or inf")
+@_fake("first_spike_conv2d", "_first_spike_conv2d_check")
+def _first_spike_conv2d_fake(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups,
+                             workspace=1 << 23, t_origin=0.0):
+    shape = _conv_out_shape(t_in, weight, stride, padding, dilation)
+    return t_in.new_empty(shape), t_in.new_empty(shape)
+
+
+@_fake("_first_spike_conv2d_backward", "_first_spike_conv2d_backward_check")
+def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_start, t_origin, stride, padding,
+                                      dilation, groups, alpha_per_position, threshold_per_position, output_mask,
+                                      workspace=1 << 23):
+    per_position, per_channel = tuple(grad_out.shape[1:]), (weight.shape[0],)
+    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, per_position if alpha_per_position else per_channel,
+                                      per_position if threshold_per_position else per_channel), output_mask)

@@ -1,7 +1,8 @@
-// CUDA element-wise passes of the TTFS layers; mirrors cpu/elementwise_cpu.cpp.
+// CUDA element-wise passes of the TTFS layers; mirrors cpu/elementwise_kernel.cpp.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
-#include "elementwise.h"
+#include "kernels/params.h"
 #include "cuda/launch.cuh"
+#include "kernels/static_switch.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -79,12 +80,12 @@ __global__ void epilogue_kernel(EpilogueParams p) {
 
 template <typename in_t, typename out_t>
 const char* launch_prologue(const PrologueParams& p, cudaStream_t stream) {
-  const bool gate = p.gate != nullptr, negate = p.scale < 0;
   const unsigned int blocks = blocks_for(p.numel);
-  if (gate && negate) prologue_kernel<in_t, out_t, true, true><<<blocks, kThreads, 0, stream>>>(p);
-  else if (gate) prologue_kernel<in_t, out_t, true, false><<<blocks, kThreads, 0, stream>>>(p);
-  else if (negate) prologue_kernel<in_t, out_t, false, true><<<blocks, kThreads, 0, stream>>>(p);
-  else prologue_kernel<in_t, out_t, false, false><<<blocks, kThreads, 0, stream>>>(p);
+  BOOL_SWITCH(p.gate != nullptr, kGate, [&] {
+    BOOL_SWITCH(p.scale < 0, kNegate, [&] {
+      prologue_kernel<in_t, out_t, kGate, kNegate><<<blocks, kThreads, 0, stream>>>(p);
+    });
+  });
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
@@ -92,8 +93,7 @@ const char* launch_prologue(const PrologueParams& p, cudaStream_t stream) {
 template <typename u_t, typename time_t>
 const char* launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
   const unsigned int blocks = blocks_for(p.numel);
-  if (p.spiking) epilogue_kernel<u_t, time_t, true><<<blocks, kThreads, 0, stream>>>(p);
-  else epilogue_kernel<u_t, time_t, false><<<blocks, kThreads, 0, stream>>>(p);
+  BOOL_SWITCH(p.spiking, kSpiking, [&] { epilogue_kernel<u_t, time_t, kSpiking><<<blocks, kThreads, 0, stream>>>(p); });
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
@@ -104,7 +104,7 @@ const char* launch_epilogue(const EpilogueParams& p, cudaStream_t stream) {
 // float16/bfloat16 with float32 spike times (autocast).
 const char* prologue_cuda(const PrologueParams& p, void* stream) {
   if (p.nonfinite != nullptr || p.span_sums != nullptr) {
-    return "the CUDA prologue neither checks its input nor sums spans (see ElementwiseBackend)";
+    return "the CUDA prologue neither checks its input nor sums spans (see KernelTable)";
   }
   if (p.numel == 0) return nullptr;
   auto s = static_cast<cudaStream_t>(stream);

@@ -1,9 +1,8 @@
-// Device-generic ATen side of the general neuron (see first_spike_layers.h): checks, the sort,
-// im2col with +inf padding, groups, batch chunks and the parameter reductions; the kernels
-// come from the FirstSpikeBackend of the tensors' device.
-#include "first_spike_layers.h"
-
-#include "checks.h"
+// The event-exact general neuron, device-generic: the sort (or not: KernelTable::sorts_rows),
+// im2col with +inf padding, groups, batch chunks and the parameter reductions in ATen; the
+// scans and gradient sums from the device's kernels (kernels/params.h).
+#include "layers/checks.h"
+#include "layers/layers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,39 +13,17 @@
 namespace ttfs_ext {
 namespace {
 
-// --- argument checks: every message names the argument -------------------------------
-
 Dtype kernel_dtype(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? Dtype::Float64 : Dtype::Float32; }
 
-void check_launch(const char* err, const char* what) {
+void check_neuron_launch(const char* err, const char* what) {
   TORCH_CHECK(err == nullptr, "ttfs_ext: first_spike ", what, " kernel failed: ", err == nullptr ? "" : err);
 }
 
-// The window ends after integration starts: t_max (outputs' axis) + t_origin > t_start (inputs').
-void check_neuron_window(const char* op, double t_start, double t_max, double t_origin) {
-  check_finite(op, "t_start", t_start);
-  check_finite(op, "t_max", t_max);
-  check_finite(op, "t_origin", t_origin);
-  TORCH_CHECK(t_max + t_origin > t_start, op, ": the window must end after integration starts, t_start < t_max + "
-              "t_origin, got t_start=", t_start, ", t_max=", t_max, " and t_origin=", t_origin);
-}
-
-void check_neuron(const char* op, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
-                  const at::Tensor& threshold) {
-  check_time_dtype(op, t_in);
-  check_like(op, "weight", weight, t_in);
-  check_like(op, "alpha", alpha, t_in);
-  check_like(op, "threshold", threshold, t_in);
-}
-
-// The tensors the backward receives from the forward: grad_out, t_out and slope.
-void check_outputs(const char* op, const at::Tensor& t_in, const at::Tensor& grad_out, const at::Tensor& t_out,
-                   const at::Tensor& slope, at::IntArrayRef expected) {
-  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out},
-                                {"t_out", t_out}, {"slope", slope}}) {
-    check_like(op, name, x, t_in);
-    check_shape(op, name, x, expected);
-  }
+// The data check of the forward's tensors: a read of its own on every device.
+void check_data(const char* op, const KernelTable& kt,
+                std::initializer_list<std::pair<const char*, const at::Tensor&>> xs) {
+  if (!kt.can_sync) return;
+  for (const auto& [name, x] : xs) check_finite_data(op, name, x);
 }
 
 // --- the kernels on rows ---------------------------------------------------------------
@@ -56,16 +33,16 @@ at::Tensor grad_over_slope(const at::Tensor& grad_out, const at::Tensor& slope) 
   return at::where(slope > 0, grad_out / slope, 0.0).contiguous();
 }
 
-// Sorts the relative arrivals tau (rows, K), here or in the kernel (be.sorts_rows), and scans them. weight_t (K, O) contiguous;
-// alpha, threshold (param_rows, O) and t_out, slope (rows, O) are row-major views whose rows
-// may be longer than O (a group's columns).
-void scan_rows(const FirstSpikeBackend& be, const at::Tensor& tau, const at::Tensor& weight_t,
+// Sorts the relative arrivals tau (rows, K), here or in the kernel (kt.sorts_rows), and scans
+// them. weight_t (K, O) contiguous; alpha, threshold (param_rows, O) and t_out, slope (rows, O)
+// are row-major views whose rows may be longer than O (a group's columns).
+void scan_rows(const KernelTable& kt, const at::Tensor& tau, const at::Tensor& weight_t,
                const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& t_out,
                const at::Tensor& slope, double t_start, double t_max, double t_origin) {
   FirstSpikeForwardParams p;
   const at::Tensor t = tau.contiguous();
   at::Tensor sorted, order;  // only for a backend that does not sort rows itself
-  if (be.sorts_rows) {
+  if (kt.sorts_rows) {
     p.tau = t.const_data_ptr();
   } else {
     std::tie(sorted, order) = at::sort(t, /*stable=*/true, /*dim=*/1, /*descending=*/false);
@@ -89,12 +66,12 @@ void scan_rows(const FirstSpikeBackend& be, const at::Tensor& tau, const at::Ten
   p.t_start = t_start;
   p.t_max = t_max;
   p.t_origin = t_origin;
-  check_launch(be.forward(p, be.stream), "forward");
+  check_neuron_launch(kt.first_spike_forward(p, kt.stream), "forward");
 }
 
 // grad (rows, k) of the patches t_patch (rows, K) through weight (O, K); g and t_out are
 // (rows, O) row-major views.
-at::Tensor grad_patch_rows(const FirstSpikeBackend& be, const at::Tensor& g, const at::Tensor& t_out,
+at::Tensor grad_patch_rows(const KernelTable& kt, const at::Tensor& g, const at::Tensor& t_out,
                            const at::Tensor& t_patch, const at::Tensor& weight, double t_origin) {
   at::Tensor grad_patch = at::empty(t_patch.sizes(), t_patch.options());
   FirstSpikeGradInputParams p;
@@ -109,13 +86,13 @@ at::Tensor grad_patch_rows(const FirstSpikeBackend& be, const at::Tensor& g, con
   p.outputs = weight.size(0);
   p.out_ld = g.stride(0);
   p.t_origin = t_origin;
-  check_launch(be.grad_input(p, be.stream), "grad_input");
+  check_neuron_launch(kt.first_spike_grad_input(p, kt.stream), "grad_input");
   return grad_patch;
 }
 
 // dL/dW (O, K) in float64 from partial sums over splits of the rows: enough splits to keep
 // the device busy, few enough that the partials stay small.
-at::Tensor grad_weight_rows(const FirstSpikeBackend& be, const at::Tensor& g, const at::Tensor& t_out,
+at::Tensor grad_weight_rows(const KernelTable& kt, const at::Tensor& g, const at::Tensor& t_out,
                             const at::Tensor& t_patch, int64_t outputs, double t_origin) {
   constexpr int64_t kRowsPerSplit = 256, kMaxPartial = int64_t(1) << 20;
   const int64_t rows = t_patch.size(0), k = t_patch.size(1);
@@ -135,56 +112,34 @@ at::Tensor grad_weight_rows(const FirstSpikeBackend& be, const at::Tensor& g, co
   p.out_ld = g.stride(0);
   p.splits = splits;
   p.t_origin = t_origin;
-  check_launch(be.grad_weight(p, be.stream), "grad_weight");
+  check_neuron_launch(kt.first_spike_grad_weight(p, kt.stream), "grad_weight");
   return partial.sum(0);
 }
 
 }  // namespace
 
-// --- dense ---------------------------------------------------------------------------------
+// --- linear --------------------------------------------------------------------------------
 
-namespace {
-
-void check_dense(const char* op, const at::Tensor& t_in, const at::Tensor& weight) {
-  TORCH_CHECK(t_in.dim() == 2, op, ": t_in must be 2-D (rows, in_features), got shape ", t_in.sizes());
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == t_in.size(1), op,
-              ": weight must have shape (out_features, ", t_in.size(1), ") to match t_in, got ", weight.sizes());
-}
-
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor> first_spike_dense_forward(const FirstSpikeBackend& be, const at::Tensor& t_in,
-                                                             const at::Tensor& weight, const at::Tensor& alpha,
-                                                             const at::Tensor& threshold, double t_start,
-                                                             double t_max, double t_origin) {
-  const char* op = "ttfs_ext.first_spike_dense";
-  check_neuron_window(op, t_start, t_max, t_origin);
-  check_neuron(op, t_in, weight, alpha, threshold);
-  check_dense(op, t_in, weight);
+TensorPair first_spike_linear_forward(const KernelTable& kt, const at::Tensor& t_in, const at::Tensor& weight,
+                                      const at::Tensor& alpha, const at::Tensor& threshold, double t_start,
+                                      double t_max, double t_origin) {
+  const char* op = "ttfs_ext.first_spike_linear";
+  check_first_spike_linear(op, t_in, weight, alpha, threshold, t_start, t_max, t_origin);
+  check_data(op, kt, {{"t_in", t_in}, {"weight", weight}, {"alpha", alpha}, {"threshold", threshold}});
   const int64_t rows = t_in.size(0), out_f = weight.size(0);
-  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"alpha", alpha}, {"threshold", threshold}}) {
-    TORCH_CHECK(x.dim() == 1 && x.size(0) == out_f, op, ": ", name, " must have shape (", out_f, ",), got ",
-                x.sizes());
-  }
   at::Tensor t_out = at::empty({rows, out_f}, t_in.options());
   at::Tensor slope = at::empty({rows, out_f}, t_in.options());
   const at::Tensor tau = (t_in.contiguous() - t_start).clamp_min_(0.0);  // inputs before t_start act from it
-  scan_rows(be, tau, weight.t().contiguous(), alpha.contiguous().view({1, out_f}),
+  scan_rows(kt, tau, weight.t().contiguous(), alpha.contiguous().view({1, out_f}),
             threshold.contiguous().view({1, out_f}), t_out, slope, t_start, t_max, t_origin);
   return {t_out, slope};
 }
 
-FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
-                                           const at::Tensor& t_in, const at::Tensor& weight,
-                                           const at::Tensor& t_out, const at::Tensor& slope, double t_start,
-                                           double t_origin, std::array<bool, 4> mask) {
-  const char* op = "ttfs_ext.first_spike_dense backward";
-  check_finite(op, "t_start", t_start);
-  check_finite(op, "t_origin", t_origin);
-  check_time_dtype(op, t_in);
-  check_like(op, "weight", weight, t_in);
-  check_dense(op, t_in, weight);
-  check_outputs(op, t_in, grad_out, t_out, slope, {t_in.size(0), weight.size(0)});
+Grads4 first_spike_linear_backward(const KernelTable& kt, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                   const at::Tensor& weight, const at::Tensor& t_out, const at::Tensor& slope,
+                                   double t_start, double t_origin, std::array<bool, 4> mask) {
+  check_first_spike_linear_backward("ttfs_ext.first_spike_linear backward", grad_out, t_in, weight, t_out, slope,
+                                    t_start, t_origin);
   const at::Tensor g = grad_over_slope(grad_out, slope);
   const at::Tensor t_o = t_out.contiguous();
   at::Tensor g_in, g_w, g_alpha, g_theta;
@@ -192,10 +147,10 @@ FirstSpikeGrads first_spike_dense_backward(const FirstSpikeBackend& be, const at
     const at::Tensor t = t_in.contiguous();
     const at::Tensor t_arrive = t.clamp_min(t_start);
     if (mask[0]) {
-      g_in = grad_patch_rows(be, g, t_o, t_arrive, weight.contiguous(), t_origin);
+      g_in = grad_patch_rows(kt, g, t_o, t_arrive, weight.contiguous(), t_origin);
       g_in.masked_fill_(t < t_start, 0.0);  // held at t_start: no gradient; at t_start: arrives (reference.clamp)
     }
-    if (mask[1]) g_w = grad_weight_rows(be, g, t_o, t_arrive, weight.size(0), t_origin).to(weight.scalar_type());
+    if (mask[1]) g_w = grad_weight_rows(kt, g, t_o, t_arrive, weight.size(0), t_origin).to(weight.scalar_type());
   }
   // dt/dalpha = (t_start - t) / B, t on the inputs' axis: t_out + t_origin.
   if (mask[2]) g_alpha = (g * (t_o - (t_start - t_origin))).sum(0).neg_();
@@ -214,10 +169,7 @@ struct ConvShape {
   std::array<int64_t, 2> stride, padding, dilation;
 };
 
-ConvShape conv_shape(const char* op, const at::Tensor& t_in, const at::Tensor& weight, at::IntArrayRef stride,
-                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
-  const ConvGeometry g = check_conv(op, t_in, weight, stride, padding, dilation, groups);
-  TORCH_CHECK(workspace >= 1, op, ": workspace must be positive, got ", workspace);
+ConvShape conv_shape(const ConvGeometry& g, const at::Tensor& t_in, const at::Tensor& weight, int64_t workspace) {
   ConvShape c;
   c.stride = g.stride;
   c.padding = g.padding;
@@ -232,25 +184,18 @@ ConvShape conv_shape(const char* op, const at::Tensor& t_in, const at::Tensor& w
   c.h_out = g.h_out;
   c.w_out = g.w_out;
   c.positions = c.h_out * c.w_out;
-  c.groups = groups;
+  c.groups = g.groups;
   c.k_group = weight.size(1) * c.kh * c.kw;
-  c.o_group = c.c_out / groups;
+  c.o_group = c.c_out / g.groups;
   c.chunk = std::max<int64_t>(1, workspace / std::max<int64_t>(1, c.c_in * c.kh * c.kw * c.positions));
   return c;
 }
 
 // alpha and threshold as row-major (param_rows, C_out): (1, C_out) when both are per channel,
 // else (positions, C_out) with a per-channel one broadcast over the positions.
-std::pair<at::Tensor, at::Tensor> neuron_params(const char* op, const ConvShape& c, const at::Tensor& alpha,
+std::pair<at::Tensor, at::Tensor> neuron_params(const ConvShape& c, const at::Tensor& alpha,
                                                 const at::Tensor& threshold) {
-  bool per_position = false;
-  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"alpha", alpha}, {"threshold", threshold}}) {
-    const bool channel = x.dim() == 1 && x.size(0) == c.c_out;
-    const bool position = x.dim() == 3 && x.size(0) == c.c_out && x.size(1) == c.h_out && x.size(2) == c.w_out;
-    TORCH_CHECK(channel || position, op, ": ", name, " must have shape (", c.c_out, ",) or (", c.c_out, ", ",
-                c.h_out, ", ", c.w_out, "), got ", x.sizes());
-    per_position = per_position || position;
-  }
+  const bool per_position = alpha.dim() == 3 || threshold.dim() == 3;
   const int64_t rows = per_position ? c.positions : 1;
   auto layout = [&](const at::Tensor& x) {
     return (x.dim() == 1 ? x.view({1, c.c_out}) : x.reshape({c.c_out, c.positions}).t()).expand({rows, c.c_out})
@@ -281,15 +226,16 @@ at::Tensor from_rows(const ConvShape& c, const at::Tensor& x) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
-    const FirstSpikeBackend& be, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& alpha,
-    const at::Tensor& threshold, double t_start, double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
-    at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin) {
+TensorPair first_spike_conv2d_forward(const KernelTable& kt, const at::Tensor& t_in, const at::Tensor& weight,
+                                      const at::Tensor& alpha, const at::Tensor& threshold, double t_start,
+                                      double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin) {
   const char* op = "ttfs_ext.first_spike_conv2d";
-  check_neuron_window(op, t_start, t_max, t_origin);
-  check_neuron(op, t_in, weight, alpha, threshold);
-  const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
-  const auto [alpha_rows, theta_rows] = neuron_params(op, c, alpha, threshold);
+  const ConvShape c = conv_shape(check_first_spike_conv2d(op, t_in, weight, alpha, threshold, t_start, t_max, stride,
+                                                          padding, dilation, groups, workspace, t_origin),
+                                 t_in, weight, workspace);
+  check_data(op, kt, {{"t_in", t_in}, {"weight", weight}, {"alpha", alpha}, {"threshold", threshold}});
+  const auto [alpha_rows, theta_rows] = neuron_params(c, alpha, threshold);
   // Per group, the weight transposed to (K_group, O_group): a row per input.
   const at::Tensor weight_t = weight.reshape({groups, c.o_group, c.k_group}).transpose(1, 2).contiguous();
   at::Tensor t_out = at::empty({c.batch * c.positions, c.c_out}, t_in.options());
@@ -302,7 +248,7 @@ std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
     const int64_t r0 = b0 * c.positions, rows = n * c.positions;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t o0 = g * c.o_group;
-      scan_rows(be, group_rows(c, cols, g), weight_t[g], alpha_rows.narrow(1, o0, c.o_group),
+      scan_rows(kt, group_rows(c, cols, g), weight_t[g], alpha_rows.narrow(1, o0, c.o_group),
                 theta_rows.narrow(1, o0, c.o_group), t_out.narrow(0, r0, rows).narrow(1, o0, c.o_group),
                 slope.narrow(0, r0, rows).narrow(1, o0, c.o_group), t_start, t_max, t_origin);
     }
@@ -310,20 +256,15 @@ std::tuple<at::Tensor, at::Tensor> first_spike_conv2d_forward(
   return {from_rows(c, t_out), from_rows(c, slope)};
 }
 
-FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const at::Tensor& grad_out,
-                                            const at::Tensor& t_in, const at::Tensor& weight,
-                                            const at::Tensor& t_out, const at::Tensor& slope, double t_start,
-                                            double t_origin, at::IntArrayRef stride, at::IntArrayRef padding,
-                                            at::IntArrayRef dilation, int64_t groups, bool alpha_per_position,
-                                            bool threshold_per_position, std::array<bool, 4> mask,
-                                            int64_t workspace) {
-  const char* op = "ttfs_ext.first_spike_conv2d backward";
-  check_finite(op, "t_start", t_start);
-  check_finite(op, "t_origin", t_origin);
-  check_time_dtype(op, t_in);
-  check_like(op, "weight", weight, t_in);
-  const ConvShape c = conv_shape(op, t_in, weight, stride, padding, dilation, groups, workspace);
-  check_outputs(op, t_in, grad_out, t_out, slope, {c.batch, c.c_out, c.h_out, c.w_out});
+Grads4 first_spike_conv2d_backward(const KernelTable& kt, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                   const at::Tensor& weight, const at::Tensor& t_out, const at::Tensor& slope,
+                                   double t_start, double t_origin, at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, int64_t groups, bool alpha_per_position,
+                                   bool threshold_per_position, std::array<bool, 4> mask, int64_t workspace) {
+  const ConvShape c = conv_shape(check_first_spike_conv2d_backward("ttfs_ext.first_spike_conv2d backward", grad_out,
+                                                                   t_in, weight, t_out, slope, t_start, t_origin,
+                                                                   stride, padding, dilation, groups, workspace),
+                                 t_in, weight, workspace);
   const at::Tensor g = grad_over_slope(grad_out, slope);
   at::Tensor g_in, g_w, g_alpha, g_theta;
   // Per position: sum over the batch; per channel: over the batch and the positions.
@@ -349,10 +290,10 @@ FirstSpikeGrads first_spike_conv2d_backward(const FirstSpikeBackend& be, const a
       const at::Tensor g_grp = g_rows.narrow(0, r0, rows).narrow(1, grp * c.o_group, c.o_group);
       const at::Tensor t_out_grp = t_out_rows.narrow(0, r0, rows).narrow(1, grp * c.o_group, c.o_group);
       if (mask[0]) {
-        const at::Tensor grad_patch = grad_patch_rows(be, g_grp, t_out_grp, t_patch, weight_rows[grp], t_origin);
+        const at::Tensor grad_patch = grad_patch_rows(kt, g_grp, t_out_grp, t_patch, weight_rows[grp], t_origin);
         grad_cols.narrow(1, grp * c.k_group, c.k_group).copy_(grad_patch.view({n, c.positions, c.k_group}).transpose(1, 2));
       }
-      if (mask[1]) w_acc[grp].add_(grad_weight_rows(be, g_grp, t_out_grp, t_patch, c.o_group, t_origin));
+      if (mask[1]) w_acc[grp].add_(grad_weight_rows(kt, g_grp, t_out_grp, t_patch, c.o_group, t_origin));
     }
     if (mask[0]) {
       g_in.narrow(0, b0, n).copy_(at::col2im(grad_cols, {c.height, c.width}, {c.kh, c.kw}, c.dilation, c.padding,

@@ -1,4 +1,4 @@
-// The one-pass backward and forward GEMMs of dense TTFS layers with few rows (linear_one_pass.h).
+// The one-pass backward and forward GEMMs of dense TTFS layers with few rows (cpu/linear_one_pass.h).
 //
 // Backward: each parallel task owns a tile of input columns (up to a page of each weight row):
 // it computes the tile's delays t_in - t_min into a buffer (rounded as the delays prologue rounds
@@ -8,9 +8,11 @@
 // a fixed order (grad_in over the output features, grad_w over the rows), whatever the tiling.
 // Written with GCC/Clang vector extensions, the compilers this library builds with. Each ISA
 // gets its own vector width and blocking (Isa* below), compiled for it (TTFS_TARGET_*): the
-// AVX-512 code as an AVX2 clone spilled registers and ran 6-10x slower (NOTES v4).
-#include "linear_one_pass.h"
+// AVX-512 code as an AVX2 clone spilled registers and ran several times slower (NOTES.md).
+#include "cpu/linear_one_pass.h"
+#include "kernels/params.h"
 #include "cpu/cpu_isa.h"
+#include "kernels/static_switch.h"
 
 #include <ATen/Parallel.h>
 
@@ -360,8 +362,7 @@ void forward_impl(const LinearOnePassForwardParams& p) {
 
 template <typename T>
 void backward_dispatch(const LinearOnePassBackwardParams& p) {
-  if (p.grad_in != nullptr) backward_impl<T, true>(p);
-  else backward_impl<T, false>(p);
+  BOOL_SWITCH(p.grad_in != nullptr, kGradIn, [&] { backward_impl<T, kGradIn>(p); });
 }
 
 }  // namespace
@@ -391,16 +392,16 @@ const char* set_linear_one_pass_isa(const char* name) {
 }
 
 const char* linear_one_pass_backward_cpu(const LinearOnePassBackwardParams& p, void* /*stream*/) {
-  if (p.dtype == Dtype::Float64) backward_dispatch<double>(p);
-  else if (p.dtype == Dtype::Float32) backward_dispatch<float>(p);
-  else return "CPU kernels support float64 and float32 only";
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { backward_dispatch<T>(p); })) {
+    return "CPU kernels support float64 and float32 only";
+  }
   return nullptr;
 }
 
 const char* linear_one_pass_forward_cpu(const LinearOnePassForwardParams& p, void* /*stream*/) {
-  if (p.dtype == Dtype::Float64) forward_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) forward_impl<float>(p);
-  else return "CPU kernels support float64 and float32 only";
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { forward_impl<T>(p); })) {
+    return "CPU kernels support float64 and float32 only";
+  }
   return nullptr;
 }
 

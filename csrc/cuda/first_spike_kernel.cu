@@ -1,11 +1,12 @@
-// CUDA kernels of the event-exact general neuron; mirrors cpu/first_spike_cpu.cpp.
+// CUDA kernels of the event-exact general neuron; mirrors cpu/first_spike_kernel.cpp.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
 // One thread per output element: (r, o) for the forward scan, (r, k) for grad_input and
 // (split, o, k) for grad_weight; consecutive threads take consecutive o or k, so a warp
 // reads the weight and the patches coalesced. Products go through __dmul_rn so that nvcc
 // does not contract them into FMAs: the sums round as on the CPU and in the reference.
-#include "first_spike.h"
+#include "kernels/params.h"
 #include "cuda/launch.cuh"
+#include "kernels/static_switch.h"
 
 #include <cuda_runtime.h>
 #include <math_constants.h>
@@ -134,9 +135,7 @@ const char* first_spike_forward_cuda(const FirstSpikeForwardParams& p, void* str
   if (p.rows == 0 || p.outputs == 0) return nullptr;
   auto s = static_cast<cudaStream_t>(stream);
   const unsigned int blocks = blocks_for(p.rows * p.outputs);
-  if (p.dtype == Dtype::Float64) forward_kernel<double><<<blocks, kThreads, 0, s>>>(p);
-  else if (p.dtype == Dtype::Float32) forward_kernel<float><<<blocks, kThreads, 0, s>>>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { forward_kernel<T><<<blocks, kThreads, 0, s>>>(p); })) return kDtypeError;
   return last_error();
 }
 
@@ -144,9 +143,7 @@ const char* first_spike_grad_input_cuda(const FirstSpikeGradInputParams& p, void
   if (p.rows == 0 || p.k == 0) return nullptr;
   auto s = static_cast<cudaStream_t>(stream);
   const unsigned int blocks = blocks_for(p.rows * p.k);
-  if (p.dtype == Dtype::Float64) grad_input_kernel<double><<<blocks, kThreads, 0, s>>>(p);
-  else if (p.dtype == Dtype::Float32) grad_input_kernel<float><<<blocks, kThreads, 0, s>>>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { grad_input_kernel<T><<<blocks, kThreads, 0, s>>>(p); })) return kDtypeError;
   return last_error();
 }
 
@@ -154,9 +151,7 @@ const char* first_spike_grad_weight_cuda(const FirstSpikeGradWeightParams& p, vo
   if (p.outputs == 0 || p.k == 0) return nullptr;
   auto s = static_cast<cudaStream_t>(stream);
   const unsigned int blocks = blocks_for(p.splits * p.outputs * p.k);
-  if (p.dtype == Dtype::Float64) grad_weight_kernel<double><<<blocks, kThreads, 0, s>>>(p);
-  else if (p.dtype == Dtype::Float32) grad_weight_kernel<float><<<blocks, kThreads, 0, s>>>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { grad_weight_kernel<T><<<blocks, kThreads, 0, s>>>(p); })) return kDtypeError;
   return last_error();
 }
 

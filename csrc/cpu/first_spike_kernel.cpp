@@ -1,11 +1,12 @@
-// CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_cuda.cu.
+// CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_kernel.cu.
 // A task owns whole rows (forward, grad_input) or whole splits of rows (grad_weight), and
 // the inner loops run over outputs or inputs so that they vectorise. The inner loops are
 // compiled for AVX-512, AVX2 and the x86-64 baseline and run in the code of cpu_isa()
 // (cpu/cpu_isa.h: only these loops get the wider code, so nothing built for AVX-512 can be
 // shared with, and run on, a CPU without it).
-#include "first_spike.h"
+#include "kernels/params.h"
 #include "cpu/cpu_isa.h"
+#include "kernels/static_switch.h"
 
 #include <ATen/Parallel.h>
 
@@ -271,25 +272,19 @@ constexpr const char* kDtypeError = "first_spike kernels support float64 and flo
 
 const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* /*stream*/) {
   if (p.rows == 0 || p.outputs == 0) return nullptr;
-  if (p.dtype == Dtype::Float64) forward_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) forward_impl<float>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { forward_impl<T>(p); })) return kDtypeError;
   return nullptr;
 }
 
 const char* first_spike_grad_input_cpu(const FirstSpikeGradInputParams& p, void* /*stream*/) {
   if (p.rows == 0 || p.k == 0) return nullptr;
-  if (p.dtype == Dtype::Float64) grad_input_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) grad_input_impl<float>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { grad_input_impl<T>(p); })) return kDtypeError;
   return nullptr;
 }
 
 const char* first_spike_grad_weight_cpu(const FirstSpikeGradWeightParams& p, void* /*stream*/) {
   if (p.outputs == 0 || p.k == 0) return nullptr;
-  if (p.dtype == Dtype::Float64) grad_weight_impl<double>(p);
-  else if (p.dtype == Dtype::Float32) grad_weight_impl<float>(p);
-  else return kDtypeError;
+  if (!TIME_DTYPE_SWITCH(p.dtype, T, [&] { grad_weight_impl<T>(p); })) return kDtypeError;
   return nullptr;
 }
 

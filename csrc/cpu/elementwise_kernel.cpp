@@ -1,12 +1,13 @@
-// CPU element-wise passes of the TTFS layers; mirrors cuda/elementwise_cuda.cu.
+// CPU element-wise passes of the TTFS layers; mirrors cuda/elementwise_kernel.cu.
 //
 // Each parallel task hands a span to a loop over plain __restrict pointers and by-value
 // scalars, with selects instead of branches, compiled with -fno-trapping-math
 // (CMakeLists.txt): GCC then vectorises it. Without these the gated pass stayed a scalar,
-// branchy loop at ~7 ns per element against ~0.6 for ATen's threshold_backward
-// (benchmarks/NOTES.md, v1).
-#include "elementwise.h"
+// branchy loop, many times slower than ATen's threshold_backward
+// (benchmarks/NOTES.md).
+#include "kernels/params.h"
 #include "cpu/cpu_isa.h"
+#include "kernels/static_switch.h"
 
 #include <ATen/Parallel.h>
 
@@ -61,7 +62,7 @@ void prologue_kernel_impl(const PrologueParams& p) {
 // running sum per lane of a 16-lane vector, a fixed order of additions (deterministic). The
 // lanes are an explicit GCC vector: GCC 12.2's loop vectoriser miscompiles the same loop
 // written with a scalar lanes[16] array at -O3 with AVX2/AVX-512 (stores skipped, wrong sums;
-// benchmarks/NOTES.md, v5).
+// benchmarks/NOTES.md).
 template <typename in_t, typename out_t>
 struct GatedSpanSum {
   static TTFS_INLINE in_t run(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
@@ -110,13 +111,14 @@ void gated_span_sums_impl(const PrologueParams& p) {
 template <typename in_t, typename out_t>
 void prologue_dispatch(const PrologueParams& p) {
   if (p.span_sums != nullptr) return gated_span_sums_impl<in_t, out_t>(p);
-  const bool gate = p.gate != nullptr, negate = p.scale < 0, check = p.nonfinite != nullptr;
-  if (gate && negate) prologue_kernel_impl<in_t, out_t, true, true, false>(p);
-  else if (gate) prologue_kernel_impl<in_t, out_t, true, false, false>(p);
-  else if (negate && check) prologue_kernel_impl<in_t, out_t, false, true, true>(p);
-  else if (negate) prologue_kernel_impl<in_t, out_t, false, true, false>(p);
-  else if (check) prologue_kernel_impl<in_t, out_t, false, false, true>(p);
-  else prologue_kernel_impl<in_t, out_t, false, false, false>(p);
+  // The gated pass never checks (prologue_cpu refuses the pair).
+  BOOL_SWITCH(p.gate != nullptr, kGate, [&] {
+    BOOL_SWITCH(p.scale < 0, kNegate, [&] {
+      BOOL_SWITCH(p.nonfinite != nullptr && !kGate, kCheck, [&] {
+        prologue_kernel_impl<in_t, out_t, kGate, kNegate, kCheck && !kGate>(p);
+      });
+    });
+  });
 }
 
 template <typename time_t, bool kSpiking>
@@ -188,8 +190,7 @@ void epilogue_kernel_impl(const EpilogueParams& p) {
 
 template <typename u_t, typename time_t>
 void epilogue_dispatch(const EpilogueParams& p) {
-  if (p.spiking) epilogue_kernel_impl<u_t, time_t, true>(p);
-  else epilogue_kernel_impl<u_t, time_t, false>(p);
+  BOOL_SWITCH(p.spiking, kSpiking, [&] { epilogue_kernel_impl<u_t, time_t, kSpiking>(p); });
 }
 
 }  // namespace
@@ -213,26 +214,14 @@ const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   }
   if (p.nonfinite != nullptr) *p.nonfinite = 0;
   if (p.numel == 0) return nullptr;
-  if (p.in_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) {
-    prologue_dispatch<double, double>(p);
-  } else if (p.in_dtype == Dtype::Float32 && p.out_dtype == Dtype::Float32) {
-    prologue_dispatch<float, float>(p);
-  } else {
-    return "CPU kernels support float64 and float32 only";
-  }
-  return nullptr;
+  const bool ran = p.in_dtype == p.out_dtype && TIME_DTYPE_SWITCH(p.in_dtype, T, [&] { prologue_dispatch<T, T>(p); });
+  return ran ? nullptr : "CPU kernels support float64 and float32 only";
 }
 
 const char* epilogue_cpu(const EpilogueParams& p, void* /*stream*/) {
   if (p.numel == 0) return nullptr;
-  if (p.u_dtype == Dtype::Float64 && p.out_dtype == Dtype::Float64) {
-    epilogue_dispatch<double, double>(p);
-  } else if (p.u_dtype == Dtype::Float32 && p.out_dtype == Dtype::Float32) {
-    epilogue_dispatch<float, float>(p);
-  } else {
-    return "CPU kernels support float64 and float32 only";
-  }
-  return nullptr;
+  const bool ran = p.u_dtype == p.out_dtype && TIME_DTYPE_SWITCH(p.u_dtype, T, [&] { epilogue_dispatch<T, T>(p); });
+  return ran ? nullptr : "CPU kernels support float64 and float32 only";
 }
 
 }  // namespace ttfs_ext

@@ -1,0 +1,21 @@
+// Autocast of readout (autocast/autocast.h).
+#include "autocast/autocast.h"
+#include "ttfs_ext.h"
+
+#include <torch/library.h>
+
+namespace ttfs_ext {
+namespace {
+
+at::Tensor readout_autocast(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            double t_min) {
+  const NoAutocast guard(kAutocastKey);
+  const auto a = autocast_operands(t_in, weight, bias);
+  return readout(a.t_in, a.weight, a.bias, t_min);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ttfs_ext, AutocastCUDA, m) { m.impl("readout", &readout_autocast); }
+
+}  // namespace ttfs_ext

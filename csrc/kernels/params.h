@@ -1,0 +1,210 @@
+// Every kernel's plain parameter struct, and the table of one device's kernels that the
+// device-generic layer code (layers/) calls through. Only pointers, sizes and scalars: nvcc
+// compiles the CUDA kernels without ATen headers, and the CPU loops mirror them one for one.
+//
+// --- the B1 layers (linear, readout, conv2d) ------------------------------------------------
+// Every TTFS layer is one vendor GEMM/convolution between two element-wise passes:
+//   prologue  before it: spike times -> activations, or grad_out -> gated gradients;
+//   epilogue  after it:  potentials -> spike times (bias, threshold, clamp at t_max).
+#pragma once
+
+#include <cstdint>
+
+namespace ttfs_ext {
+
+enum class Dtype : int32_t { Float64 = 0, Float32 = 1, Float16 = 2, BFloat16 = 3 };
+
+// out[i] = cast<out_dtype>(scale * (in[i] - offset)), times (gate[i] < t_max) when gate is set.
+//   activations   x = t_min - t_in      : offset = t_min, scale = -1
+//   delays        d = t_in - t_min      : offset = t_min, scale = +1
+//   gated grads   g * [t_out < t_max]   : offset = 0,     scale = +1, gate = t_out
+// The subtraction runs in in_dtype (the spike-time dtype): differences keep float32 precise.
+struct PrologueParams {
+  const void* in = nullptr;
+  const void* gate = nullptr;  // spike times, same dtype as `in`; nullptr = no gate
+  void* out = nullptr;
+  Dtype in_dtype = Dtype::Float32;
+  Dtype out_dtype = Dtype::Float32;
+  int64_t numel = 0;
+  double offset = 0.0;
+  double scale = 1.0;  // +1 or -1: exact in floating point
+  double t_max = 0.0;  // gate threshold
+  // Host flag, set to 1 when an `in` element is NaN or inf; nullptr = no check. Only devices
+  // with KernelTable::checks_finite_in_prologue (the CPU) take it: there the input check
+  // rides on the forward's one read of the spike times instead of a separate pass.
+  int32_t* nonfinite = nullptr;
+  // Where set (devices with KernelTable::sums_spans_in_prologue, gated gradients only): the
+  // sum of each span of `span` consecutive outputs, numel / span values in in_dtype. A
+  // convolution's bias gradient is then a sum over images of (image, channel) spans, instead
+  // of another read of the gradient.
+  void* span_sums = nullptr;
+  int64_t span = 0;
+};
+
+// Output laid out as (batch, channels, positions), contiguous.
+//   spiking: out = min(t_max - (u + bias), t_max); t_max means no spike, NaN propagates
+//   readout: out = u + bias
+// bias[c * bias_stride_c + p * bias_stride_p] has out_dtype; nullptr = no bias.
+// `out` may alias `u` when both have the same dtype.
+struct EpilogueParams {
+  const void* u = nullptr;
+  const void* bias = nullptr;
+  void* out = nullptr;
+  Dtype u_dtype = Dtype::Float32;
+  Dtype out_dtype = Dtype::Float32;
+  int64_t numel = 0;
+  int64_t channels = 1;
+  int64_t positions = 1;
+  int64_t bias_stride_c = 0;
+  int64_t bias_stride_p = 0;
+  double t_max = 0.0;
+  bool spiking = true;
+};
+
+// --- the one-pass GEMMs of linear layers with few rows (CPU) -----------------------------------
+// With few rows, both weight-sized GEMMs of the backward (grad_in = g W, grad_w = g^T (t_in -
+// t_min)) and the forward's GEMM stream W through memory with little arithmetic per element;
+// these kernels read each W tile once (cpu/linear_one_pass.h: when they pay).
+// All row-major and contiguous; grad_in may be nullptr (no input gradient wanted).
+//   grad_in[r, i] = sum_o grad[r, o] * weight[o, i]
+//   grad_w[o, i]  = sum_r grad[r, o] * (t_in[r, i] - t_min)
+struct LinearOnePassBackwardParams {
+  const void* grad = nullptr;    // (rows, out_features): the gated upstream gradient
+  const void* t_in = nullptr;    // (rows, in_features): input spike times
+  const void* weight = nullptr;  // (out_features, in_features)
+  void* grad_in = nullptr;       // (rows, in_features) or nullptr
+  void* grad_w = nullptr;        // (out_features, in_features)
+  Dtype dtype = Dtype::Float32;  // of every tensor
+  int64_t rows = 0;
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  double t_min = 0.0;
+};
+
+// The forward GEMM of the same layers, u[r, o] = sum_i x[r, i] * weight[o, i], reading each
+// weight row once, in order, straight from the matrix (a vendor GEMM packs the weight first:
+// one more W-sized pass; at few rows the arithmetic is too little to pay for it).
+struct LinearOnePassForwardParams {
+  const void* x = nullptr;       // (rows, in_features): activations
+  const void* weight = nullptr;  // (out_features, in_features)
+  void* u = nullptr;             // (rows, out_features)
+  Dtype dtype = Dtype::Float32;  // of every tensor
+  int64_t rows = 0;
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+};
+
+// --- the event-exact general neuron (first_spike_linear, first_spike_conv2d) ------------------
+// A neuron integrates dV/dt = alpha H(t - t_start) + sum_j W_j H(t - t_j) from V(t_start) = 0
+// and fires at the first crossing of its threshold. The device-generic code (layers/first_spike.cpp)
+// turns dense inputs and conv patches alike into rows: one row per (sample, output position),
+// K inputs per row, O outputs (neurons) per row and group. Three kernels run on rows:
+//   forward      scan the row's inputs in arrival order, first crossing of each neuron;
+//   grad_input   grad_patch[r, k] = sum_o g[r, o] W[o, k] [t'[r, k] < t_out[r, o]];
+//   grad_weight  partial[s, o, k] = sum_{r in split s} g[r, o] (t'[r, k] - t_out[r, o]) [t' < t_out],
+// with g = dL/dt_out / slope (0 for neurons without a gradient) and t' = max(t_in, t_start).
+// Output times may lie on an axis of their own (local time, each window from its start):
+// t_out = t - t_origin, with t on the inputs' axis, and t_max (no spike) on the outputs' axis;
+// the gradient kernels add t_origin back. Times, weights and parameters share one dtype
+// (float32 or float64); the kernels accumulate in float64.
+
+// A device either sorts each row itself (KernelTable::sorts_rows: the CPU, in per-task
+// buffers) and reads tau, or is given the rows sorted by at::sort (CUDA: a segmented sort on the device) and reads
+// tau_sorted and order. Either way ties keep input order, and +inf (padding) sorts last.
+struct FirstSpikeForwardParams {
+  const void* tau = nullptr;         // (rows, k) arrivals relative to t_start, unsorted (sorts_rows)
+  const void* tau_sorted = nullptr;  // (rows, k) arrivals relative to t_start, ascending; +inf never arrives
+  const int64_t* order = nullptr;    // (rows, k) index of each sorted arrival in the row's inputs
+  const void* weight_t = nullptr;    // (k, outputs) the weight transposed: a row per input
+  const void* alpha = nullptr;       // alpha[(r % param_rows) * param_ld + o]
+  const void* threshold = nullptr;   // threshold[(r % param_rows) * param_ld + o]
+  void* t_out = nullptr;             // t_out[r * out_ld + o]: spike time - t_origin, t_max if none
+  void* slope = nullptr;             // slope[r * out_ld + o]: dV/dt at the spike, 0 without gradient
+  Dtype dtype = Dtype::Float32;
+  int64_t rows = 0;
+  int64_t k = 0;
+  int64_t outputs = 0;
+  int64_t param_rows = 1;  // 1: per channel; positions: per position (rows are (b, l), l fastest)
+  int64_t param_ld = 0;
+  int64_t out_ld = 0;
+  double t_start = 0.0;   // on the inputs' time axis
+  double t_max = 0.0;     // on the outputs' time axis
+  double t_origin = 0.0;  // where the outputs' time axis starts on the inputs'
+};
+
+struct FirstSpikeGradInputParams {
+  const void* grad = nullptr;     // g[r * out_ld + o]
+  const void* t_out = nullptr;    // t_out[r * out_ld + o], on the outputs' axis
+  const void* t_patch = nullptr;  // (rows, k) max(t_in, t_start) on the inputs' axis, unsorted; +inf never arrives
+  const void* weight = nullptr;   // (outputs, k)
+  void* grad_patch = nullptr;     // (rows, k)
+  Dtype dtype = Dtype::Float32;
+  int64_t rows = 0;
+  int64_t k = 0;
+  int64_t outputs = 0;
+  int64_t out_ld = 0;
+  double t_origin = 0.0;  // t_out + t_origin is on the inputs' axis
+};
+
+struct FirstSpikeGradWeightParams {
+  const void* grad = nullptr;     // g[r * out_ld + o]
+  const void* t_out = nullptr;    // t_out[r * out_ld + o], on the outputs' axis
+  const void* t_patch = nullptr;  // (rows, k) as for grad_input
+  double* partial = nullptr;      // (splits, outputs, k); the caller sums over splits (deterministic)
+  Dtype dtype = Dtype::Float32;
+  int64_t rows = 0;
+  int64_t k = 0;
+  int64_t outputs = 0;
+  int64_t out_ld = 0;
+  int64_t splits = 1;  // split s holds rows [s * ceil(rows / splits), (s + 1) * ceil(rows / splits))
+  double t_origin = 0.0;  // as for grad_input
+};
+
+// --- one device's kernels ------------------------------------------------------------------
+// Launchers return nullptr on success, else a message (the CUDA error string, or an
+// unsupported dtype); the layer code turns it into an exception.
+using PrologueFn = const char* (*)(const PrologueParams&, void* stream);
+using EpilogueFn = const char* (*)(const EpilogueParams&, void* stream);
+using LinearOnePassBackwardFn = const char* (*)(const LinearOnePassBackwardParams&, void* stream);
+using LinearOnePassForwardFn = const char* (*)(const LinearOnePassForwardParams&, void* stream);
+using OnePassPaysFn = bool (*)(int64_t rows, int64_t weight_bytes);
+using FirstSpikeForwardFn = const char* (*)(const FirstSpikeForwardParams&, void* stream);
+using FirstSpikeGradInputFn = const char* (*)(const FirstSpikeGradInputParams&, void* stream);
+using FirstSpikeGradWeightFn = const char* (*)(const FirstSpikeGradWeightParams&, void* stream);
+
+// Built per call by register.cpp (the stream is the current one).
+struct KernelTable {
+  PrologueFn prologue;
+  EpilogueFn epilogue;
+  FirstSpikeForwardFn first_spike_forward;
+  FirstSpikeGradInputFn first_spike_grad_input;
+  FirstSpikeGradWeightFn first_spike_grad_weight;
+  void* stream = nullptr;  // cudaStream_t on CUDA, unused on CPU
+  // The one-pass GEMMs and where they pay; nullptr where a device has none (CUDA: its vendor
+  // GEMMs have not been measured against them).
+  LinearOnePassForwardFn linear_one_pass_forward = nullptr;
+  LinearOnePassBackwardFn linear_one_pass_backward = nullptr;
+  OnePassPaysFn one_pass_forward_pays = nullptr;
+  OnePassPaysFn one_pass_backward_pays = nullptr;
+  bool checks_finite_in_prologue = false;  // the prologue honours PrologueParams::nonfinite
+  bool sums_spans_in_prologue = false;     // ... and PrologueParams::span_sums
+  bool sorts_rows = false;                 // first_spike_forward reads tau and sorts each row itself
+  // False while the stream is captured into a CUDA graph: no data check that would synchronise.
+  bool can_sync = true;
+};
+
+// Defined in cpu/*_kernel.cpp and cuda/*_kernel.cu.
+const char* prologue_cpu(const PrologueParams& p, void* stream);
+const char* epilogue_cpu(const EpilogueParams& p, void* stream);
+const char* linear_one_pass_backward_cpu(const LinearOnePassBackwardParams& p, void* stream);
+const char* linear_one_pass_forward_cpu(const LinearOnePassForwardParams& p, void* stream);
+const char* first_spike_forward_cpu(const FirstSpikeForwardParams& p, void* stream);
+const char* first_spike_grad_input_cpu(const FirstSpikeGradInputParams& p, void* stream);
+const char* first_spike_grad_weight_cpu(const FirstSpikeGradWeightParams& p, void* stream);
+const char* prologue_cuda(const PrologueParams& p, void* stream);
+const char* epilogue_cuda(const EpilogueParams& p, void* stream);
+const char* first_spike_forward_cuda(const FirstSpikeForwardParams& p, void* stream);
+const char* first_spike_grad_input_cuda(const FirstSpikeGradInputParams& p, void* stream);
+const char* first_spike_grad_weight_cuda(const FirstSpikeGradWeightParams& p, void* stream);
+
+}  // namespace ttfs_ext

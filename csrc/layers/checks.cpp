@@ -1,0 +1,273 @@
+#include "layers/checks.h"
+
+#include <atomic>
+#include <cmath>
+#include <utility>
+
+namespace ttfs_ext {
+namespace {
+
+std::atomic<bool> g_input_checks{true};  // set_input_checks(); read by every forward call
+
+using Named = std::pair<const char*, const at::Tensor&>;
+
+void check_time_dtype(const char* op, const at::Tensor& t_in) {
+  const auto ts = t_in.scalar_type();
+  TORCH_CHECK_TYPE(ts == at::kDouble || ts == at::kFloat, op,
+                   ": t_in (spike times) must be float32 or float64, got ", ts);
+}
+
+void check_device(const char* op, const char* name, const at::Tensor& x, const at::Tensor& t_in) {
+  TORCH_CHECK_VALUE(x.device() == t_in.device(), op, ": ", name, " is on ", x.device(), " but t_in is on ",
+                    t_in.device());
+}
+
+void check_shape(const char* op, const char* name, const at::Tensor& x, at::IntArrayRef expected) {
+  TORCH_CHECK_VALUE(x.sizes() == expected, op, ": ", name, " has shape ", x.sizes(), ", expected ", expected);
+}
+
+// The matrix operand may be float16/bfloat16 with float32 spike times on CUDA (autocast).
+void check_weight_dtype(const char* op, const at::Tensor& weight, const at::Tensor& t_in) {
+  const auto ts = t_in.scalar_type(), ws = weight.scalar_type();
+  const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat && t_in.is_cuda();
+  TORCH_CHECK_TYPE(ws == ts || low_precision, op, ": weight must have the dtype of t_in (", ts,
+                   "), or float16/bfloat16 with float32 t_in on CUDA (the CPU kernels support float64 and "
+                   "float32 only); got ", ws);
+}
+
+// The B1 layers' tensors: spike times, the matrix operand, a bias in the spike-time dtype.
+void check_layer_operands(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias) {
+  check_time_dtype(op, t_in);
+  check_weight_dtype(op, weight, t_in);
+  check_device(op, "weight", weight, t_in);
+  if (bias.has_value()) {
+    TORCH_CHECK_TYPE(bias->is_floating_point(), op, ": bias must be a floating-point tensor or None, got ",
+                     bias->scalar_type());
+    check_like(op, "bias", *bias, t_in);
+  }
+}
+
+// What a backward op receives besides the inputs: the upstream gradient and the forward's
+// outputs, of the output's shape.
+void check_outputs(const char* op, const at::Tensor& t_in, std::initializer_list<Named> outputs,
+                   at::IntArrayRef out_shape) {
+  for (const auto& [name, x] : outputs) {
+    check_like(op, name, x, t_in);
+    check_shape(op, name, x, out_shape);
+  }
+}
+
+void check_linear_shapes(const char* op, const at::Tensor& t_in, const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(weight.dim() == 2, op, ": weight must be 2-D (out_features, in_features), got shape ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(t_in.dim() >= 1 && t_in.size(-1) == weight.size(1), op, ": t_in must have shape (..., ",
+                    weight.size(1), ") to match weight ", weight.sizes(), ", got ", t_in.sizes());
+}
+
+std::vector<int64_t> linear_out_shape(const at::Tensor& t_in, const at::Tensor& weight) {
+  std::vector<int64_t> out(t_in.sizes().begin(), t_in.sizes().end());
+  out.back() = weight.size(0);
+  return out;
+}
+
+std::array<int64_t, 2> pair_arg(const char* op, const char* name, at::IntArrayRef v, int64_t minimum) {
+  TORCH_CHECK_VALUE(v.size() == 2 && v[0] >= minimum && v[1] >= minimum, op, ": ", name, " must be an int >= ",
+                    minimum, " or a pair of them, got ", v);
+  return {v[0], v[1]};
+}
+
+// Ranks, channels, groups, stride >= 1, padding >= 0, dilation >= 1, a kernel that fits.
+ConvGeometry check_conv(const char* op, const at::Tensor& t_in, const at::Tensor& weight, at::IntArrayRef stride,
+                        at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK_VALUE(t_in.dim() == 4, op, ": t_in must be (N, C, H, W), got shape ", t_in.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4, op, ": weight must be 4-D (C_out, C_in/groups, kH, kW), got shape ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(groups >= 1, op, ": groups must be a positive int, got ", groups);
+  TORCH_CHECK_VALUE(t_in.size(1) == weight.size(1) * groups, op, ": t_in has ", t_in.size(1),
+                    " channels but weight ", weight.sizes(), " with groups=", groups, " expects ",
+                    weight.size(1) * groups);
+  TORCH_CHECK_VALUE(weight.size(0) % groups == 0, op, ": out channels (", weight.size(0),
+                    ") must be divisible by groups (", groups, ")");
+  ConvGeometry g;
+  g.stride = pair_arg(op, "stride", stride, 1);
+  g.padding = pair_arg(op, "padding", padding, 0);
+  g.dilation = pair_arg(op, "dilation", dilation, 1);
+  g.groups = groups;
+  const int64_t kh = weight.size(2), kw = weight.size(3);
+  const int64_t span_h = t_in.size(2) + 2 * g.padding[0] - g.dilation[0] * (kh - 1) - 1;
+  const int64_t span_w = t_in.size(3) + 2 * g.padding[1] - g.dilation[1] * (kw - 1) - 1;
+  TORCH_CHECK_VALUE(kh >= 1 && kw >= 1 && span_h >= 0 && span_w >= 0, op, ": the kernel ", weight.sizes().slice(2),
+                    " (dilation ", dilation, ") does not fit the padded input ", t_in.sizes().slice(2),
+                    " (padding ", padding, ")");
+  g.h_out = span_h / g.stride[0] + 1;
+  g.w_out = span_w / g.stride[1] + 1;
+  g.out_shape = {t_in.size(0), weight.size(0), g.h_out, g.w_out};
+  return g;
+}
+
+// A per-channel (C_out,) or per-position (C_out, H_out, W_out) parameter of a convolution.
+void check_conv_param(const char* op, const char* name, const at::Tensor& x, const ConvGeometry& g) {
+  const int64_t c_out = g.out_shape[1];
+  const bool per_channel = x.dim() == 1 && x.size(0) == c_out;
+  const bool per_position = x.dim() == 3 && x.size(0) == c_out && x.size(1) == g.h_out && x.size(2) == g.w_out;
+  TORCH_CHECK_VALUE(per_channel || per_position, op, ": ", name, " must have shape (", c_out, ",) or (", c_out, ", ",
+                    g.h_out, ", ", g.w_out, "), got ", x.sizes());
+}
+
+// The general neuron: every tensor in the spike-time dtype, on t_in's device.
+void check_neuron_operands(const char* op, const at::Tensor& t_in, std::initializer_list<Named> params) {
+  check_time_dtype(op, t_in);
+  for (const auto& [name, x] : params) check_like(op, name, x, t_in);
+}
+
+// The window ends after integration starts: t_max (outputs' axis) + t_origin > t_start (inputs').
+void check_neuron_window(const char* op, double t_start, double t_max, double t_origin) {
+  check_finite(op, "t_start", t_start);
+  check_finite(op, "t_max", t_max);
+  check_finite(op, "t_origin", t_origin);
+  TORCH_CHECK_VALUE(t_max + t_origin > t_start, op, ": the window must end after integration starts, t_start < "
+                    "t_max + t_origin, got t_start=", t_start, ", t_max=", t_max, " and t_origin=", t_origin);
+}
+
+void check_first_spike_rows(const char* op, const at::Tensor& t_in, const at::Tensor& weight) {
+  TORCH_CHECK_VALUE(t_in.dim() == 2, op, ": t_in must be 2-D (rows, in_features), got shape ", t_in.sizes());
+  check_linear_shapes(op, t_in, weight);
+}
+
+}  // namespace
+
+void set_input_checks(bool enabled) { g_input_checks.store(enabled, std::memory_order_relaxed); }
+bool input_checks_enabled() { return g_input_checks.load(std::memory_order_relaxed); }
+
+void check_finite(const char* op, const char* name, double value) {
+  TORCH_CHECK_VALUE(std::isfinite(value), op, ": ", name, " must be finite, got ", value);
+}
+
+void check_like(const char* op, const char* name, const at::Tensor& x, const at::Tensor& t_in) {
+  TORCH_CHECK_TYPE(x.scalar_type() == t_in.scalar_type(), op, ": ", name, " must have the dtype of t_in (",
+                   t_in.scalar_type(), "), got ", x.scalar_type());
+  check_device(op, name, x, t_in);
+}
+
+void check_finite_data(const char* op, const char* name, const at::Tensor& x) {
+  if (!input_checks_enabled() || x.numel() == 0 || x.is_meta() ||
+      x.key_set().has(c10::DispatchKey::Python)) {
+    return;
+  }
+  // A finite sum of squares proves it in one vectorised read (a NaN or inf element makes it NaN
+  // or +inf, squares cannot cancel); only a non-finite one, which overflow can also give, pays
+  // for the exact test.
+  const at::Tensor flat = x.contiguous().view(-1);
+  const bool finite = std::isfinite(at::dot(flat, flat).item<double>()) || at::isfinite(flat).all().item<bool>();
+  TORCH_CHECK_VALUE(finite, op, ": ", name, " contains NaN or inf", std::string(name) == "t_in" ? " spike times" : "");
+}
+
+void check_linear(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, double t_min, std::optional<double> t_max) {
+  // The scalars are the end of the input window on the inputs' axis and the end of the layer's
+  // on the outputs' (local time: two widths): any finite pair is a layer. The order of an
+  // absolute window is the Python API's rule.
+  check_finite(op, "t_min", t_min);
+  if (t_max.has_value()) check_finite(op, "t_max", *t_max);
+  check_layer_operands(op, t_in, weight, bias);
+  check_linear_shapes(op, t_in, weight);
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape (",
+                      weight.size(0), ",), got ", bias->sizes());
+  }
+}
+
+void check_linear_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                           const at::Tensor& weight, const at::Tensor* t_out, double t_min,
+                           std::optional<double> t_max) {
+  check_linear(op, t_in, weight, std::nullopt, t_min, t_max);
+  const auto out_shape = linear_out_shape(t_in, weight);
+  if (t_out != nullptr) {
+    check_outputs(op, t_in, {{"grad_out", grad_out}, {"t_out", *t_out}}, out_shape);
+  } else {
+    check_outputs(op, t_in, {{"grad_out", grad_out}}, out_shape);
+  }
+}
+
+ConvGeometry check_conv2d(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, double t_min, double t_max, at::IntArrayRef stride,
+                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_finite(op, "t_min", t_min);
+  check_finite(op, "t_max", t_max);
+  check_layer_operands(op, t_in, weight, bias);
+  const ConvGeometry g = check_conv(op, t_in, weight, stride, padding, dilation, groups);
+  if (bias.has_value()) check_conv_param(op, "bias", *bias, g);
+  return g;
+}
+
+ConvGeometry check_conv2d_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                   const at::Tensor& weight, const at::Tensor& t_out, double t_min, double t_max,
+                                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                   int64_t groups) {
+  const ConvGeometry g = check_conv2d(op, t_in, weight, std::nullopt, t_min, t_max, stride, padding, dilation, groups);
+  check_outputs(op, t_in, {{"grad_out", grad_out}, {"t_out", t_out}}, g.out_shape);
+  return g;
+}
+
+void check_first_spike_linear(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                              const at::Tensor& alpha, const at::Tensor& threshold, double t_start, double t_max,
+                              double t_origin) {
+  check_neuron_window(op, t_start, t_max, t_origin);
+  check_neuron_operands(op, t_in, {{"weight", weight}, {"alpha", alpha}, {"threshold", threshold}});
+  check_first_spike_rows(op, t_in, weight);
+  for (const auto& [name, x] : {Named{"alpha", alpha}, Named{"threshold", threshold}}) {
+    TORCH_CHECK_VALUE(x.dim() == 1 && x.size(0) == weight.size(0), op, ": ", name, " must have shape (",
+                      weight.size(0), ",), got ", x.sizes());
+  }
+}
+
+void check_first_spike_linear_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                       const at::Tensor& weight, const at::Tensor& t_out, const at::Tensor& slope,
+                                       double t_start, double t_origin) {
+  check_finite(op, "t_start", t_start);
+  check_finite(op, "t_origin", t_origin);
+  check_neuron_operands(op, t_in, {{"weight", weight}});
+  check_first_spike_rows(op, t_in, weight);
+  check_outputs(op, t_in, {{"grad_out", grad_out}, {"t_out", t_out}, {"slope", slope}},
+                {t_in.size(0), weight.size(0)});
+}
+
+namespace {
+
+ConvGeometry check_neuron_conv(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                               int64_t groups, int64_t workspace) {
+  const ConvGeometry g = check_conv(op, t_in, weight, stride, padding, dilation, groups);
+  TORCH_CHECK_VALUE(workspace >= 1, op, ": workspace must be positive, got ", workspace);
+  return g;
+}
+
+}  // namespace
+
+ConvGeometry check_first_spike_conv2d(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                                      const at::Tensor& alpha, const at::Tensor& threshold, double t_start,
+                                      double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin) {
+  check_neuron_window(op, t_start, t_max, t_origin);
+  check_neuron_operands(op, t_in, {{"weight", weight}, {"alpha", alpha}, {"threshold", threshold}});
+  const ConvGeometry g = check_neuron_conv(op, t_in, weight, stride, padding, dilation, groups, workspace);
+  check_conv_param(op, "alpha", alpha, g);
+  check_conv_param(op, "threshold", threshold, g);
+  return g;
+}
+
+ConvGeometry check_first_spike_conv2d_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                               const at::Tensor& weight, const at::Tensor& t_out,
+                                               const at::Tensor& slope, double t_start, double t_origin,
+                                               at::IntArrayRef stride, at::IntArrayRef padding,
+                                               at::IntArrayRef dilation, int64_t groups, int64_t workspace) {
+  check_finite(op, "t_start", t_start);
+  check_finite(op, "t_origin", t_origin);
+  check_neuron_operands(op, t_in, {{"weight", weight}});
+  const ConvGeometry g = check_neuron_conv(op, t_in, weight, stride, padding, dilation, groups, workspace);
+  check_outputs(op, t_in, {{"grad_out", grad_out}, {"t_out", t_out}, {"slope", slope}}, g.out_shape);
+  return g;
+}
+
+}  // namespace ttfs_ext

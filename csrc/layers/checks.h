@@ -1,0 +1,72 @@
+// The argument checks of every op, the only copy: the kernels (layers/*.cpp) and the check-only
+// twin of each op (ops/*.cpp: "_<op>_check", run by the reference path and the fake kernels)
+// call them. Each message names the op and the argument. Bad shapes, values and devices raise
+// ValueError in Python (TORCH_CHECK_VALUE), wrong dtypes TypeError (TORCH_CHECK_TYPE). The
+// backward ops check every tensor they receive too, so that a direct call of
+// torch.ops.ttfs_ext.* never reads out of bounds or hands another device's pointer to a kernel.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+
+namespace ttfs_ext {
+
+// --- the pieces ----------------------------------------------------------------------------
+
+void check_finite(const char* op, const char* name, double value);
+// x has t_in's dtype and lives on its device.
+void check_like(const char* op, const char* name, const at::Tensor& x, const at::Tensor& t_in);
+
+// The data check of spike times and parameters (NaN/inf), where it is a read of its own (the
+// CPU B1 kernels fuse it into their prologue instead). Skipped when ttfs_ext.set_input_checks
+// turned the checks off, and for tensors without data (meta, fake).
+void check_finite_data(const char* op, const char* name, const at::Tensor& x);
+void set_input_checks(bool enabled);
+bool input_checks_enabled();
+
+// The geometry of a convolution of t_in (N, C_in, H, W) with weight (C_out, C_in/groups, kH, kW).
+struct ConvGeometry {
+  std::array<int64_t, 2> stride, padding, dilation;
+  int64_t groups, h_out, w_out;
+  std::array<int64_t, 4> out_shape;  // (N, C_out, H_out, W_out)
+};
+
+// --- per op: the op's name (errors say "ttfs_ext.<op>"), then its arguments as in its schema
+
+// linear, readout (t_max: nullopt) and their backward ops (t_out: nullptr for readout's).
+void check_linear(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, double t_min, std::optional<double> t_max);
+void check_linear_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                           const at::Tensor& weight, const at::Tensor* t_out, double t_min,
+                           std::optional<double> t_max);
+
+ConvGeometry check_conv2d(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, double t_min, double t_max, at::IntArrayRef stride,
+                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+ConvGeometry check_conv2d_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                   const at::Tensor& weight, const at::Tensor& t_out, double t_min, double t_max,
+                                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                   int64_t groups);
+
+void check_first_spike_linear(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                              const at::Tensor& alpha, const at::Tensor& threshold, double t_start, double t_max,
+                              double t_origin);
+void check_first_spike_linear_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                       const at::Tensor& weight, const at::Tensor& t_out, const at::Tensor& slope,
+                                       double t_start, double t_origin);
+
+// alpha and threshold each (C_out,) or per output position (C_out, H_out, W_out).
+ConvGeometry check_first_spike_conv2d(const char* op, const at::Tensor& t_in, const at::Tensor& weight,
+                                      const at::Tensor& alpha, const at::Tensor& threshold, double t_start,
+                                      double t_max, at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, int64_t groups, int64_t workspace, double t_origin);
+ConvGeometry check_first_spike_conv2d_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& t_in,
+                                               const at::Tensor& weight, const at::Tensor& t_out,
+                                               const at::Tensor& slope, double t_start, double t_origin,
+                                               at::IntArrayRef stride, at::IntArrayRef padding,
+                                               at::IntArrayRef dilation, int64_t groups, int64_t workspace);
+
+}  // namespace ttfs_ext

@@ -1,0 +1,58 @@
+// The typed C++ entry points of every op: calls through the dispatcher (autograd, autocast,
+// then the kernel of the tensors' device), as torch.ops.ttfs_ext.<op> from Python. Schemas and
+// definitions: ops/<op>.cpp; the kernels: layers/ with the device's kernels (register.cpp).
+// Backward ops keep the schema's leading underscore.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+namespace ttfs_ext {
+
+// ops/linear.cpp: t_out = min(t_max - (W (t_min - t_in) + b), t_max). t_min is the end of the
+// input window on the inputs' time axis, t_max the end of the layer's window on the outputs'.
+at::Tensor linear(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  double t_min, double t_max);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> _linear_backward(const at::Tensor& grad_out, const at::Tensor& t_in,
+                                                                const at::Tensor& weight, const at::Tensor& t_out,
+                                                                double t_min, double t_max,
+                                                                std::array<bool, 3> output_mask);
+
+// ops/readout.cpp: V = W (t_min - t_in) + b.
+at::Tensor readout(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                   double t_min);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> _readout_backward(const at::Tensor& grad_out, const at::Tensor& t_in,
+                                                                 const at::Tensor& weight, double t_min,
+                                                                 std::array<bool, 3> output_mask);
+
+// ops/conv2d.cpp: linear with a convolution.
+at::Tensor conv2d(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                  double t_min, double t_max, c10::IntArrayRef stride, c10::IntArrayRef padding,
+                  c10::IntArrayRef dilation, int64_t groups);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> _conv2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& t_out,
+    double t_min, double t_max, c10::IntArrayRef stride, c10::IntArrayRef padding, c10::IntArrayRef dilation,
+    int64_t groups, bool bias_per_position, std::array<bool, 3> output_mask);
+
+// ops/first_spike.cpp: the event-exact general neuron; (t_out, slope).
+std::tuple<at::Tensor, at::Tensor> first_spike_linear(const at::Tensor& t_in, const at::Tensor& weight,
+                                                      const at::Tensor& alpha, const at::Tensor& threshold,
+                                                      double t_start, double t_max, double t_origin);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> _first_spike_linear_backward(
+    const at::Tensor& grad_out, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& t_out,
+    const at::Tensor& slope, double t_start, double t_origin, std::array<bool, 4> output_mask);
+std::tuple<at::Tensor, at::Tensor> first_spike_conv2d(const at::Tensor& t_in, const at::Tensor& weight,
+                                                      const at::Tensor& alpha, const at::Tensor& threshold,
+                                                      double t_start, double t_max, c10::IntArrayRef stride,
+                                                      c10::IntArrayRef padding, c10::IntArrayRef dilation,
+                                                      int64_t groups, int64_t workspace, double t_origin);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> _first_spike_conv2d_backward(
+    const at::Tensor& grad_out, const at::Tensor& t_in, const at::Tensor& weight, const at::Tensor& t_out,
+    const at::Tensor& slope, double t_start, double t_origin, c10::IntArrayRef stride, c10::IntArrayRef padding,
+    c10::IntArrayRef dilation, int64_t groups, bool alpha_per_position, bool threshold_per_position,
+    std::array<bool, 4> output_mask, int64_t workspace);
+
+}  // namespace ttfs_ext

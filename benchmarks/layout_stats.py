@@ -34,8 +34,19 @@ def tracked(repo: Path) -> list[Path]:
     return [repo / p for p in out.splitlines() if p.endswith(SOURCE) and (repo / p).is_file()]
 
 
-def import_depth(package: Path) -> tuple[int, list[str]]:
-    """Longest chain of imports between the package's modules (relative or absolute)."""
+def module_level(tree: ast.AST):
+    """The nodes that run on import: not the bodies of functions (their imports are lazy)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(c for c in ast.iter_child_nodes(node)
+                     if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+
+def import_depth(package: Path, collapse: bool = False) -> tuple[int, list[str]]:
+    """Longest chain of import-time imports between the package's modules; with collapse,
+    between its top-level units (a subpackage counts as one)."""
     root = package.name
     modules = {}
     for f in package.rglob("*.py"):
@@ -46,7 +57,7 @@ def import_depth(package: Path) -> tuple[int, list[str]]:
     for name, f in modules.items():
         is_pkg = f.name == "__init__.py"
         base = name.split(".") if is_pkg else name.split(".")[:-1]
-        for node in ast.walk(ast.parse(f.read_text())):
+        for node in module_level(ast.parse(f.read_text())):
             targets = []
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -54,12 +65,20 @@ def import_depth(package: Path) -> tuple[int, list[str]]:
                     mod = ".".join(stem + ([node.module] if node.module else []))
                 else:
                     mod = node.module or ""
-                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+                # `from pkg import mod` imports mod (pkg's __init__ runs anyway, but is not the
+                # dependency); `from mod import name` imports mod
+                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names
+                           if a.name != "_C"]  # the compiled extension: a leaf
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             for t in targets:
                 if t in modules and t != name and t.startswith(root):
-                    graph[name].add(t)
+                    if collapse:
+                        a, b = ".".join(name.split(".")[:2]), ".".join(t.split(".")[:2])
+                        if a != b:
+                            graph[a].add(b)
+                    else:
+                        graph[name].add(t)
     memo: dict[str, list[str]] = {}
 
     def chain(n: str, seen: frozenset) -> list[str]:
@@ -74,7 +93,8 @@ def import_depth(package: Path) -> tuple[int, list[str]]:
         memo[n] = best
         return best
 
-    longest = max((chain(n, frozenset({n})) for n in modules), key=len)
+    nodes = {".".join(n.split(".")[:2]) for n in modules} if collapse else set(modules)
+    longest = max((chain(n, frozenset({n})) for n in sorted(nodes)), key=len)
     return len(longest) - 1, longest
 
 
@@ -102,12 +122,15 @@ def main() -> None:
                     places.append(f"{f.relative_to(repo)}:{i}")
         checks[rule] = places
     depth, chain = import_depth(repo / "python" / "ttfs_ext")
+    unit_depth, unit_chain = import_depth(repo / "python" / "ttfs_ext", collapse=True)
     result = {
         "folders": {k: {"files": v[0], "lines": v[1]} for k, v in sorted(folders.items())},
         "largest": [(str(f.relative_to(repo)), n) for f, n in sorted(lines.items(), key=lambda x: -x[1])[:5]],
         "check_places": {k: len(v) for k, v in checks.items()},
         "import_depth": depth,
         "import_chain": chain,
+        "import_depth_units": unit_depth,  # subpackages collapsed
+        "import_chain_units": unit_chain,
     }
     print("folder                              files   lines")
     for k, v in result["folders"].items():
@@ -115,6 +138,7 @@ def main() -> None:
     print("largest:", ", ".join(f"{f} ({n})" for f, n in result["largest"]))
     print("places each argument check is spelt:", result["check_places"])
     print(f"import depth {depth}: {' -> '.join(chain)}")
+    print(f"import depth between top-level units {unit_depth}: {' -> '.join(unit_chain)}")
     if args.json:
         Path(args.json).write_text(json.dumps({**result, "check_locations": checks}, indent=2) + "\n")
 

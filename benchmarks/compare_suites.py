@@ -22,10 +22,10 @@ def rows(report: dict) -> dict[tuple[str, str, str], float]:
             for mode in ("fwd", "fwd+bwd"):
                 value = case.get("ratios", {}).get(mode, {}).get(ratio)
                 if value is not None:
-                    out[(case["name"], mode, ratio)] = value
+                    out[(f"{section[:-1]} {case['name']}", mode, ratio)] = value
                 t = case.get("times_ms", {}).get(mode, {}).get("kernel", {}).get("median_ms")
                 if t is not None:
-                    out[(case["name"], mode, "kernel ms")] = t
+                    out[(f"{section[:-1]} {case['name']}", mode, "kernel ms")] = t
     return out
 
 

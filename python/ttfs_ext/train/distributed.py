@@ -96,8 +96,21 @@ def init_distributed(device: Union[str, torch.device] = "cpu", timeout_s: float 
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        dist.init_process_group(backend, store=_attempt_store(rank, world, timeout), rank=rank, world_size=world,
+                                timeout=timeout)
     return Context(rank, world, local, device, backend)
+
+
+def _attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:
+    """torchrun's store, with keys of this attempt only. The process group's keys (the ranks'
+    addresses) are the same names on every attempt; with env:// a restarted worker group could
+    read the dead group's addresses before the new ones were written (seen with gloo on torch
+    2.13: 'connectFullMesh failed ... Connection refused' on the restart, now and then)."""
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_hosts_it and rank == 0, timeout=timeout)
+    return dist.PrefixStore(f"/ttfs_ext/attempt_{restart_count()}", store)
 
 
 def _all_reduce(t: torch.Tensor, op=None) -> torch.Tensor:
@@ -272,6 +285,11 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bfloat16 logits (autocast) in float32 for the loss; float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _top5(out: torch.Tensor, y: torch.Tensor) -> int:
     k = min(5, out.shape[1])
     return int((out.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum())
@@ -307,7 +325,7 @@ def evaluate_distributed(net: tnn.TTFSSequential, loader, ctx: Context, *, preci
         with _autocast(ctx.device, precision):
             out, st = tnn.run_with_stats(net, x)
             ref = twin(x)
-        out, ref = out.float(), ref.float()
+        out, ref = _at_least_float32(out), _at_least_float32(ref)
         pred, ref_pred = out.argmax(1), ref.argmax(1)
         sums += torch.tensor([len(y), bad, float(F.cross_entropy(out, y, reduction="sum")), int((pred == y).sum()),
                               _top5(out, y), float(F.cross_entropy(ref, y, reduction="sum")),
@@ -403,6 +421,7 @@ def fit_distributed(net: tnn.TTFSSequential, train_set, val_set, ctx: Context, *
     running = torch.zeros(len(_SUMS) + layers, dtype=torch.float64)
     neurons = torch.zeros(layers, dtype=torch.float64)
     seconds = 0.0
+    resumes: list[dict] = []  # where this run was resumed, kept in the checkpoint
     if resume_state is not None:
         net.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -413,6 +432,8 @@ def fit_distributed(net: tnn.TTFSSequential, train_set, val_set, ctx: Context, *
         start_epoch, start_step, global_step = (int(resume_state[k]) for k in ("epoch", "step", "global_step"))
         running, neurons = resume_state["running"].clone(), resume_state["neurons"].clone()
         seconds = float(resume_state["seconds"])
+        resumes = list(resume_state.get("resumes", [])) + [
+            {"epoch": start_epoch, "step": start_step, "global_step": global_step, "restart_count": restart_count()}]
         states = resume_state["rng"]
         if len(states) == ctx.world_size:
             _set_rng_state(states[ctx.rank])
@@ -426,7 +447,7 @@ def fit_distributed(net: tnn.TTFSSequential, train_set, val_set, ctx: Context, *
                 "epoch": epoch, "step": step, "global_step": global_step, "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                 "windows": windows.state_dict(), "running": running.clone(), "neurons": neurons.clone(),
-                "seconds": seconds, "rng": rng, "history": history, "world_size": ctx.world_size,
+                "seconds": seconds, "rng": rng, "history": history, "resumes": resumes, "world_size": ctx.world_size,
                 "global_batch": global_batch, "extra": checkpoint_extra})
         if ddp:
             dist.barrier()  # a restart finds the checkpoint of a step whole, or the one before it
@@ -458,9 +479,10 @@ def fit_distributed(net: tnn.TTFSSequential, train_set, val_set, ctx: Context, *
                 with no_sync:
                     with _autocast(ctx.device, precision):
                         out, act_max, spikes, _ = model(x)
-                        loss_sum = F.cross_entropy(out.float(), y, reduction="sum")
+                        out = _at_least_float32(out)
+                        loss_sum = F.cross_entropy(out, y, reduction="sum")
                     (loss_sum * scale).backward()
-                out = out.detach().float()
+                out = out.detach()
                 amax = torch.maximum(amax, act_max)
                 step_sums += torch.tensor([len(y), 0, float(loss_sum.detach()), int((out.argmax(1) == y).sum()),
                                            _top5(out, y)] + spikes.tolist(), dtype=torch.float64)

@@ -359,7 +359,7 @@ def test_torchvision_decoder(places):
 def test_optional_paths_fail_clearly(places):
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="needs a CUDA device"):
-            p365.decode_batch_cuda([], preset("torchvision", True))
+            p365.decode_batch_cuda([], [], preset("torchvision", True))
     try:
         import nvidia.dali  # noqa: F401
     except ImportError:
@@ -373,14 +373,17 @@ def test_optional_paths_fail_clearly(places):
 @pytest.mark.needs_cuda
 @needs_torchvision
 def test_decode_batch_cuda(places):
-    ds = Places365(places, "val")
+    ds = Places365(places)  # with its corrupt JPEG
     encoded = [torchvision.io.read_file(str(ds.path(i))) for i in range(len(ds))]
     t = preset("torchvision", True, size=32)
     gens = [torch.Generator().manual_seed(i) for i in range(len(ds))]
-    x = p365.decode_batch_cuda(encoded, t, gens)
-    assert x.shape == (len(ds), 3, 32, 32) and x.is_cuda
-    cpu = torch.stack([t(ds[i][0], torch.Generator().manual_seed(i)) for i in range(len(ds))])
-    assert (x.cpu() - cpu).abs().max() < 0.1  # nvjpeg's IDCT and torch's resize vs libjpeg and Pillow
+    x, y, bad = p365.decode_batch_cuda(encoded, ds.targets.tolist(), t, gens)
+    assert x.shape == (len(ds) - 1, 3, 32, 32) and x.is_cuda and bad == 1
+    cpu = [(t(s[0], torch.Generator().manual_seed(i)), s[1]) for i, s in enumerate(ds[i] for i in range(len(ds)))
+           if s is not None]
+    assert y.tolist() == [label for _, label in cpu]
+    # nvjpeg's IDCT and torch's resize against libjpeg-turbo and Pillow's: close, not equal
+    assert (x.cpu() - torch.stack([img for img, _ in cpu])).abs().max() < 0.1
 
 
 def test_imports_stay_lazy():

@@ -1,0 +1,234 @@
+"""Places365 input pipeline throughput: images/s of decode + augment (the training presets) on
+256x256 JPEGs, in the process (num_workers=0: one worker's rate) and with DataLoader workers.
+
+    python benchmarks/bench_data_pipeline.py              # ~3 min on 2 cores
+    python benchmarks/bench_data_pipeline.py --quick      # seconds: checks the script
+    python benchmarks/bench_data_pipeline.py --data-dir /data/places365   # real files (first --images of the split)
+    python benchmarks/bench_data_pipeline.py --gpu-decode # also torchvision.io.decode_jpeg on the GPU
+
+The images are synthetic (ttfs_ext.data.places365.make_synthetic_places365: smooth random
+content, JPEG quality 90, one corrupt file) unless --data-dir names a Places365 folder. Every
+case runs the same keys (index, seed) through Places365 + DataLoader + collate_skipping, whose
+unreadable-image count is checked on every pass before a time counts. The cases take turns in
+one run, in an order reversed from round to round, so that other load on the machine falls on
+all of them alike; a ratio is the median over rounds of the per-round ratio (ttfs_ext.bench
+paired_ratio). Case names: <preset>/<decoder>/w<workers>; decode/<decoder>/w0 decodes only (no
+transform, no collate); gpu/<preset>/b<batch> reads the files on the CPU and decodes and augments
+on the GPU (decode_batch_cuda). In the process the torch thread count is 1 (as in a worker).
+Writes benchmarks/results/data_pipeline_cpu.json (data_pipeline_gpu.json with --gpu-decode).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from ttfs_ext.bench import environment
+from ttfs_ext.bench.timing import paired_ratio
+from ttfs_ext.data import places365 as p365
+from suite.host import git_state  # benchmarks/suite: this script's folder is on sys.path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 32
+
+
+def _have_torchvision() -> bool:
+    try:
+        import torchvision.io  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def loader_pass(ds: p365.Places365, keys: list, workers: int) -> Callable[[], tuple[int, int]]:
+    """One pass over keys through a DataLoader (persistent workers): returns (good, bad)."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, sampler=keys, num_workers=workers,
+                                         collate_fn=ds.collate, persistent_workers=workers > 0,
+                                         prefetch_factor=4 if workers else None)
+
+    def run() -> tuple[int, int]:
+        good = bad = 0
+        for x, _, n_bad in loader:
+            good, bad = good + len(x), bad + n_bad
+        return good, bad
+    return run
+
+
+def decode_pass(ds: p365.Places365, keys: list) -> Callable[[], tuple[int, int]]:
+    def run() -> tuple[int, int]:
+        out = [ds[k] for k in keys]
+        return sum(s is not None for s in out), sum(s is None for s in out)
+    return run
+
+
+def gpu_pass(ds: p365.Places365, keys: list, transform, batch: int) -> Callable[[], tuple[int, int]]:
+    import torchvision.io
+
+    def run() -> tuple[int, int]:
+        good = bad = 0
+        for start in range(0, len(keys), batch):
+            chunk = keys[start:start + batch]
+            encoded = [torchvision.io.read_file(str(ds.path(i))) for i, _ in chunk]
+            gens = [torch.Generator().manual_seed(seed) for _, seed in chunk]
+            x, _, n_bad = p365.decode_batch_cuda(encoded, [int(ds.targets[i]) for i, _ in chunk], transform, gens)
+            good, bad = good + len(x), bad + n_bad
+        torch.cuda.synchronize()
+        return good, bad
+    return run
+
+
+def make_cases(root: Path, split: str, n: int, presets: list[str], decoders: list[str], workers: list[int],
+               gpu_batch: Optional[int]) -> tuple[dict[str, Callable[[], tuple[int, int]]], list]:
+    g = torch.Generator().manual_seed(0)
+    plain = p365.Places365(root, split)
+    order = torch.randperm(len(plain), generator=g)[:n].tolist()
+    keys = [(i, int(s)) for i, s in zip(order, torch.randint(0, 2**62, (len(order),), generator=g))]
+    cases: dict[str, Callable[[], tuple[int, int]]] = {}
+    for name in presets:
+        t = p365.preset(name, train=True)
+        for decoder in decoders:
+            ds = p365.Places365(root, split, transform=t, decoder=decoder)
+            for w in workers if decoder == "pil" else [0]:
+                cases[f"{name}/{decoder}/w{w}"] = loader_pass(ds, keys, w)
+        if gpu_batch:
+            cases[f"gpu/{name}/b{gpu_batch}"] = gpu_pass(p365.Places365(root, split), keys, t, gpu_batch)
+    for decoder in decoders:
+        cases[f"decode/{decoder}/w0"] = decode_pass(p365.Places365(root, split, decoder=decoder), keys)
+    return cases, keys
+
+
+def measure(cases: dict[str, Callable[[], tuple[int, int]]], expected: tuple[int, int], rounds: int,
+            log: Callable[[str], None] = print) -> dict[str, list[float]]:
+    """Seconds per pass of every case, one sample per round, after one warm-up pass each."""
+    for name, run in cases.items():
+        counts = run()
+        if counts != expected:
+            raise AssertionError(f"{name}: (good, unreadable) images per pass {counts}, expected {expected}")
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = time.perf_counter()
+            counts = cases[name]()
+            samples[name].append(time.perf_counter() - t0)
+            if counts != expected:
+                raise AssertionError(f"{name}: (good, unreadable) images per pass {counts}, expected {expected}")
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {sum(expected) / v[-1]:.0f}/s" for k, v in samples.items()))
+    return samples
+
+
+def ratios(samples: dict[str, list[float]], presets: list[str], decoders: list[str], workers: list[int],
+           gpu_batch: Optional[int]) -> dict[str, Optional[float]]:
+    """Throughput ratios (> 1: the first named is faster), paired per round."""
+    out: dict[str, Optional[float]] = {}
+    for name in presets:
+        for w in workers:
+            if w:
+                out[f"{name}/pil/w{w} vs w0"] = paired_ratio(samples, [f"{name}/pil/w0"], [f"{name}/pil/w{w}"])
+        if "torchvision" in decoders:
+            out[f"{name}: torchvision vs pil decoder (w0)"] = paired_ratio(samples, [f"{name}/pil/w0"],
+                                                                          [f"{name}/torchvision/w0"])
+        if gpu_batch:
+            best = f"{name}/pil/w{max(workers)}"
+            out[f"gpu/{name}/b{gpu_batch} vs {best}"] = paired_ratio(samples, [best], [f"gpu/{name}/b{gpu_batch}"])
+    if len(presets) == 2:
+        out["caffe vs torchvision preset (pil, w0)"] = paired_ratio(samples, ["torchvision/pil/w0"], ["caffe/pil/w0"])
+    if "torchvision" in decoders:
+        out["decode only: torchvision vs pil"] = paired_ratio(samples, ["decode/pil/w0"], ["decode/torchvision/w0"])
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few images and rounds: checks the script")
+    ap.add_argument("--data-dir", type=Path, help="a Places365 folder (default: synthetic 256x256 JPEGs)")
+    ap.add_argument("--split", default="train-standard", choices=p365.SPLITS)
+    ap.add_argument("--images", type=int, default=512, help="images per pass")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--presets", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
+    ap.add_argument("--gpu-decode", action="store_true", help="also decode and augment on the GPU (CUDA + torchvision)")
+    ap.add_argument("--gpu-batch", type=int, default=64)
+    ap.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/data_pipeline_{cpu,gpu}.json)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.images, args.rounds, args.workers = 48, 2, [0, 1]
+    if 0 not in args.workers:
+        args.workers = [0, *args.workers]
+    if args.gpu_decode and not (torch.cuda.is_available() and _have_torchvision()):
+        ap.error("--gpu-decode needs a CUDA device and torchvision")
+    torch.set_num_threads(1)
+    # the corrupt file is logged on every pass; its count is checked instead (workers inherit this)
+    logging.getLogger(p365.__name__).setLevel(logging.ERROR)
+    decoders = ["pil", "torchvision"] if _have_torchvision() else ["pil"]
+    gpu_batch = args.gpu_batch if args.gpu_decode else None
+
+    with tempfile.TemporaryDirectory(prefix="places365-bench-") as tmp:
+        if args.data_dir is None:
+            classes = [f"/{c}/{c}class{k}" for k, c in enumerate("abcdefgh")]
+            per_class = -(-args.images // len(classes))  # every image in a pass, the corrupt one too
+            root = p365.make_synthetic_places365(tmp, classes=classes, train_per_class=per_class, val_per_class=1,
+                                                 test_count=1, size=(256, 256), corrupt=1, seed=1)
+        else:
+            root = args.data_dir
+        cases, keys = make_cases(root, args.split, args.images, args.presets, decoders, args.workers, gpu_batch)
+        listed = p365.Places365(root, args.split)
+        n_bad = sum(listed[i] is None for i, _ in keys)
+        expected = (len(keys) - n_bad, n_bad)
+        jpeg_bytes = statistics.mean(listed.path(i).stat().st_size for i, _ in keys)
+        print(f"{len(cases)} cases, {len(keys)} images per pass ({n_bad} unreadable), mean JPEG {jpeg_bytes / 1024:.1f} KiB, "
+              f"decoders {decoders}")
+        samples = measure(cases, expected, args.rounds)
+
+    results = []
+    for name, secs in samples.items():
+        med = statistics.median(secs)
+        results.append({"case": name, "images_per_pass": len(keys), "median_s": med,
+                        "images_per_s": len(keys) / med, "samples_s": secs})
+    table = ratios(samples, args.presets, decoders, args.workers, gpu_batch)
+    for r in results:
+        print(f"{r['case']:>32} {r['images_per_s']:8.1f} images/s")
+    for k, v in table.items():
+        print(f"{k:>48} {v:.3f}x" if v is not None else f"{k:>48} -")
+    device = "cuda" if gpu_batch else "cpu"
+    report: dict[str, Any] = {
+        "environment": {**environment(device, "quick" if args.quick else "data_pipeline", torch.get_num_threads()),
+                        **git_state()},
+        "data": {"source": str(args.data_dir) if args.data_dir else "synthetic (make_synthetic_places365, 256x256, "
+                 "quality 90)", "split": args.split, "mean_jpeg_bytes": jpeg_bytes, "unreadable_per_pass": n_bad},
+        "batch_size": BATCH, "rounds": args.rounds, "workers": args.workers, "decoders": decoders,
+        "torchvision": _torchvision_version(), "pillow": _pillow_version(),
+        "results": results, "throughput_ratios": table,
+        "notes": "images/s of decode + training augmentation + collate (float32 3x224x224); w0 = in the process "
+                 "(one worker's rate, 1 torch thread); ratios: median over rounds of the per-round ratio",
+    }
+    out = args.out or RESULTS / f"data_pipeline_{device}{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _torchvision_version() -> Optional[str]:
+    try:
+        import torchvision
+    except ImportError:
+        return None
+    return torchvision.__version__
+
+
+def _pillow_version() -> str:
+    import PIL
+    return PIL.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -206,6 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                  "quality 90)", "split": args.split, "mean_jpeg_bytes": jpeg_bytes, "unreadable_per_pass": n_bad},
         "batch_size": BATCH, "rounds": args.rounds, "workers": args.workers, "decoders": decoders,
         "torchvision": _torchvision_version(), "pillow": _pillow_version(),
+        "loadavg_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "results": results, "throughput_ratios": table,
         "notes": "images/s of decode + training augmentation + collate (float32 3x224x224); w0 = in the process "
                  "(one worker's rate, 1 torch thread); ratios: median over rounds of the per-round ratio",

@@ -290,8 +290,10 @@ def collate_skipping(batch: Sequence[Optional[tuple[torch.Tensor, int]]],
             raise ValueError("collate_skipping: every sample of the batch was unreadable; pass output_shape "
                              "(the transform's output_shape) to get an empty batch instead")
         return torch.empty(0, *output_shape), torch.empty(0, dtype=torch.int64), n_bad
-    x = torch.stack([s[0] for s in good]).float()
-    return x, torch.tensor([s[1] for s in good], dtype=torch.int64), n_bad
+    # default_collate stacks straight into shared memory inside a DataLoader worker, which spares
+    # the copy into it that sending an ordinary tensor to the main process makes (19 MB a batch of 32)
+    x, y = torch.utils.data.default_collate(good)
+    return x.float(), y.to(torch.int64), n_bad
 
 
 # ---------------------------------------------------------------------------------------------

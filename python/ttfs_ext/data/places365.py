@@ -42,7 +42,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -105,12 +105,14 @@ def image_folders(split: str, small: bool) -> tuple[str, ...]:
     return (f"{split}_{size}",)
 
 
-def _read_lines(path: Path, what: str) -> list[tuple[int, list[bytes]]]:
+def _read_lines(path: Path, what: str) -> Iterator[tuple[int, list[bytes]]]:
     """(line number, whitespace-separated fields) of every non-blank line."""
     if not path.is_file():
         raise _missing(what, path)
     with open(path, "rb") as fh:
-        return [(n, fields) for n, line in enumerate(fh, 1) if (fields := line.split())]
+        for n, line in enumerate(fh, 1):
+            if fields := line.split():
+                yield n, fields
 
 
 def _bad_line(path: Path, n: int, fields: Sequence[bytes], why: str) -> Places365FormatError:

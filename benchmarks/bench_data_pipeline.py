@@ -147,6 +147,24 @@ def ratios(samples: dict[str, list[float]], presets: list[str], decoders: list[s
     return out
 
 
+def list_reading(tmp: Path, lines: int, repeats: int = 3) -> dict[str, Any]:
+    """Seconds to construct a Places365 over a train list of ``lines`` lines (Places365-Standard:
+    1,803,460) and the bytes its paths take; only the first image exists (the spot check)."""
+    root = Path(tmp) / "list"
+    classes = [f"/{chr(97 + k % 26)}/class{k}" for k in range(365)]
+    p365.make_synthetic_places365(root, classes=classes, train_per_class=1, val_per_class=0, test_count=0,
+                                  size=(8, 8), corrupt=0)
+    with open(root / p365.LIST_FILES["train-standard"], "w") as fh:
+        fh.writelines(f"{classes[k * 365 // lines]}/{k % 5000 + 1:08d}.jpg {k * 365 // lines}\n" for k in range(lines))
+    secs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ds = p365.Places365(root)
+        secs.append(time.perf_counter() - t0)
+    assert len(ds) == lines
+    return {"lines": lines, "median_s": statistics.median(secs), "samples_s": secs, "path_bytes": int(ds._paths.nbytes)}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a few images and rounds: checks the script")
@@ -158,10 +176,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--presets", nargs="+", default=["torchvision", "caffe"], choices=["torchvision", "caffe"])
     ap.add_argument("--gpu-decode", action="store_true", help="also decode and augment on the GPU (CUDA + torchvision)")
     ap.add_argument("--gpu-batch", type=int, default=64)
+    ap.add_argument("--list-lines", type=int, default=1803460, help="lines of the list whose reading is timed")
     ap.add_argument("--out", type=Path, help="the JSON file (default benchmarks/results/data_pipeline_{cpu,gpu}.json)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.images, args.rounds, args.workers = 48, 2, [0, 1]
+        args.images, args.rounds, args.workers, args.list_lines = 48, 2, [0, 1], 20000
     if 0 not in args.workers:
         args.workers = [0, *args.workers]
     if args.gpu_decode and not (torch.cuda.is_available() and _have_torchvision()):
@@ -188,6 +207,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{len(cases)} cases, {len(keys)} images per pass ({n_bad} unreadable), mean JPEG {jpeg_bytes / 1024:.1f} KiB, "
               f"decoders {decoders}")
         samples = measure(cases, expected, args.rounds)
+        lists = list_reading(Path(tmp), args.list_lines)
+        print(f"reading a list of {lists['lines']} lines: {lists['median_s']:.2f} s, paths {lists['path_bytes'] / 1e6:.1f} MB")
 
     results = []
     for name, secs in samples.items():
@@ -208,7 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "batch_size": BATCH, "rounds": args.rounds, "workers": args.workers, "decoders": decoders,
         "torchvision": _torchvision_version(), "pillow": _pillow_version(),
         "loadavg_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "results": results, "throughput_ratios": table,
+        "results": results, "throughput_ratios": table, "list_reading": lists,
         "notes": "images/s of decode + training augmentation + collate (float32 3x224x224); w0 = in the process "
                  "(one worker's rate, 1 torch thread); ratios: median over rounds of the per-round ratio",
     }

@@ -251,8 +251,9 @@ class Places365(torch.utils.data.Dataset):
 
 
 def _split_key(key: Union[int, tuple[int, int]]) -> tuple[int, Optional[torch.Generator]]:
-    """(index, None) for an int key; (index, a generator seeded with seed) for (index, seed)."""
-    if isinstance(key, tuple):
+    """(index, None) for an int key; (index, a generator seeded with seed) for (index, seed)
+    (a tuple, or a list as a key may come back from a saved sampler state)."""
+    if isinstance(key, (tuple, list)):
         if len(key) != 2:
             raise TypeError(f"a Places365 key is an index or (index, seed), got {key!r}")
         return operator.index(key[0]), torch.Generator().manual_seed(operator.index(key[1]))

@@ -39,7 +39,6 @@ import logging
 import math
 import operator
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator, Sequence

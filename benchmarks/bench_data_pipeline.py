@@ -3,7 +3,7 @@
 
     python benchmarks/bench_data_pipeline.py              # ~3 min on 2 cores
     python benchmarks/bench_data_pipeline.py --quick      # seconds: checks the script
-    python benchmarks/bench_data_pipeline.py --data-dir /data/places365   # real files (first --images of the split)
+    python benchmarks/bench_data_pipeline.py --data-dir /data/places365   # real files (--images random ones)
     python benchmarks/bench_data_pipeline.py --gpu-decode # also torchvision.io.decode_jpeg on the GPU
 
 The images are synthetic (ttfs_ext.data.places365.make_synthetic_places365: smooth random
@@ -15,6 +15,9 @@ all of them alike; a ratio is the median over rounds of the per-round ratio (ttf
 paired_ratio). Case names: <preset>/<decoder>/w<workers>; decode/<decoder>/w0 decodes only (no
 transform, no collate); gpu/<preset>/b<batch> reads the files on the CPU and decodes and augments
 on the GPU (decode_batch_cuda). In the process the torch thread count is 1 (as in a worker).
+Besides images/s (wall), every case reports its CPU time per image (the process's and its
+workers'): on a machine shared with other jobs, extra workers only help where the scheduler
+gives them extra CPU (Linux's autogroup gives a session one share, however many processes).
 Writes benchmarks/results/data_pipeline_cpu.json (data_pipeline_gpu.json with --gpu-decode).
 """
 from __future__ import annotations
@@ -63,6 +66,24 @@ def loader_pass(ds: p365.Places365, keys: list, workers: int) -> Callable[[], tu
     return run
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds() -> float:
+    """CPU time, user + system, of this process and of its live children (the DataLoader
+    workers), the children's read from /proc/<pid>/stat (Linux; elsewhere this process's only)."""
+    t = os.times()
+    total = t.user + t.system
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    return total
+
+
 def decode_pass(ds: p365.Places365, keys: list) -> Callable[[], tuple[int, int]]:
     def run() -> tuple[int, int]:
         out = [ds[k] for k in keys]
@@ -107,23 +128,25 @@ def make_cases(root: Path, split: str, n: int, presets: list[str], decoders: lis
 
 
 def measure(cases: dict[str, Callable[[], tuple[int, int]]], expected: tuple[int, int], rounds: int,
-            log: Callable[[str], None] = print) -> dict[str, list[float]]:
-    """Seconds per pass of every case, one sample per round, after one warm-up pass each."""
+            log: Callable[[str], None] = print) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU seconds per pass of every case, one sample per round, after one warm-up pass each."""
     for name, run in cases.items():
         counts = run()
         if counts != expected:
             raise AssertionError(f"{name}: (good, unreadable) images per pass {counts}, expected {expected}")
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             counts = cases[name]()
-            samples[name].append(time.perf_counter() - t0)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(cpu_seconds() - c0)
             if counts != expected:
                 raise AssertionError(f"{name}: (good, unreadable) images per pass {counts}, expected {expected}")
-        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {sum(expected) / v[-1]:.0f}/s" for k, v in samples.items()))
-    return samples
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {sum(expected) / v[-1]:.0f}/s" for k, v in wall.items()))
+    return wall, cpu
 
 
 def ratios(samples: dict[str, list[float]], presets: list[str], decoders: list[str], workers: list[int],
@@ -186,6 +209,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.gpu_decode and not (torch.cuda.is_available() and _have_torchvision()):
         ap.error("--gpu-decode needs a CUDA device and torchvision")
     torch.set_num_threads(1)
+    device = "cuda" if args.gpu_decode else "cpu"
+    env = {**environment(device, "quick" if args.quick else "data_pipeline", torch.get_num_threads()), **git_state()}
     # the corrupt file is logged on every pass; its count is checked instead (workers inherit this)
     logging.getLogger(p365.__name__).setLevel(logging.ERROR)
     decoders = ["pil", "torchvision"] if _have_torchvision() else ["pil"]
@@ -206,32 +231,35 @@ def main(argv: Optional[list[str]] = None) -> int:
         jpeg_bytes = statistics.mean(listed.path(i).stat().st_size for i, _ in keys)
         print(f"{len(cases)} cases, {len(keys)} images per pass ({n_bad} unreadable), mean JPEG {jpeg_bytes / 1024:.1f} KiB, "
               f"decoders {decoders}")
-        samples = measure(cases, expected, args.rounds)
+        samples, cpu = measure(cases, expected, args.rounds)
         lists = list_reading(Path(tmp), args.list_lines)
         print(f"reading a list of {lists['lines']} lines: {lists['median_s']:.2f} s, paths {lists['path_bytes'] / 1e6:.1f} MB")
 
     results = []
     for name, secs in samples.items():
-        med = statistics.median(secs)
-        results.append({"case": name, "images_per_pass": len(keys), "median_s": med,
-                        "images_per_s": len(keys) / med, "samples_s": secs})
+        med, cpu_med = statistics.median(secs), statistics.median(cpu[name])
+        results.append({"case": name, "images_per_pass": len(keys), "median_s": med, "images_per_s": len(keys) / med,
+                        "cpu_ms_per_image": 1e3 * cpu_med / len(keys), "cpu_share": cpu_med / med,
+                        "samples_s": secs, "cpu_samples_s": cpu[name]})
     table = ratios(samples, args.presets, decoders, args.workers, gpu_batch)
     for r in results:
-        print(f"{r['case']:>32} {r['images_per_s']:8.1f} images/s")
+        print(f"{r['case']:>32} {r['images_per_s']:8.1f} images/s {r['cpu_ms_per_image']:6.2f} CPU ms/image "
+              f"(CPU share {r['cpu_share']:.2f})")
     for k, v in table.items():
         print(f"{k:>48} {v:.3f}x" if v is not None else f"{k:>48} -")
-    device = "cuda" if gpu_batch else "cpu"
     report: dict[str, Any] = {
-        "environment": {**environment(device, "quick" if args.quick else "data_pipeline", torch.get_num_threads()),
-                        **git_state()},
+        "environment": env,
         "data": {"source": str(args.data_dir) if args.data_dir else "synthetic (make_synthetic_places365, 256x256, "
                  "quality 90)", "split": args.split, "mean_jpeg_bytes": jpeg_bytes, "unreadable_per_pass": n_bad},
         "batch_size": BATCH, "rounds": args.rounds, "workers": args.workers, "decoders": decoders,
         "torchvision": _torchvision_version(), "pillow": _pillow_version(),
         "loadavg_1min_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "results": results, "throughput_ratios": table, "list_reading": lists,
-        "notes": "images/s of decode + training augmentation + collate (float32 3x224x224); w0 = in the process "
-                 "(one worker's rate, 1 torch thread); ratios: median over rounds of the per-round ratio",
+        "notes": "images/s (wall) of decode + training augmentation + collate (float32 3x224x224); w0 = in the "
+                 "process (one worker's rate, 1 torch thread); wN = N persistent DataLoader workers; "
+                 "cpu_ms_per_image = CPU time of the process and its workers per image (load-independent cost); "
+                 "cpu_share = CPU seconds per wall second the case got; ratios: median over rounds of the "
+                 "per-round wall-time ratio",
     }
     out = args.out or RESULTS / f"data_pipeline_{device}{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,8 +52,8 @@ from .dataset import DatasetNotFoundError, PathLike
 __all__ = [
     "Places365", "Places365FormatError", "SPLITS", "DOWNLOAD_URL", "CATEGORIES_FILE", "LIST_FILES",
     "image_folders", "preset", "TorchvisionPreset", "CaffePreset", "CAFFE_MEAN_BGR", "IMAGENET_MEAN",
-    "IMAGENET_STD", "read_caffe_mean", "random_resized_crop_box", "collate_skipping", "make_synthetic_places365", "decode_batch_cuda",
-    "dali_pipeline",
+    "IMAGENET_STD", "read_caffe_mean", "random_resized_crop_box", "collate_skipping", "make_synthetic_places365",
+    "decode_batch_cuda", "dali_pipeline",
 ]
 
 log = logging.getLogger(__name__)

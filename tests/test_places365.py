@@ -391,3 +391,21 @@ def test_imports_stay_lazy():
             "assert 'PIL' not in sys.modules and 'torchvision' not in sys.modules, sorted(sys.modules)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_presets_name_the_range_of_their_outputs(tmp_path):
+    """input_range bounds every output value (what a TTFS encoder's window must span)."""
+    from ttfs_ext.data import places365 as P
+    root = P.make_synthetic_places365(tmp_path, train_per_class=2, size=(70, 60), corrupt=0, seed=11)
+    for name in ("torchvision", "caffe"):
+        for train in (True, False):
+            t = P.preset(name, train, size=48)
+            low, high = t.input_range
+            ds = P.Places365(root, "train-standard", transform=t)
+            xs = torch.stack([ds[(i, 1000 + i)][0] for i in range(len(ds))])
+            assert low <= float(xs.min()) and float(xs.max()) <= high, (name, train)
+            assert high - low > 0.5 * (float(xs.max()) - float(xs.min()))
+    torchvision_range = P.preset("torchvision", False).input_range
+    assert torchvision_range == pytest.approx((-0.485 / 0.229, (1 - 0.406) / 0.225))
+    caffe = P.preset("caffe", False).input_range
+    assert caffe == pytest.approx((-P.CAFFE_MEAN_BGR[2], 255 - P.CAFFE_MEAN_BGR[0]))

@@ -44,7 +44,7 @@ SCALE_DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4, "schedule": "cosine", "warmup_epochs": 0.0, "accumulate": 1, "precision": "fp32",
     "dtype": "float32", "zeta": 0.5, "workers": 4, "checkpoint_every": 1000,
     "preset": "torchvision", "image_size": 224, "split": "train-standard", "decoder": "pil",
-    "calibration_images": 256, "eval_batch_size": 64, "device": "cpu", "seed": 0, "large": False,
+    "calibration_images": 64, "eval_batch_size": 64, "device": "cpu", "seed": 0, "large": False,
     "channels_last": False, "compile": False}
 # What defines a run's trajectory: --resume takes these from the checkpoint (a different value is an error).
 SCALE_RUN_OPTIONS = ("dataset", "model", "dtype", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
@@ -76,7 +76,7 @@ def add_scale_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--large", action="store_true", default=None, help="high-resolution images (default 256x256)")
     g.add_argument("--decoder", choices=("pil", "torchvision"), help="JPEG decoder of the loader (default pil)")
     g.add_argument("--calibration-images", type=POSITIVE_INT, help="images that calibrate the converted windows "
-                                                                   "(default 256)")
+                                                                   "(default 64)")
     g.add_argument("--max-steps-per-epoch", type=POSITIVE_INT, help="stop each epoch after N optimizer steps")
     g.add_argument("--val-size", type=POSITIVE_INT, help="validate on the first N validation images")
     g.add_argument("--eval-batch-size", type=POSITIVE_INT, help="per rank (default 64)")
@@ -116,7 +116,7 @@ def _places365(args: argparse.Namespace):
     val = P.Places365(args.data_dir, split="val", transform=P.preset(args.preset, False, args.image_size), **common)
     calib = P.Places365(args.data_dir, split=args.split, transform=P.preset(args.preset, False, args.image_size),
                         **common)
-    return _First(train, args.train_size), _First(val, args.val_size), calib, len(train.classes), P.collate_skipping
+    return _First(train, args.train_size), _First(val, args.val_size), calib, len(train.classes), train.collate
 
 
 def _in_memory(args: argparse.Namespace):
@@ -133,22 +133,36 @@ def _calibration(dataset, n: int, collate) -> torch.Tensor:
     return x
 
 
-def _build(args: argparse.Namespace, ctx: dd.Context):
+def _build(args: argparse.Namespace, ctx: dd.Context, state: Optional[dict] = None):
+    """The network, the data and its collate. With `state` (a run's checkpoint) the run's network
+    without converting anything; with --relu-checkpoint rank 0 converts it and the other ranks
+    take rank 0's network."""
     dtype = jobs.DTYPES[args.dtype]
     if args.dataset == "places365":
         train, val, calib_set, classes, collate = _places365(args)
         from ttfs_ext.train import vgg16 as V
-        calibration = None
-        if args.relu_checkpoint is not None:  # convert exactly, then fine-tune (the papers' recipe)
-            calibration = _calibration(calib_set, args.calibration_images, collate).to(dtype)
-        net, _ = V.build_places365_model(args.model, classes, args.image_size, relu_checkpoint=args.relu_checkpoint,
-                                         calibration=calibration, input_range=train.dataset.transform.input_range)
+        input_range = train.dataset.transform.input_range  # the encoder spans what the preset outputs
+        if state is not None or args.relu_checkpoint is not None:
+            net = V.ttfs_skeleton(args.model, classes, args.image_size, input_range)
+            if state is None:  # convert exactly, then fine-tune (the papers' recipe)
+                converted = None
+                if ctx.is_main:
+                    calibration = _calibration(calib_set, args.calibration_images, collate)
+                    converted, _ = V.build_places365_model(args.model, classes, args.image_size, args.relu_checkpoint,
+                                                           calibration.double(), input_range=input_range)
+                    converted = converted.state_dict()
+                state = {"model": dd._broadcast_object(converted)}
+            net = V.load_ttfs_state(net, state["model"])
+        else:
+            net, _ = V.build_places365_model(args.model, classes, args.image_size, input_range=input_range)
         summary = f"Places365 ({args.split}, {len(train)} training and {len(val)} validation images, {classes} classes)"
     else:
         if args.relu_checkpoint:
             raise CommandError("--relu-checkpoint is for --dataset places365")
         train, val, _, dataset, collate = _in_memory(args)
         net = jobs.build_model(args.model, dataset)
+        if state is not None:
+            jobs._load_weights(net, state, "the run's checkpoint")
         summary = dataset.summary()
     net = net.to(ctx.device, dtype)
     net.set_widths(dd._broadcast_object(list(net.widths)))  # DDP broadcasts parameters, not the windows
@@ -310,8 +324,12 @@ def _run(args: argparse.Namespace, ctx: dd.Context, out: Path, decision: dict) -
     if args.batch_size % (ctx.world_size * args.accumulate):
         raise CommandError(f"--batch-size {args.batch_size} (the global batch) must be a multiple of processes x "
                            f"--accumulate ({ctx.world_size} x {args.accumulate})")
+    resume_state = T.load_checkpoint(out / "checkpoint.pt") if decision["resume"] else None
+    if resume_state is not None and resume_state["epoch"] >= args.epochs:
+        raise CommandError(f"--resume: the run in {out} has {resume_state['epoch']} epochs already; ask for more "
+                           f"with --epochs N > {resume_state['epoch']}")
     T.seed_everything(args.seed, args.deterministic)  # the same initial network on every rank
-    net, train_set, val_set, collate, summary = _build(args, ctx)
+    net, train_set, val_set, collate, summary = _build(args, ctx, resume_state)
     torch.manual_seed(dd.sample_seed(args.seed, 0, 1 + ctx.rank))  # each rank its own dropout draws
     lr = _base_lr(args) * args.batch_size / 256
     optimizer = _optimizer(args, net, lr)
@@ -322,10 +340,6 @@ def _run(args: argparse.Namespace, ctx: dd.Context, out: Path, decision: dict) -
         raise CommandError(f"--batch-size {args.batch_size} exceeds the {len(train_set)} training images")
     scheduler = dd.make_schedule(optimizer, steps * args.epochs, round(args.warmup_epochs * steps), args.schedule,
                                  milestones=[30 * steps * k for k in range(1, 1 + args.epochs // 30)])
-    resume_state = T.load_checkpoint(out / "checkpoint.pt") if decision["resume"] else None
-    if resume_state is not None and resume_state["epoch"] >= args.epochs:
-        raise CommandError(f"--resume: the run in {out} has {resume_state['epoch']} epochs already; ask for more "
-                           f"with --epochs N > {resume_state['epoch']}")
     config = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
     say(f"ttfs train: {args.model} on {summary}\n  {ctx.world_size} process(es) ({ctx.backend or 'no process group'}"
         f", {ctx.device}), global batch {args.batch_size} ({args.accumulate} micro-batch(es) per step), "
@@ -391,7 +405,7 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=POSITIVE_INT, help="default: the run's, or 224")
     p.add_argument("--large", action="store_true", default=None, help="high-resolution images")
     p.add_argument("--decoder", choices=("pil", "torchvision"), default="pil")
-    p.add_argument("--calibration-images", type=POSITIVE_INT, default=256)
+    p.add_argument("--calibration-images", type=POSITIVE_INT, default=64)
     p.add_argument("--val-size", type=POSITIVE_INT, help="the first N validation images")
     p.add_argument("--eval-batch-size", type=POSITIVE_INT, default=64, help="per rank")
     p.add_argument("--workers", type=bounded(int, 0), default=4, help="data loader processes per rank")
@@ -417,11 +431,7 @@ def validate_main(args: argparse.Namespace) -> int:
             if getattr(args, dest, None) is None:
                 setattr(args, dest, value)
         args.train_size = None
-        if state is not None:  # the run's weights replace the built ones: a conversion needs few images
-            args.calibration_images = min(args.calibration_images, 8)
-        net, _, val_set, collate, summary = _build(args, ctx)
-        if state is not None:
-            jobs._load_weights(net, state, f"--checkpoint {args.checkpoint}")
+        net, _, val_set, collate, summary = _build(args, ctx, state)
         loader = torch.utils.data.DataLoader(
             val_set, batch_sampler=dd.ShardSampler(len(val_set), args.eval_batch_size, ctx.rank, ctx.world_size),
             num_workers=args.workers, collate_fn=collate)

@@ -392,6 +392,12 @@ class _Preset:
         """(C, H, W) of every output."""
         return 3, self.size, self.size
 
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """The smallest and largest value an output can hold: the range a TTFS network's input
+        encoder must span (ttfs_ext.train.vgg16.build_places365_model's input_range)."""
+        raise NotImplementedError
+
     def plan(self, width: int, height: int, generator: Optional[torch.Generator] = None) -> _Plan:
         raise NotImplementedError
 
@@ -444,6 +450,12 @@ class TorchvisionPreset(_Preset):
         w, h = (self.resize, new_long) if width <= height else (new_long, self.resize)
         return _Plan((w, h), _centre(h, w, self.size), None, False)
 
+    @property
+    def input_range(self) -> tuple[float, float]:
+        # normalize's own float32 arithmetic on the darkest and brightest pixel: a bound outputs meet exactly
+        ends = self.normalize(torch.tensor([0.0, 255.0]).expand(3, 1, 2), None)
+        return float(ends[..., 0].min()), float(ends[..., 1].max())
+
     def normalize(self, chw: torch.Tensor, plan: _Plan) -> torch.Tensor:
         # the order of torchvision's to_tensor and normalize: x / 255, then (x - mean) / std
         mean = torch.tensor(self.mean, device=chw.device)[:, None, None]
@@ -485,6 +497,11 @@ class CaffePreset(_Preset):
             box = (top, _randint(r - s + 1, generator), s, s)
             return _Plan((r, r), box, None, _coin(generator))
         return _Plan((r, r), ((r - s) // 2, (r - s) // 2, s, s), None, False)
+
+    @property
+    def input_range(self) -> tuple[float, float]:
+        mean = self._mean.float()
+        return float((0.0 - mean).min()), float((255.0 - mean).max())
 
     def normalize(self, chw: torch.Tensor, plan: _Plan) -> torch.Tensor:
         top, left, h, w = plan.box

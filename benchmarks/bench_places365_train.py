@@ -6,6 +6,7 @@ measures that).
     python benchmarks/bench_places365_train.py --batch 2 --steps 2 --repeats 3
     python benchmarks/bench_places365_train.py --device cuda --precision bf16 --channels-last --batch 64
     python benchmarks/bench_places365_train.py --sweep            # fp32/bf16 x NCHW/channels_last
+    python benchmarks/bench_places365_train.py --table benchmarks/results/places365_train_cpu.json
 
 The ReLU VGG16 (torchvision's layout and init, seeded) is converted once on the CPU in
 float64 (ttfs_ext.train.ttfs_vgg16; its time and the process's peak memory are reported),
@@ -120,6 +121,26 @@ def run_config(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Ten
     return result
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The results of a report as a markdown table (for PLACES365_MODELS.md / the README)."""
+    env, conv = report["environment"], report["conversion"]
+    rows = [f"{report['config']['model']} at {report['config']['image_size']}x{report['config']['image_size']}, "
+            f"batch {report['config']['batch']}, {env['device_name']} ({env['threads']} threads), torch "
+            f"{env['torch_version']}, commit {str(report.get('git_commit'))[:7]}; {report['config']['repeats']} "
+            f"paired repeats of {report['config']['steps']} steps; conversion {conv['seconds']:.1f} s on "
+            f"{conv['calibration_images']} images, peak RSS {report['peak_rss_gib']:.2f} GiB", "",
+            "| precision | layout | TTFS images/s | ReLU images/s | TTFS/ReLU (median of paired ratios) |",
+            "|---|---|---|---|---|"]
+    for r in report["results"]:
+        cells = [r["precision"], "channels_last" if r["channels_last"] else "NCHW"]
+        for name in ("ttfs", "relu"):
+            cells.append(f"{r[name]['images_per_s']:.3g}" if "images_per_s" in r[name] else "fails (see JSON)")
+        ratio = r.get("ttfs_over_relu_images_per_s")
+        cells.append(f"{ratio['median']:.3f}" if ratio else "-")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -137,7 +158,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up steps per network and configuration")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--table", type=Path, metavar="JSON", help="print a report's markdown table and exit")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     for name in ("batch", "steps", "repeats", "calibration_images", "image_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -12,7 +12,8 @@ from torch import nn
 from ttfs_ext import nn as tnn
 from ttfs_ext.train import relu_twin
 from ttfs_ext.train.vgg16 import (PLACES365_MODELS, CheckpointMismatch, build_places365_model, load_relu_checkpoint,
-                                  normalized_input_range, ttfs_vgg16, vgg16_relu, vgg_small_relu)
+                                  load_ttfs_state, normalized_input_range, ttfs_skeleton, ttfs_vgg16, vgg16_relu,
+                                  vgg_small_relu)
 
 F64 = torch.float64
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -218,6 +219,20 @@ def test_build_by_name(tmp_path):
     paper, none = build_places365_model("vgg-paper", 5, 32)
     assert none is None and paper(x.clamp(0, 1)).shape == (3, 5)
     assert set(PLACES365_MODELS) == {"vgg16", "vgg16_bn", "vgg-paper", "vgg-small"}
+
+
+def test_skeleton_loads_a_converted_state():
+    """Resume / other ranks: the structure without converting, then the converted state."""
+    torch.manual_seed(830)
+    relu = vgg_small_relu(6, batch_norm=True).eval()
+    randomise_bn(relu, torch.Generator().manual_seed(831))
+    calib = images(8, 32, 832, -1.0, 2.0)
+    net = ttfs_vgg16(relu, calib, input_range=(-1.0, 2.0))
+    assert net[1].bias.dim() == 3  # the input range's shift meets the zero padding
+    other = load_ttfs_state(ttfs_skeleton("vgg-small", 6, 32, (-1.0, 2.0)).double(), net.state_dict())
+    assert other.widths == net.widths
+    with torch.no_grad():
+        assert torch.equal(other(calib), net(calib))
 
 
 def test_build_errors(tmp_path):

@@ -34,7 +34,7 @@ from .models import VGG_CIFAR, vgg
 
 __all__ = ["VGG16_CONFIG", "VGG_SMALL_CONFIG", "VGG_PAPER", "PLACES365_MODELS", "ReLUVGG", "vgg16_relu",
            "vgg_small_relu", "vgg_paper", "load_relu_checkpoint", "CheckpointMismatch", "normalized_input_range",
-           "ttfs_vgg16", "ttfs_vgg_scratch", "build_places365_model"]
+           "ttfs_vgg16", "ttfs_vgg_scratch", "build_places365_model", "ttfs_skeleton", "load_ttfs_state"]
 
 # torchvision's configuration "D" (VGG16): 13 3x3 convolutions, "M" = 2x2 max-pool, stride 2.
 VGG16_CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -349,3 +349,33 @@ def build_places365_model(name: str, num_classes: int = 365, image_size: int = 2
         load_relu_checkpoint(relu_checkpoint, relu)
     relu.eval()
     return ttfs_vgg16(relu, calibration, input_range, zeta, mapping, windows), relu
+
+
+def ttfs_skeleton(name: str, num_classes: int = 365, image_size: int = 224,
+                  input_range: tuple[float, float] = (0.0, 1.0)) -> tnn.TTFSSequential:
+    """The layer structure of build_places365_model(name, ...)'s TTFS network, without
+    converting anything: for loading a TTFS checkpoint (load_ttfs_state) on resume, or on the
+    ranks that do not convert (convert on one rank, save its state_dict, load it on the others).
+    vgg16 and vgg16_bn give the same structure (B1 mapping: the batch norms are folded).
+    input_range must be the one the network was built with: the encoder's range is no part of
+    the state_dict."""
+    if name not in PLACES365_MODELS:
+        raise ValueError(f"ttfs_skeleton: unknown model {name!r}; choose one of {', '.join(PLACES365_MODELS)}")
+    if name == "vgg-paper":
+        return vgg_paper(num_classes, image_size, input_range)
+    if name == "vgg-small":
+        return ttfs_vgg_scratch(VGG_SMALL_CONFIG, num_classes, image_size, input_range, 4, 32)
+    return ttfs_vgg_scratch(VGG16_CONFIG, num_classes, image_size, input_range)
+
+
+def load_ttfs_state(net: tnn.TTFSSequential, state_dict: dict[str, torch.Tensor]) -> tnn.TTFSSequential:
+    """Load a TTFS network's state_dict (weights, biases, windows) into `net` (ttfs_skeleton),
+    taking the checkpoint's bias shapes: a converted network's first convolution has a bias per
+    output position (C, H, W) where the input range's shift meets the zero padding."""
+    for key, module in net.named_children():
+        bias = state_dict.get(f"{key}.bias")
+        if isinstance(module, tnn.TTFSConv2d) and bias is not None and module.bias is not None \
+                and bias.shape != module.bias.shape:
+            module.bias = nn.Parameter(torch.empty(bias.shape, dtype=module.bias.dtype, device=module.bias.device))
+    net.load_state_dict(state_dict)
+    return net

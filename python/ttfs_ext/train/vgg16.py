@@ -353,8 +353,8 @@ def build_places365_model(name: str, num_classes: int = 365, image_size: int = 2
 
 def ttfs_skeleton(name: str, num_classes: int = 365, image_size: int = 224,
                   input_range: tuple[float, float] = (0.0, 1.0)) -> tnn.TTFSSequential:
-    """The layer structure of build_places365_model(name, ...)'s TTFS network, without
-    converting anything: for loading a TTFS checkpoint (load_ttfs_state) on resume, or on the
+    """The layer structure of build_places365_model(name, ...)'s TTFS network (B1 mapping, the
+    default; alpha1 layers differ), without converting anything: for loading a TTFS checkpoint (load_ttfs_state) on resume, or on the
     ranks that do not convert (convert on one rank, save its state_dict, load it on the others).
     vgg16 and vgg16_bn give the same structure (B1 mapping: the batch norms are folded).
     input_range must be the one the network was built with: the encoder's range is no part of

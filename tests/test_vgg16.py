@@ -292,3 +292,27 @@ def test_cpu_bfloat16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
     torch.testing.assert_close(out, net(x))
+
+
+# --- the throughput benchmark ----------------------------------------------------------------------
+
+def test_throughput_benchmark_smoke(tmp_path, capsys):
+    """benchmarks/bench_places365_train.py on vgg-small: a JSON with both sides, paired ratios
+    and the conversion, and its markdown table."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_places365_train.py"
+    spec = importlib.util.spec_from_file_location("bench_places365_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "train.json"
+    assert bench.main(["--model", "vgg-small", "--image-size", "16", "--batch", "2", "--num-classes", "3",
+                       "--steps", "1", "--repeats", "2", "--seed", "1101", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    (r,) = report["results"]
+    assert r["precision"] == "fp32" and len(r["ttfs_over_relu_images_per_s"]["per_repeat"]) == 2
+    assert r["ttfs"]["images_per_s"] > 0 and r["relu"]["images_per_s"] > 0
+    assert report["conversion"]["max_logit_diff"] <= 1e-9 and "git_commit" in report
+    assert bench.main(["--table", str(out)]) == 0
+    assert "| fp32 | NCHW |" in capsys.readouterr().out

@@ -16,10 +16,10 @@ steps, so load from other processes affects both sides; per repeat each network 
 steps. Reported: seconds per step (median over repeats), images/s, and the median of the
 per-repeat ratios TTFS images/s / ReLU images/s (below 1: the TTFS network is slower). The
 TTFS network trains with fixed windows (a window rule adds its statistics pass on top). A side
-that fails (the TTFS ops under CPU bfloat16 autocast: they have CUDA autocast kernels only) is
-recorded with its error; --cpu-autocast-fix then registers float32 CPU autocast for the ops
-(torch.library.register_autocast, what the library lacks) and runs the bf16 configurations
-again, marked "cpu_autocast_fix": the TTFS ops in float32, the ReLU network in bfloat16.
+that fails is recorded with its error. Under CPU bfloat16 autocast the TTFS ops run their float32
+kernels (their AutocastCPU kernels: the CPU kernels compute in float32/float64), so the bf16 rows
+on the CPU compare a float32 TTFS network with a bfloat16 ReLU network; on CUDA both take
+bfloat16 matrices.
 """
 from __future__ import annotations
 
@@ -56,13 +56,6 @@ def peak_rss_gib() -> float:
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def register_cpu_autocast_fix() -> None:
-    """Float32 CPU autocast for the B1 ops (tests/test_vgg16.py::test_cpu_bfloat16_autocast):
-    cast their inputs to float32 and run them with autocast off inside."""
-    for op in ("linear", "conv2d", "readout"):
-        torch.library.register_autocast(f"ttfs_ext::{op}", "cpu", torch.float32)
 
 
 def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
@@ -142,8 +135,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             "| precision | layout | TTFS images/s | ReLU images/s | TTFS/ReLU (median of paired ratios) |",
             "|---|---|---|---|---|"]
     for r in report["results"]:
-        cells = [r["precision"] + (" (TTFS ops float32: CPU autocast fix)" if r.get("cpu_autocast_fix") else ""),
-                 "channels_last" if r["channels_last"] else "NCHW"]
+        cells = [r["precision"], "channels_last" if r["channels_last"] else "NCHW"]
         for name in ("ttfs", "relu"):
             cells.append(f"{r[name]['images_per_s']:.3g}" if "images_per_s" in r[name] else "fails (see JSON)")
         ratio = r.get("ttfs_over_relu_images_per_s")
@@ -159,8 +151,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="bf16: bfloat16 autocast (spike times stay float32)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last inputs and weights")
     parser.add_argument("--sweep", action="store_true", help="every precision x layout (one conversion)")
-    parser.add_argument("--cpu-autocast-fix", action="store_true",
-                        help="CPU bf16: run again with float32 CPU autocast registered for the TTFS ops")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--model", default="vgg16", choices=["vgg16", "vgg16_bn", "vgg-small"])
@@ -204,21 +194,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     x = (low + (high - low) * torch.rand(args.batch, *shape, generator=g)).to(args.device)
     y = torch.randint(0, args.num_classes, (args.batch,), generator=g).to(args.device)
 
-    configs = [(p, cl, False) for p in ("fp32", "bf16") for cl in (False, True)] if args.sweep else \
-        [(args.precision, args.channels_last, False)]
-    if args.cpu_autocast_fix and args.device == "cpu":
-        configs += [(p, cl, True) for p, cl, _ in configs if p == "bf16"]
+    configs = [(p, cl) for p in ("fp32", "bf16") for cl in (False, True)] if args.sweep else \
+        [(args.precision, args.channels_last)]
     results = []
-    for precision, channels_last, fix in configs:
-        if fix and not any(r.get("cpu_autocast_fix") for r in results):
-            register_cpu_autocast_fix()
+    for precision, channels_last in configs:
         r = run_config(models, x, y, precision, channels_last, args)
-        r["cpu_autocast_fix"] = fix
         results.append(r)
         line = ", ".join(f"{n} {r[n]['images_per_s']:.3g} img/s" if "images_per_s" in r[n] else f"{n} failed"
                          for n in models)
         ratio = r.get("ttfs_over_relu_images_per_s", {}).get("median")
-        print(f"{precision} {'channels_last' if channels_last else 'NCHW'}{' (cpu autocast fix)' if fix else ''}: {line}"
+        print(f"{precision} {'channels_last' if channels_last else 'NCHW'}: {line}"
               + (f", TTFS/ReLU {ratio:.3f}" if ratio is not None else ""), flush=True)
         for n in models:
             if "error" in r[n]:

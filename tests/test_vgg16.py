@@ -282,19 +282,24 @@ def test_channels_last_inputs():
     torch.testing.assert_close(net_cl(x.contiguous(memory_format=torch.channels_last)), out, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.skipif(not ttfs_ext.status()["compiled"], reason="the limitation is the compiled CPU kernels' (the "
-                    "pure-PyTorch reference ops are autocast like any PyTorch code)")
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="known limitation: the ops have autocast kernels for "
-                   "CUDA only; under CPU autocast the convolution inside ttfs_ext::conv2d is cast to bfloat16 and "
-                   "the CPU epilogue takes float32/float64 only (fix: torch.library.register_autocast(op, 'cpu', "
-                   "torch.float32) for linear, conv2d and readout)")
-def test_cpu_bfloat16_autocast():
+def test_cpu_bfloat16_autocast_keeps_the_ttfs_network_float32():
+    """Under CPU autocast the B1 layers run their float32 kernels (the ops' AutocastCPU kernels),
+    so a TTFS network gives its float32 spike times and gradients, bit for bit, next to a
+    bfloat16 ReLU network."""
     torch.manual_seed(1003)
     net, _ = build_places365_model("vgg-small", 3, 16, input_range=(0.0, 1.0))
     x = images(2, 16, 1004, 0.0, 1.0).float()
+    plain = net(x)
+    plain.square().sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
-    torch.testing.assert_close(out, net(x))
+    out.square().sum().backward()
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)
+    for g, p in zip(grads, net.parameters()):
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0)
 
 
 # --- the throughput benchmark ----------------------------------------------------------------------

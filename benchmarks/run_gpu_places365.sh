@@ -50,10 +50,19 @@ print("synthetic Places365 in", sys.argv[1])
 EOF
 }
 
-train() {  # the distributed command of the README, 1 process, bfloat16 + channels_last
+train() {  # the distributed command of the README, 1 process, bfloat16 + channels_last: from scratch, then
+  # fine-tuning a converted VGG16 (a torchvision-layout ReLU checkpoint, random weights: none can be downloaded)
   torchrun --standalone --nproc-per-node 1 -m ttfs_ext train --dataset places365 --data-dir "$data" \
-    --model vgg16 --device cuda --precision bf16 --channels-last --epochs 1 --max-steps-per-epoch 20 \
-    --json --out "$out/train_vgg16_bf16"
+    --model vgg16 --device cuda --precision bf16 --channels-last --epochs 2 --batch-size 32 --workers 8 \
+    --checkpoint-every 2 --no-progress --json --out "$out/train_vgg16_bf16" || return 1
+  python -c "import sys, torch; from ttfs_ext.train.vgg16 import vgg16_relu; torch.manual_seed(0); \
+torch.save(vgg16_relu(4).state_dict(), sys.argv[1])" "$data/vgg16_relu_random.pth" || return 1
+  torchrun --standalone --nproc-per-node 1 -m ttfs_ext train --dataset places365 --data-dir "$data" \
+    --model vgg16 --relu-checkpoint "$data/vgg16_relu_random.pth" --calibration-images 16 --device cuda \
+    --precision bf16 --channels-last --epochs 1 --batch-size 32 --workers 8 --no-progress --json \
+    --out "$out/finetune_vgg16_bf16" || return 1
+  torchrun --standalone --nproc-per-node 1 -m ttfs_ext validate --checkpoint "$out/finetune_vgg16_bf16/checkpoint.pt" \
+    --data-dir "$data" --device cuda --precision bf16 --json --out "$out/validate_vgg16_bf16.json"
 }
 
 throughput() {

@@ -223,3 +223,63 @@ def test_an_existing_run_is_never_replaced(data_dir, two_process_run):
                                                                   str(two_process_run.parent / "x")],
                           capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2 and "error" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def relu_checkpoint(tmp_path_factory) -> Path:
+    """A ReLU VGG of torchvision's layout (vgg_small_relu) with random weights, as a user's checkpoint."""
+    from ttfs_ext.train.vgg16 import vgg_small_relu
+    torch.manual_seed(int(torch.randint(0, 2**31, ())))
+    path = tmp_path_factory.mktemp("relu") / "vgg_small.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in vgg_small_relu(4).state_dict().items()}}, path)
+    return path
+
+
+def test_a_converted_network_is_exact_on_every_rank(data_dir, relu_checkpoint, tmp_path):
+    """Rank 0 converts the ReLU checkpoint, the other rank takes its network: on the validation
+    split the SNN decides as the ReLU network on every image; then both ranks fine-tune it."""
+    target = tmp_path / "converted.json"
+    _run(["validate", "--relu-checkpoint", str(relu_checkpoint), "--model", "vgg-small", "--image-size", "32",
+          "--data-dir", str(data_dir), "--calibration-images", "8", "--workers", "0", "--out", str(target),
+          "--no-progress"], nproc=2)
+    report = json.loads(target.read_text())
+    assert report["images"] == 16 and report["agreement"] == 1.0
+    assert report["top1"] == report["relu_top1"] and report["top5"] == report["relu_top5"]
+    assert report["spikes_per_neuron"] < 1
+    out = tmp_path / "finetune"
+    _run(TRAIN + ["--data-dir", str(data_dir), "--out", str(out), "--relu-checkpoint", str(relu_checkpoint),
+                  "--epochs", "1", "--dtype", "float32"], nproc=2)
+    state = _state(out)
+    assert state["extra"]["config"]["windows"] == "fixed"  # the converted windows are kept
+    assert state["history"][0]["val"]["images"] == 16
+
+
+# --- in one process: precision and compile ---------------------------------------------------------------
+
+def _tiny_run(**options):
+    from ttfs_ext.train import CalibratedWindows, fc2
+    torch.manual_seed(5)
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.rand(48, 1, 4, 4, generator=g), torch.randint(0, 3, (48,), generator=g)
+    net = fc2(16, 12, 3, input_shape=(1, 4, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    history = dd.fit_distributed(net, dd.KeyedTensorDataset(x, y), dd.KeyedTensorDataset(x[:9], y[:9]), dd.Context(),
+                                 epochs=2, global_batch=8, optimizer=opt, windows=CalibratedWindows(), seed=2,
+                                 progress=False, **options)
+    return net, history
+
+
+def test_bfloat16_autocast_and_compile_train_the_same_network():
+    """bf16 on the CPU: the TTFS layers run their float32 kernels under autocast, so the run is the
+    float32 run; torch.compile of the training forward gives it too (float tolerance)."""
+    plain, h_plain = _tiny_run()
+    bf16, h_bf16 = _tiny_run(precision="bf16")
+    for a, b in zip(plain.parameters(), bf16.parameters()):
+        assert torch.equal(a, b)
+    assert [r["loss"] for r in h_bf16] == [r["loss"] for r in h_plain]
+    compiled, h_compiled = _tiny_run(compile=True)
+    for a, b in zip(plain.parameters(), compiled.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert h_compiled[-1]["val"]["top1"] == h_plain[-1]["val"]["top1"]
+    with pytest.raises(ValueError, match="precision"):
+        _tiny_run(precision="fp16")

@@ -234,6 +234,9 @@ def test_skeleton_loads_a_converted_state():
     assert other.widths == net.widths
     with torch.no_grad():
         assert torch.equal(other(calib), net(calib))
+        # Its ReLU twin (agreement reports) has the per-position bias as a layer of its own.
+        torch.testing.assert_close(relu_twin(net)(calib), net(calib), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(relu_twin(net)(calib), relu.double()(calib), rtol=1e-9, atol=1e-9)
 
 
 def test_build_errors(tmp_path):

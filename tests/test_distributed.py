@@ -283,3 +283,21 @@ def test_bfloat16_autocast_and_compile_train_the_same_network():
     assert h_compiled[-1]["val"]["top1"] == h_plain[-1]["val"]["top1"]
     with pytest.raises(ValueError, match="precision"):
         _tiny_run(precision="fp16")
+
+
+def test_command_line_mistakes_are_one_line_errors(data_dir, tmp_path, capsys):
+    from ttfs_ext.cli.main import main
+    base = ["train", "--dataset", "places365", "--model", "vgg-small", "--image-size", "32", "--workers", "0",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    cases = [
+        (base, "needs --data-dir"),
+        (base + ["--data-dir", str(data_dir), "--noise", "0.1"], "--noise: not available at scale"),
+        (base + ["--data-dir", str(data_dir), "--batch-size", "6", "--accumulate", "4"], "must be a multiple"),
+        (base + ["--data-dir", str(data_dir), "--batch-size", "64"], "exceeds the 40 training images"),
+        (base + ["--data-dir", str(tmp_path / "missing")], "places2.csail.mit.edu"),
+        (base + ["--data-dir", str(data_dir), "--relu-checkpoint", str(tmp_path / "none.pth")], "none.pth"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, (argv, err)

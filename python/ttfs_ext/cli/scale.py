@@ -108,8 +108,8 @@ class _First(torch.utils.data.Dataset):
 def _places365(args: argparse.Namespace):
     from ttfs_ext.data import places365 as P
     if args.data_dir is None:
-        raise CommandError("--dataset places365 needs --data-dir (the folder with the file lists and the image folders;"
-                           " see README 'Places365 at scale')")
+        raise CommandError("--dataset places365 needs --data-dir (the folder with the file lists and the image folders"
+                           " of http://places2.csail.mit.edu/download.html)")
     common = dict(small=not args.large, decoder=args.decoder)
     train = P.Places365(args.data_dir, split=args.split, transform=P.preset(args.preset, True, args.image_size),
                         **common)

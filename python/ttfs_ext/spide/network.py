@@ -277,7 +277,7 @@ class FeedbackSNN(nn.Module):
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.snn_parameters())
         if self.backward_mode == "spide" and grad and self.forward_mode == "spiking":
             a_last = _Spide.apply(self, x, drops, *self.snn_parameters())
-            self.last_stats["forward_rate"] = float(a_last.mean())  # set in full by _spide_backward
+            self.last_stats["forward_rate"] = float(a_last.detach().mean())  # set in full by _spide_backward
         else:
             rates = self._equilibrium(x, drops) if self.forward_mode == "equilibrium" else None
             if rates is None:
@@ -300,8 +300,11 @@ class FeedbackSNN(nn.Module):
         a0 = a_star.clone().requires_grad_()
         fa = self.equilibrium_map(x, a0, drops)[-1]
         net = self
+        handle = None
 
         def hook(g: torch.Tensor) -> torch.Tensor:
+            handle.remove()  # the VJPs below run backward through fa: no second solve there
+
             def fn(beta):
                 (vjp,) = torch.autograd.grad(fa, a0, beta, retain_graph=True)
                 return vjp + g
@@ -312,7 +315,7 @@ class FeedbackSNN(nn.Module):
             net.last_beta = res.x.detach()
             return res.x
 
-        fa.register_hook(hook)
+        handle = fa.register_hook(hook)
         return fa + (a_star - fa).detach()  # the value: the spiking rates; the gradient: through f
 
     # --- SPIDE -------------------------------------------------------------------------------

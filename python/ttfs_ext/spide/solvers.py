@@ -27,6 +27,7 @@ class SolveResult:
     residual: float  # ||fn(x) - x|| / max(||fn(x)||, tiny) at the returned x
     iterations: int
     converged: bool
+    growth: float = 1.0  # ||x|| / max(||x0||, ||fn(x0)||): divergence shows here
 
 
 def _relative(fx: torch.Tensor, x: torch.Tensor) -> float:
@@ -37,14 +38,15 @@ def fixed_point(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *,
                 max_iter: int = 200) -> SolveResult:
     """x <- fn(x) until ||fn(x) - x|| <= tol ||fn(x)||."""
     x = x0
-    res = float("inf")
+    res, start = float("inf"), None
     for k in range(1, max_iter + 1):
         fx = fn(x)
+        start = max(float(fx.norm()), float(x0.norm())) if start is None else start
         res = _relative(fx, x)
         x = fx
         if res <= tol or not torch.isfinite(fx).all():
-            return SolveResult(x, res, k, res <= tol)
-    return SolveResult(x, res, max_iter, False)
+            break
+    return SolveResult(x, res, k, res <= tol, float(x.norm()) / max(start, 1e-30))
 
 
 def anderson(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, m: int = 6, tol: float = 1e-8,
@@ -53,6 +55,7 @@ def anderson(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, m:
     shape = x0.shape
     xs, fs = [x0.reshape(-1)], [fn(x0).reshape(-1)]
     res = _relative(fs[0], xs[0])
+    start = max(float(fs[0].norm()), float(x0.norm()), 1e-30)
     if res <= tol:
         return SolveResult(fs[0].reshape(shape), res, 1, True)
     x = fs[0]
@@ -61,7 +64,7 @@ def anderson(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, m:
         fs.append(fn(x.reshape(shape)).reshape(-1))
         res = _relative(fs[-1], xs[-1])
         if res <= tol or not torch.isfinite(fs[-1]).all():
-            return SolveResult(fs[-1].reshape(shape), res, k + 1, res <= tol)
+            return SolveResult(fs[-1].reshape(shape), res, k + 1, res <= tol, float(fs[-1].norm()) / start)
         xs, fs = xs[-m:], fs[-m:]
         G = torch.stack([f - y for f, y in zip(fs, xs)])  # (n, d) residuals
         H = G @ G.T
@@ -75,7 +78,7 @@ def anderson(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, m:
         alpha = alpha / alpha.sum()
         F_, X_ = torch.stack(fs), torch.stack(xs)
         x = damping * (alpha @ F_) + (1 - damping) * (alpha @ X_)
-    return SolveResult(fs[-1].reshape(shape), res, max_iter + 1, False)
+    return SolveResult(fs[-1].reshape(shape), res, max_iter + 1, False, float(fs[-1].norm()) / start)
 
 
 def solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, method: str = "anderson",
@@ -87,9 +90,9 @@ def solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, metho
         result = fixed_point(fn, x0, tol=tol, max_iter=max_iter)
     else:
         raise ValueError(f"ttfs_ext.spide: solver must be 'anderson' or 'fixed_point', got {method!r}")
-    if not torch.isfinite(result.x).all() or not result.residual < 1e6:
+    if not torch.isfinite(result.x).all() or not result.growth < 1e6:
         raise ConvergenceError(
-            f"ttfs_ext.spide: the {what} solve diverged (relative residual {result.residual:.3g} after "
+            f"ttfs_ext.spide: the {what} solve diverged (the iterate grew {result.growth:.3g}-fold in "
             f"{result.iterations} iterations): the feedback loop is not contractive; restrict the feedback "
             f"weight's norm (fb_norm=...) or lower its scale")
     if not result.converged:

@@ -359,3 +359,26 @@ def test_cli_spide_json(tmp_path):
                           capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)["history"]) == 2
+
+
+def test_feedback_norm_restriction():
+    torch.manual_seed(27)
+    net = spide.FeedbackSNN(nn.Linear(6, 8), [nn.Linear(8, 5)], nn.Linear(5, 8, bias=False), None).double()
+    x = torch.rand(2, 6, dtype=F64)
+    with torch.no_grad():
+        net.feedback.module.weight.mul_(10)
+    W = net.feedback.module.weight
+    # spectral: power iteration on the operator = the matrix's largest singular value
+    assert abs(net.feedback_norm(x, "spectral", iterations=200) - float(torch.linalg.matrix_norm(W.detach(), ord=2))) < 1e-6
+    # frobenius: the RMS gain ||W||_F / sqrt(inputs), from random projections (64: within ~20 %)
+    est = net.feedback_norm(x, "frobenius", samples=4096)
+    assert abs(est - float(W.detach().norm() / 5 ** 0.5)) < 0.05 * est
+    for kind, limit in (("spectral", 0.9), ("frobenius", 0.5)):
+        net.fb_norm = (kind, limit)
+        net.train()(x)  # a training forward enforces it
+        assert net.feedback_norm(x, kind, samples=4096, iterations=200) <= limit * 1.15
+    # a conv feedback (ConvTranspose2d): the same through the operator, not the kernel
+    conv = spide.convnet_f(size=8, channels=4, fb_norm=("spectral", 0.5), T=3, T_b=3).double()
+    xi = torch.rand(2, 1, 8, 8, dtype=F64)
+    conv(xi).sum().backward()
+    assert conv.feedback_norm(xi, "spectral", iterations=100) <= 0.5 * 1.05

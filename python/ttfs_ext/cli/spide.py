@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=POSITIVE_INT, help="default: the paper's (digits: 20)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
     p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 0.05")
+    p.add_argument("--milestones", type=POSITIVE_INT, nargs="*", help="epochs at which the lr drops x0.1 "
+                   "(default: the paper's)")
     p.add_argument("--weight-decay", type=NONNEGATIVE_FLOAT, default=5e-4)
     p.add_argument("--T", type=POSITIVE_INT, help="forward time steps (default: the model's, 30; F400: 5)")
     p.add_argument("--T-b", type=POSITIVE_INT, help="SPIDE backward time steps (default 100; CIFAR 250)")
@@ -75,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     net = build(model, **kw)
     epochs = args.epochs or d["epochs"]
     lr = args.lr or d["lr"]
+    milestones = tuple(args.milestones) if args.milestones is not None else tuple(d["milestones"])
     settings = dict(model=model, dataset=args.dataset, backward=args.backward, epochs=epochs, lr=lr,
                     batch_size=args.batch_size, T=net.T, T_b=net.T_b, loss_scale=net.loss_scale, leak=net.leak,
-                    dropout=net.dropout, milestones=list(d["milestones"]), warmup=d["warmup"],
+                    dropout=net.dropout, milestones=list(milestones), warmup=d["warmup"],
                     reference_scaling=args.reference_scaling, seed=args.seed)
 
     def show(row):
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
-                  warmup=d["warmup"], milestones=d["milestones"], reference_scaling=args.reference_scaling,
+                  warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
                   seed=args.seed, checkpoint=args.checkpoint, resume=args.resume, device=args.device,
                   max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings)
     last = history[-1] if history else {}

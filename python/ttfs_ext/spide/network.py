@@ -103,6 +103,7 @@ class _Spide(torch.autograd.Function):
     def forward(ctx, net: "FeedbackSNN", x: torch.Tensor, drops, *params):
         with torch.no_grad():
             rates = net._simulate(x, drops)
+        net.last_stats["forward_rate"] = net._mean_rate(rates)
         ctx.net, ctx.drops = net, drops
         ctx.save_for_backward(x, *rates)
         return rates[-1].clone()
@@ -195,6 +196,11 @@ class FeedbackSNN(nn.Module):
         mods = [self.input, *self.layers] + ([self.feedback] if self.feedback is not None else [])
         return [p for m in mods for p in m.parameters()]
 
+    @staticmethod
+    def _mean_rate(rates: list) -> float:
+        """The average firing rate over every neuron of every population."""
+        return sum(float(r.sum()) for r in rates) / max(sum(r.numel() for r in rates), 1)
+
     def _rate_norm(self, steps: int) -> float:
         return 1.0 / steps if self.leak == 1.0 else (1 - self.leak) / (1 - self.leak ** steps)
 
@@ -277,14 +283,12 @@ class FeedbackSNN(nn.Module):
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.snn_parameters())
         if self.backward_mode == "spide" and grad and self.forward_mode == "spiking":
             a_last = _Spide.apply(self, x, drops, *self.snn_parameters())
-            self.last_stats["forward_rate"] = float(a_last.detach().mean())  # set in full by _spide_backward
         else:
             rates = self._equilibrium(x, drops) if self.forward_mode == "equilibrium" else None
             if rates is None:
                 with torch.no_grad():
                     rates = self._simulate(x, drops)
-            self.last_stats["forward_rate"] = float(sum(float(r.sum()) for r in rates) /
-                                                    sum(r.numel() for r in rates))
+            self.last_stats["forward_rate"] = self._mean_rate(rates)
             a_last = rates[-1]
             if grad or (torch.is_grad_enabled() and x.requires_grad):
                 if self.backward_mode == "ide":
@@ -347,9 +351,7 @@ class FeedbackSNN(nn.Module):
         norm = self._rate_norm(T_b) / self.loss_scale
         rate_b = sum(float(b.abs().sum()) for b in beta) * self._rate_norm(T_b) / sum(b.numel() for b in beta)
         saturated = max(float((b.abs() * self._rate_norm(T_b) >= 1 - 1.0 / T_b).float().mean()) for b in beta)
-        self.last_stats.update(
-            forward_rate=sum(float(r.sum()) for r in rates) / sum(r.numel() for r in rates),
-            backward_rate=rate_b, backward_saturated=saturated)
+        self.last_stats.update(backward_rate=rate_b, backward_saturated=saturated)
         if saturated > 0.01:
             warnings.warn(f"ttfs_ext.spide: {saturated:.1%} of the backward neurons of a population saturated at "
                           f"the spike amplitude: the gradient is clipped (lower loss_scale={self.loss_scale:g})",

@@ -382,3 +382,18 @@ def test_feedback_norm_restriction():
     xi = torch.rand(2, 1, 8, 8, dtype=F64)
     conv(xi).sum().backward()
     assert conv.feedback_norm(xi, "spectral", iterations=100) <= 0.5 * 1.05
+
+
+@pytest.mark.parametrize("mode", ["spide", "ide"])
+def test_lif_and_reset_to_zero(mode):
+    """LIF (leak < 1, leak-weighted rates) and IDE's reset to 0 train the same way; the
+    weighted rates stay in [0, 1] and near the map's fixed point."""
+    net = _fc_net(28, T=200, T_b=50, backward=mode, leak=0.95, reset="zero", loss_scale=1.0)
+    x = torch.rand(3, 6, dtype=F64, generator=generator(29))
+    out = net(x)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.snn_parameters())
+    with torch.no_grad():
+        net.forward_mode = "equilibrium"
+        assert float((net(x) - out).abs().max()) < 0.1

@@ -397,3 +397,23 @@ def test_lif_and_reset_to_zero(mode):
     with torch.no_grad():
         net.forward_mode = "equilibrium"
         assert float((net(x) - out).abs().max()) < 0.1
+
+
+@pytest.mark.parametrize("module, shape", [
+    (nn.Linear(12, 5), (2, 3, 2, 2)),  # the input flattened
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1), (2, 3, 8, 8)),
+    (nn.Conv2d(4, 6, 5, stride=2, padding=2, groups=2), (2, 4, 7, 7)),
+    (nn.ConvTranspose2d(4, 3, 5, stride=2, padding=2, output_padding=1), (2, 4, 4, 4)),
+    (nn.AvgPool2d(2), (2, 3, 6, 6)),
+    (nn.AvgPool2d(3, stride=2), (2, 3, 7, 7)),  # overlapping windows: the autograd VJP
+])
+def test_connection_adjoints(module, shape):
+    """<A x, y> = <x, A^T y> for the linear part of every connection kind (SPIDE's back_compute)."""
+    conn = spide.Connection(module).double()
+    x = torch.randn(shape, dtype=F64, generator=generator(30))
+    with torch.no_grad():
+        ax = conn.linear_part(x)
+        y = torch.randn(ax.shape, dtype=F64, generator=generator(31))
+        aty = conn.adjoint(y, x.shape)
+    assert aty.shape == x.shape
+    torch.testing.assert_close((ax * y).sum(), (x * aty).sum(), rtol=1e-12, atol=1e-12)

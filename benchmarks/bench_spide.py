@@ -143,8 +143,8 @@ def run_case(case, batch, device, repeats, T=None, T_b=None):
 
 
 def run_cuda_graphs(case, batch, repeats):
-    """GPU: the T-step forward simulation captured once as a CUDA graph and replayed, against
-    eager launches (the kernel path both times)."""
+    """GPU: the T-step forward simulation and the T_b-step ternary loop, each captured once as
+    a CUDA graph and replayed, against eager launches (the kernel path both times)."""
     net, x, _ = _build(case, batch, torch.device("cuda"), None)
     net.eval()
     static_x = x.clone()
@@ -170,9 +170,33 @@ def run_cuda_graphs(case, batch, repeats):
             torch.cuda.synchronize()
             replay.append(time.perf_counter() - t0)
         diff = max(float((a - b).abs().max()) for a, b in zip(rates, static_rates))
+        # the T_b-step ternary loop (net._spide_loop: no synchronisation inside)
+        g = torch.randn_like(rates[-1]) * 1e-3
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                net._spide_loop(g, static_rates, None)
+        torch.cuda.current_stream().wait_stream(s)
+        bgraph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(bgraph):
+            static_beta, _ = net._spide_loop(g, static_rates, None)
+        beager, breplay = [], []
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            beta, _ = net._spide_loop(g, static_rates, None)
+            torch.cuda.synchronize()
+            beager.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            bgraph.replay()
+            torch.cuda.synchronize()
+            breplay.append(time.perf_counter() - t0)
+        bdiff = max(float((a - b).abs().max()) for a, b in zip(beta, static_beta))
     return dict(case=case, batch=batch, eager_forward_s=statistics.median(eager),
                 graph_forward_s=statistics.median(replay),
-                graph_speedup=statistics.median(eager) / statistics.median(replay), max_rate_diff=diff)
+                graph_speedup=statistics.median(eager) / statistics.median(replay), max_rate_diff=diff,
+                eager_backward_loop_s=statistics.median(beager), graph_backward_loop_s=statistics.median(breplay),
+                backward_graph_speedup=statistics.median(beager) / statistics.median(breplay),
+                max_beta_diff=bdiff)
 
 
 def main():

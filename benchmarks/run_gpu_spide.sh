@@ -2,7 +2,7 @@
 # GPU verification of the feedback-SNN ops (ttfs_ext.spide) in one call (< 10 min on an H100/H200):
 # CUDA build for Hopper (sm_90), the spide tests (CUDA kernels against the reference included),
 # the registration and raw-op tests, then the iteration benchmark on CUDA, with the T-step
-# forward also captured as a CUDA graph. Logs and JSON go to $OUT (the device tool's output
+# forward and the T_b-step backward loop also captured as CUDA graphs. Logs and JSON go to $OUT (the device tool's output
 # folder) or benchmarks/results/.
 set -uo pipefail
 out=${OUT:-benchmarks/results}
@@ -19,6 +19,6 @@ export PYTHONUNBUFFERED=1
   python -m pytest -q -rs tests/test_spide.py tests/test_registration.py tests/test_raw_ops.py
 } 2>&1 | tee "$out/gpu_spide_tests.log"
 # Batch 128 (the papers'), ConvNet-F and AlexNet-F; eager kernels vs the reference loop, then
-# the forward as a CUDA graph (kernel path) against eager launches.
+# the forward and the T_b loop each as a CUDA graph (kernel path) against eager launches.
 python benchmarks/bench_spide.py --device cuda --batch 128 --repeats 5 --cuda-graphs --threads 0 \
   --out "$out/spide_cuda.json" 2>&1 | tee "$out/spide_cuda.log"

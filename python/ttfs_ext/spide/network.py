@@ -326,7 +326,22 @@ class FeedbackSNN(nn.Module):
 
     def _spide_backward(self, g: torch.Tensor, rates: list, drops: Optional[list]):
         """The T_b-step ternary simulation on the transposed network: beta^1..beta^N and the
-        forward masks m^l = [0 < a^l < 1]."""
+        forward masks m^l = [0 < a^l < 1]; the backward rates in last_stats."""
+        beta, masks = self._spide_loop(g, rates, drops)
+        T_b = self.T_b
+        norm = self._rate_norm(T_b) / self.loss_scale
+        rate_b = sum(float(b.abs().sum()) for b in beta) * self._rate_norm(T_b) / sum(b.numel() for b in beta)
+        saturated = max(float((b.abs() * self._rate_norm(T_b) >= 1 - 1.0 / T_b).float().mean()) for b in beta)
+        self.last_stats.update(backward_rate=rate_b, backward_saturated=saturated)
+        if saturated > 0.01:
+            warnings.warn(f"ttfs_ext.spide: {saturated:.1%} of the backward neurons of a population saturated at "
+                          f"the spike amplitude: the gradient is clipped (lower loss_scale={self.loss_scale:g})",
+                          SaturationWarning, stacklevel=4)
+        return [b.mul_(norm) for b in beta], masks
+
+    def _spide_loop(self, g: torch.Tensor, rates: list, drops: Optional[list]):
+        """The loop itself, without a synchronisation (a CUDA graph can capture it): the
+        populations' ternary spike sums and the forward masks."""
         n, T_b = self.num_populations, self.T_b
         shapes = [r.shape for r in rates]
         masks = [((r > 0) & (r < 1)).to(r.dtype) for r in rates]
@@ -348,15 +363,7 @@ class FeedbackSNN(nn.Module):
                 else:
                     cur, cg_l, inj = self.layers[l].adjoint(out[l + 1], shapes[l]), cg, None
                 out[l] = step(u[l], beta[l], cur, cg_l, inj, gates[l], **kw)
-        norm = self._rate_norm(T_b) / self.loss_scale
-        rate_b = sum(float(b.abs().sum()) for b in beta) * self._rate_norm(T_b) / sum(b.numel() for b in beta)
-        saturated = max(float((b.abs() * self._rate_norm(T_b) >= 1 - 1.0 / T_b).float().mean()) for b in beta)
-        self.last_stats.update(backward_rate=rate_b, backward_saturated=saturated)
-        if saturated > 0.01:
-            warnings.warn(f"ttfs_ext.spide: {saturated:.1%} of the backward neurons of a population saturated at "
-                          f"the spike amplitude: the gradient is clipped (lower loss_scale={self.loss_scale:g})",
-                          SaturationWarning, stacklevel=4)
-        return [b.mul_(norm) for b in beta], masks
+        return beta, masks
 
     def _weight_grads(self, x: torch.Tensor, rates: list, masks: list, betas: list, drops: Optional[list],
                       need_x: bool) -> list:

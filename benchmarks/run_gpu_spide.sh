@@ -2,8 +2,8 @@
 # GPU verification of the feedback-SNN ops (ttfs_ext.spide) in one call (< 10 min on an H100/H200):
 # CUDA build for Hopper (sm_90), the spide tests (CUDA kernels against the reference included),
 # the registration and raw-op tests, then the iteration benchmark on CUDA, with the T-step
-# forward and the T_b-step backward loop also captured as CUDA graphs. Logs and JSON go to $OUT (the device tool's output
-# folder) or benchmarks/results/.
+# forward and the T_b-step backward loop also captured as CUDA graphs. Logs and JSON go to
+# $OUT (the device tool's output folder) or benchmarks/results/.
 set -uo pipefail
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"

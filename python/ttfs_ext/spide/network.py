@@ -182,7 +182,7 @@ class FeedbackSNN(nn.Module):
         self.solver, self.solver_tol, self.solver_max_iter, self.strict = solver, solver_tol, solver_max_iter, strict
         self.backend, self.forward_mode = backend, forward_mode
         self.last_stats: dict = {}
-        self._shapes: Optional[list] = None  # the populations' shapes (batch 1), from the last forward
+        self._shapes: Optional[tuple] = None  # (input shape, the populations' shapes at batch 1)
 
     # --- structure ---------------------------------------------------------------------------
 
@@ -207,11 +207,11 @@ class FeedbackSNN(nn.Module):
     def _drops(self, x: torch.Tensor) -> Optional[list]:
         if not (self.training and self.dropout > 0):
             return None
-        if self._shapes is None or self._shapes[0][1:] != self._population_shapes(x)[0][1:]:
-            self._shapes = self._population_shapes(x)
+        if self._shapes is None or self._shapes[0] != tuple(x.shape[1:]):
+            self._shapes = (tuple(x.shape[1:]), self._population_shapes(x))
         keep = 1 - self.dropout
         return [torch.empty((x.shape[0], *s[1:]), dtype=x.dtype, device=x.device).bernoulli_(keep) / keep
-                for s in self._shapes]
+                for s in self._shapes[1]]
 
     def _population_shapes(self, x: torch.Tensor) -> list:
         with torch.no_grad():

@@ -418,3 +418,30 @@ def test_connection_adjoints(module, shape):
         aty = conn.adjoint(y, x.shape)
     assert aty.shape == x.shape
     torch.testing.assert_close((ax * y).sum(), (x * aty).sum(), rtol=1e-12, atol=1e-12)
+
+
+def test_resume_refuses_foreign_and_unsafe_checkpoints(tmp_path):
+    import pickle
+
+    from ttfs_ext.train.checkpoints import CheckpointError, save_checkpoint
+    from ttfs_ext.spide.train import fit
+
+    class Data:
+        x_train = x_test = torch.rand(8, 1, 4, 4)
+        y_train = y_test = torch.randint(0, 3, (8,))
+    net = spide.f400(size=4, classes=3, hidden=8, T=2, T_b=2)
+    foreign = tmp_path / "foreign.pt"
+    save_checkpoint(foreign, {"kind": "ttfs_ext.train", "model": {}})
+    with pytest.raises(CheckpointError, match="not a `ttfs spide` checkpoint"):
+        fit(net, Data, 1, checkpoint=foreign, resume=True)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+    unsafe = tmp_path / "unsafe.pt"
+    unsafe.write_bytes(pickle.dumps({"kind": "ttfs_ext.spide", "x": Evil()}))
+    with pytest.raises(CheckpointError, match="refused|not a readable checkpoint"):
+        fit(net, Data, 1, checkpoint=unsafe, resume=True)
+    ok = tmp_path / "ok.pt"
+    first = fit(net, Data, 1, checkpoint=ok)
+    assert len(fit(net, Data, 2, checkpoint=ok, resume=True)) == 2 and first[0]["epoch"] == 1

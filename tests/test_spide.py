@@ -295,8 +295,8 @@ def test_training_on_digits_with_both_modes():
     ds = data.load_digits()
     for mode in ("spide", "ide"):
         torch.manual_seed(0)
-        net = spide.f400(size=8, hidden=128, T=5, T_b=30, backward=mode)
-        history = fit(net, ds, 4, batch_size=64, lr=0.05)
+        net = spide.f400(size=8, hidden=96, T=5, T_b=20, backward=mode)
+        history = fit(net, ds, 4, batch_size=64, lr=0.1)  # measured: 0.93 (SPIDE), 0.944 (IDE)
         assert history[-1]["test_accuracy"] >= 0.85, (mode, history[-1])
         assert history[-1]["forward_rate"] > 0
         assert (history[-1]["backward_rate"] is not None) == (mode == "spide")
@@ -347,7 +347,7 @@ def test_peak_memory_does_not_grow_with_T_b():
 def test_cli_spide_json(tmp_path):
     ckpt = tmp_path / "run.pt"
     cmd = [sys.executable, "-m", "ttfs_ext.cli", "spide", "--dataset", "digits", "--epochs", "1", "--T", "4",
-           "--T-b", "10", "--hidden", "32", "--checkpoint", str(ckpt), "--json"]
+           "--T-b", "10", "--hidden", "16", "--max-steps", "3", "--checkpoint", str(ckpt), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)

@@ -184,6 +184,11 @@ class FeedbackSNN(nn.Module):
         self.last_stats: dict = {}
         self._shapes: Optional[tuple] = None  # (input shape, the populations' shapes at batch 1)
 
+    def extra_repr(self) -> str:
+        return (f"backward={self.backward_mode!r}, T={self.T}, T_b={self.T_b}, leak={self.leak}, v_th={self.v_th}, "
+                f"reset={self.reset!r}, q={self.q}, v_th_b={self.v_th_b}, loss_scale={self.loss_scale}, "
+                f"dropout={self.dropout}, fb_norm={self.fb_norm}")
+
     # --- structure ---------------------------------------------------------------------------
 
     @property

@@ -34,6 +34,8 @@ struct Cpu {
     k.checks_finite_in_prologue = true;
     k.sums_spans_in_prologue = true;
     k.sorts_rows = true;
+    k.spide_forward_step = spide_forward_step_cpu;
+    k.spide_backward_step = spide_backward_step_cpu;
     return k;
   }
 };
@@ -56,6 +58,8 @@ struct Cuda {
                   first_spike_grad_weight_cuda};
     k.stream = static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream());
     k.can_sync = c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
+    k.spide_forward_step = spide_forward_step_cuda;
+    k.spide_backward_step = spide_backward_step_cuda;
     return k;
   }
 };
@@ -88,6 +92,8 @@ void register_kernels(torch::Library& m) {
   TTFS_KERNEL("_first_spike_linear_backward", first_spike_linear_backward, 1);
   TTFS_KERNEL("first_spike_conv2d", first_spike_conv2d_forward, 0);
   TTFS_KERNEL("_first_spike_conv2d_backward", first_spike_conv2d_backward, 1);
+  TTFS_KERNEL("spide_forward_step", spide_forward_step_impl, 0);
+  TTFS_KERNEL("spide_backward_step", spide_backward_step_impl, 0);
 }
 
 #undef TTFS_KERNEL

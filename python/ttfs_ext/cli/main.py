@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "step, the event path, a time-stepped simulation); JSON")
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.run)
+    from . import spide as spide_command  # `ttfs spide`: feedback SNNs by SPIDE / IDE
+    spide_command.register(command)
     return parser
 
 

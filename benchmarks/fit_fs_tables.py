@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--n-points", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=None, help="seconds per function")
+    ap.add_argument("--polish-steps", type=int, default=2000)
     ap.add_argument("--only", choices=sorted(FUNCS), action="append")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fs_tables.json"))
     args = ap.parse_args()
@@ -80,17 +81,18 @@ def main() -> None:
         f, K, rng = FUNCS[name]
         start = time.perf_counter()
         r = fs.fit_coefficients(f, K, rng, n_points=args.n_points, restarts=args.restarts, max_steps=args.max_steps,
-                                patience=args.patience, seed=args.seed, time_budget=args.time_budget, verbose=True)
+                                patience=args.patience, seed=args.seed, time_budget=args.time_budget,
+                                polish_steps=args.polish_steps, verbose=True)
         seconds = time.perf_counter() - start
         tables[name] = r.table()
         results[name] = {"K": K, "x_range": list(rng), "restarts": r.restarts, "steps": r.steps,
                          "seconds": seconds, "n_points": args.n_points, "max_steps": args.max_steps,
-                         "patience": args.patience, "seed": args.seed, **evaluate(name, r.h, r.d, r.T),
+                         "patience": args.patience, "polish_steps": args.polish_steps, "seed": args.seed, **evaluate(name, r.h, r.d, r.T),
                          "table": r.table()}
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "table"}), flush=True)
-    write_tables(tables, meta)
-    with open(args.out, "w") as fh:
-        json.dump({"meta": meta, "functions": results}, fh, indent=2)
+        write_tables(tables, meta)  # after each function: a later one may be interrupted
+        with open(args.out, "w") as fh:
+            json.dump({"meta": meta, "functions": results}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def _x(shape, gen, dtype=torch.float64):
 def test_forward_matches_reference_bitwise(device, dtype, K):
     gen = generator(100 + K)
     h, d, T = [p.to(device) for p in _params(K, gen, dtype)]
-    for shape in [(0,), (7,), (3, 5, 41), (40000,)]:
+    for shape in [(0,), (7,), (3, 5, 41), (20000,)]:
         x = _x(shape, gen, dtype).to(device)
         for mode in (0, 1, 2):
             y, s, reg = ops.fs_activation(x, h, d, T, mode, mode == 1)
@@ -99,7 +99,8 @@ def _loss_grads(fn, x, params, g, greg):
     leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
     y, _, reg = fn(leaves[0], *leaves[1:], 0, greg is not None)
     loss = (g * y).sum() + ((greg * reg).sum() if greg is not None else 0)
-    return torch.autograd.grad(loss, leaves)
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # K = 1: h is unused
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
 
 
 @needs_kernels
@@ -156,15 +157,14 @@ def test_double_backward_raises():
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     gen = generator(9)
-    for requires_grad in (False, True):
+    for requires_grad, mode, reg in ((False, 1, True), (True, 0, False), (True, 2, True)):
         h, d, T = [p.to(device).requires_grad_(requires_grad) for p in _params(6, gen)]
         x = _x((4, 33), gen).to(device).requires_grad_(requires_grad)
-        for mode, reg in ((0, False), (1, True), (2, False)):
-            opcheck(ops.fs_activation.default, (x, h, d, T, mode, reg))
+        opcheck(ops.fs_activation.default, (x, h, d, T, mode, reg))
     x, g = _x((4, 33), gen).to(device), _x((4, 33), gen).to(device)
     h, d, T = [p.to(device) for p in _params(6, gen)]
     for greg in (None, torch.randn(6, generator=gen, dtype=torch.float64).to(device)):
-        for mask in ([True, True, True, True], [True, False, False, False], [False, True, False, True]):
+        for mask in ([True, True, True, True], [False, True, False, True]):
             opcheck(ops._fs_activation_backward.default, (g, greg, x, h, d, T, mask))
 
 
@@ -224,7 +224,7 @@ def test_bad_input_raises_naming_the_argument(backend):
         ops._fs_activation_backward(x[:3], None, x, h, d, T, [True] * 4)
     with pytest.raises(ValueError, match="grad_reg has shape"):
         ops._fs_activation_backward(x, h[:2], x, h, d, T, [True] * 4)
-    with pytest.raises(ValueError, match="h and T"):
+    with pytest.raises(ValueError, match="one length K"):
         fs.FSActivation(h, d, T[:2])
 
 
@@ -265,7 +265,7 @@ class _Net(nn.Module):
     def __init__(self, act: str):
         super().__init__()
         self.c1, self.c2 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 8, 3)
-        self.fc = nn.Linear(8 * 3 * 3, 10)
+        self.fc = nn.Linear(8 * 2 * 2, 10)
         self.act = act
         self.m = nn.ReLU() if act == "relu" else nn.SiLU()
 
@@ -302,8 +302,9 @@ def test_convert_random_cnn(act):
     x = torch.rand(16, 1, 8, 8, generator=generator(13), dtype=torch.float64) * 4
     net = fs.convert(model)
     assert net.stats()["fs_layers"] == 2 and not any(isinstance(m, (nn.ReLU, nn.SiLU)) for m in net.modules())
-    out = net(x)
-    ann = model(x)
+    with torch.no_grad():
+        out = net(x)
+        ann = model(x)
     if act == "relu":
         torch.testing.assert_close(out, _quantiser_twin(model)(x), rtol=1e-9, atol=1e-9)
         assert float((out - ann).abs().max()) < 1.0
@@ -314,18 +315,20 @@ def test_convert_random_cnn(act):
     net.reset_stats()
     ttfs_ext.set_backend("reference")
     try:
-        torch.testing.assert_close(net(x), out, rtol=0, atol=0)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), out, rtol=0, atol=0)
     finally:
         ttfs_ext.set_backend(None)
     assert net.stats()["spikes_per_neuron"] == stats["spikes_per_neuron"]
     K = 10 if act == "relu" else 16
     assert stats["latency_steps"] == 2 * K and stats["throughput_steps_per_image"] == K
-    assert stats["fs_neurons_per_image"] == 6 * 8 * 8 + 8 * 6 * 6
+    assert stats["fs_neurons_per_image"] == 6 * 8 * 8 + 8 * 2 * 2
     assert stats["images"] == 16 and 0 < stats["spikes_per_neuron"] < K
     # keeping an activation: activations={'silu': None}
     kept = fs.convert(model, activations={"relu": None, "silu": None})
     assert kept.stats()["fs_layers"] == 0
-    torch.testing.assert_close(kept(x), ann, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x), ann, rtol=0, atol=0)
 
 
 @needs_kernels
@@ -334,10 +337,11 @@ def test_convert_trained_cnn_agrees():
     from ttfs_ext import data
     torch.manual_seed(0)
     ds = data.load_digits()
+    ds = data.subset(ds, 600, None)
     model = fs_cli.build_model("relu", ds.input_shape, 10)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     for _ in range(3):
-        for idx in torch.randperm(ds.n_train, generator=generator(0)).split(64):
+        for idx in torch.randperm(ds.n_train, generator=generator(0)).split(100):
             opt.zero_grad()
             F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx]).backward()
             opt.step()
@@ -345,6 +349,7 @@ def test_convert_trained_cnn_agrees():
     net = fs.convert(model)
     with torch.no_grad():
         a, b = model(ds.x_test), net(ds.x_test)
+    assert float((a.argmax(1) == ds.y_test).double().mean()) >= 0.8
     assert float((a.argmax(1) == b.argmax(1)).double().mean()) >= 0.97
     assert float((a - b).abs().max()) < 0.5
 

@@ -16,7 +16,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 namespace ttfs_ext {
 namespace {
@@ -87,6 +89,74 @@ struct FsForwardChunk {
   }
 };
 
+// The forward without the regulariser, in explicit GCC vectors of 64 bytes (16 floats or 8
+// doubles; lowered to the ISA's width by run_for_isa): kGroups independent vectors per step
+// hide the latency of the v chain. The same IEEE operations as the scalar loop (and the
+// reference), so the same bits; the tail of a chunk runs the scalar loop.
+template <typename T>
+struct FsVec {
+  static constexpr int kLanes = 64 / sizeof(T);
+  typedef T vec __attribute__((vector_size(64)));
+  typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> lane_int;
+  typedef lane_int ivec __attribute__((vector_size(64)));
+};
+
+template <typename T, int kMode, bool kCheck>
+struct FsForwardChunkVec {
+  static TTFS_INLINE int run(const T* __restrict x, const T* __restrict h, const T* __restrict d,
+                             const T* __restrict th, int steps, T* __restrict y, void* spikes, int64_t n) {
+    using V = FsVec<T>;
+    using vec = typename V::vec;
+    using ivec = typename V::ivec;
+    constexpr int kL = V::kLanes, kGroups = 4, kStep = kL * kGroups;
+    int nonfinite = 0;
+    int64_t i0 = 0;
+    for (; i0 + kStep <= n; i0 += kStep) {
+      vec v[kGroups], acc[kGroups];
+      ivec cnt[kGroups];
+      for (int g = 0; g < kGroups; ++g) {
+        std::memcpy(&v[g], x + i0 + g * kL, sizeof(vec));
+        acc[g] = vec{};
+        cnt[g] = ivec{};
+      }
+      if constexpr (kCheck) {
+        for (int j = 0; j < kStep; ++j) nonfinite |= !(std::abs(x[i0 + j]) <= std::numeric_limits<T>::max());
+      }
+      const vec zero{};
+      for (int t = 0; t < steps; ++t) {
+        const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
+        for (int g = 0; g < kGroups; ++g) {
+          const ivec z = v[g] > tv;
+          acc[g] += z ? dv : zero;
+          v[g] -= z ? hv : zero;
+          if constexpr (kMode == 1) cnt[g] -= z;
+          if constexpr (kMode == 2) cnt[g] |= (z & 1) << t;
+        }
+      }
+      for (int g = 0; g < kGroups; ++g) {
+        vec xv;
+        std::memcpy(&xv, x + i0 + g * kL, sizeof(vec));
+        const vec out = xv != xv ? xv : acc[g];  // NaN in, NaN out
+        std::memcpy(y + i0 + g * kL, &out, sizeof(vec));
+        if constexpr (kMode == 1) {
+          uint8_t* s = static_cast<uint8_t*>(spikes) + i0 + g * kL;
+          for (int l = 0; l < kL; ++l) s[l] = static_cast<uint8_t>(cnt[g][l]);
+        }
+        if constexpr (kMode == 2) {
+          int32_t* s = static_cast<int32_t*>(spikes) + i0 + g * kL;
+          for (int l = 0; l < kL; ++l) s[l] = static_cast<int32_t>(cnt[g][l]);
+        }
+      }
+    }
+    if (i0 < n) {
+      void* tail_spikes = kMode == 0 ? nullptr : static_cast<char*>(spikes) + i0 * (kMode == 1 ? 1 : 4);
+      nonfinite |= FsForwardChunk<T, kMode, false, kCheck>::run(x + i0, h, d, th, steps, y + i0, tail_spikes, nullptr,
+                                                                n - i0);
+    }
+    return nonfinite;
+  }
+};
+
 template <typename T, int kMode, bool kReg, bool kCheck>
 void fs_forward_impl(const FsForwardParams& p) {
   const T* x = static_cast<const T*>(p.x);
@@ -101,9 +171,13 @@ void fs_forward_impl(const FsForwardParams& p) {
       const int64_t lo = c * kChunk, n = std::min(kChunk, p.numel - lo);
       void* spikes = kMode == 0 ? nullptr : static_cast<char*>(p.spikes) + lo * elem;
       double* reg = kReg ? p.reg_partial + c * p.steps : nullptr;
-      if (run_for_isa<FsForwardChunk<T, kMode, kReg, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, reg, n)) {
-        nonfinite.store(1, std::memory_order_relaxed);
+      int bad;
+      if constexpr (kReg) {
+        bad = run_for_isa<FsForwardChunk<T, kMode, kReg, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, reg, n);
+      } else {
+        bad = run_for_isa<FsForwardChunkVec<T, kMode, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, n);
       }
+      if (bad) nonfinite.store(1, std::memory_order_relaxed);
     }
   });
   if constexpr (kCheck) *p.nonfinite = nonfinite.load();

@@ -62,6 +62,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=None, help="seconds per function")
     ap.add_argument("--polish-steps", type=int, default=2000)
+    ap.add_argument("--screen-restarts", type=int, default=0,
+                    help="first screen this many short restarts (--screen-steps each), then train the best "
+                         "with --max-steps/--patience (one restart from it) and polish")
+    ap.add_argument("--screen-steps", type=int, default=800)
     ap.add_argument("--only", choices=sorted(FUNCS), action="append")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fs_tables.json"))
     args = ap.parse_args()
@@ -80,14 +84,24 @@ def main() -> None:
     for name in args.only or sorted(FUNCS):
         f, K, rng = FUNCS[name]
         start = time.perf_counter()
-        r = fs.fit_coefficients(f, K, rng, n_points=args.n_points, restarts=args.restarts, max_steps=args.max_steps,
-                                patience=args.patience, seed=args.seed, time_budget=args.time_budget,
-                                polish_steps=args.polish_steps, verbose=True)
+        init, screened = None, 0
+        if args.screen_restarts:
+            s = fs.fit_coefficients(f, K, rng, n_points=args.n_points, restarts=args.screen_restarts,
+                                    max_steps=args.screen_steps, patience=args.screen_steps // 4, seed=args.seed,
+                                    time_budget=args.time_budget, polish_steps=0, verbose=True)
+            init, screened = (s.h, s.d, s.T), s.restarts
+            print(f"screened {s.restarts} restarts in {s.seconds:.0f} s: MSE {s.mse:.3e}", flush=True)
+        r = fs.fit_coefficients(f, K, rng, n_points=args.n_points, restarts=1 if init is not None else args.restarts,
+                                max_steps=args.max_steps, patience=args.patience, seed=args.seed + 1,
+                                time_budget=args.time_budget, polish_steps=args.polish_steps, init=init,
+                                verbose=True)
         seconds = time.perf_counter() - start
         tables[name] = r.table()
-        results[name] = {"K": K, "x_range": list(rng), "restarts": r.restarts, "steps": r.steps,
+        results[name] = {"K": K, "x_range": list(rng), "restarts": r.restarts + screened,
+                         "steps": r.steps + (s.steps if screened else 0),
                          "seconds": seconds, "n_points": args.n_points, "max_steps": args.max_steps,
-                         "patience": args.patience, "polish_steps": args.polish_steps, "seed": args.seed, **evaluate(name, r.h, r.d, r.T),
+                         "patience": args.patience, "polish_steps": args.polish_steps, "seed": args.seed,
+                         "screen_restarts": screened, "screen_steps": args.screen_steps if screened else None, **evaluate(name, r.h, r.d, r.T),
                          "table": r.table()}
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "table"}), flush=True)
         write_tables(tables, meta)  # after each function: a later one may be interrupted

@@ -67,10 +67,12 @@ def fit_coefficients(f: Callable[[torch.Tensor], torch.Tensor], K: int, x_range:
                      quantize_bits: Optional[int] = None, quant_range: float = 8.0, seed: int = 0,
                      dtype: torch.dtype = torch.float32, time_budget: Optional[float] = None,
                      polish_steps: int = 2000, polish_lr: tuple[float, float] = (0.02, 2e-4),
-                     verbose: bool = False) -> FitResult:
+                     init: Optional[tuple] = None, verbose: bool = False) -> FitResult:
     """Fits h, d, T (K values each) so that fs_activation(x, h, d, T) approximates f on
     x_range (see the module docstring for the procedure). time_budget (seconds) stops starting
-    new restarts once spent. Returns the best restart as a FitResult (float64 tensors)."""
+    new restarts once spent. init: an (h, d, T) table that the first restart starts from (the
+    others from the random initialisation), such as relu_table(K, alpha) for ReLU-like
+    functions. Returns the best restart as a FitResult (float64 tensors)."""
     if not isinstance(K, int) or not 1 <= K <= 32:
         raise ValueError(f"fit_coefficients: K must be an int in 1..32, got {K!r}")
     lo, hi = map(float, x_range)
@@ -105,8 +107,13 @@ def fit_coefficients(f: Callable[[torch.Tensor], torch.Tensor], K: int, x_range:
     for r in range(restarts):
         if time_budget is not None and r > 0 and time.perf_counter() - start > time_budget:
             break
-        init = torch.stack([uniform(-1.0, 0.0, K), uniform(-0.5, 1.0, K), uniform(-1.0, 1.0, K)]).to(dtype)
-        params = torch.nn.Parameter(init)
+        if r == 0 and init is not None:
+            start_params = torch.stack([torch.as_tensor(p, dtype=torch.float64) for p in init]).to(dtype)
+            if start_params.shape != (3, K):
+                raise ValueError(f"fit_coefficients: init must be (h, d, T) of length K={K} each")
+        else:
+            start_params = torch.stack([uniform(-1.0, 0.0, K), uniform(-0.5, 1.0, K), uniform(-1.0, 1.0, K)]).to(dtype)
+        params = torch.nn.Parameter(start_params)
         opt = torch.optim.Adam([params], lr=0.1)
         run_best, run_params = rank(params.detach())[0], params.detach().clone()
         stop_at, step = max_steps, 0

@@ -71,6 +71,10 @@ def loop_forward(x, h, d, T):
 
 def activation_cases(args, device, dtype) -> list:
     results = []
+    # One compiled graph per (K, size, grad mode): more than dynamo's default of 8 per function.
+    for name in ("cache_size_limit", "recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 256)
     compiled = torch.compile(loop_forward, dynamic=False) if not args.no_compile else None
     for numel in args.sizes:
         gen = torch.Generator().manual_seed(0)

@@ -59,6 +59,21 @@ def bench_md(device: str) -> str:
     return "\n".join(rows)
 
 
+def cli_md() -> str:
+    """benchmarks/results/fs_cli_digits.json: the outputs of `ttfs fs --json` (a list)."""
+    runs = json.loads((RESULTS / "fs_cli_digits.json").read_text())
+    rows = ["| activation | dataset | epochs | ANN acc. | FS acc. | agreement | max logit diff | spikes/neuron | "
+            "FS-neurons | latency | throughput | rate coding latency |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rows.append(f"| {r['activation']} | {r['dataset']} | {r['epochs']} | {r['ann_accuracy']:.2%} | "
+                    f"{r['fs_accuracy']:.2%} | {r['agreement']:.2%} | {r['max_logit_difference']:.3f} | "
+                    f"{r['spikes_per_neuron']:.2f} | {r['fs_neurons_per_image']} | {r['latency_steps']} steps | "
+                    f"1 image / {r['throughput_steps_per_image']} steps | {r['rate_coding_latency_steps']} steps |")
+    rows += ["", f"`ttfs fs --json --activation <a>` (default seed 0, {runs[0]['n_test']} test images); raw output "
+                 "in `benchmarks/results/fs_cli_digits.json`."]
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
@@ -67,7 +82,9 @@ def main() -> None:
     ok1 = replace_between_markers(readme, "<!-- fs-tables:begin -->", "<!-- fs-tables:end -->", tables_md())
     ok2 = replace_between_markers(readme, f"<!-- fs-bench-{args.device}:begin -->", f"<!-- fs-bench-{args.device}:end -->",
                                   bench_md(args.device))
-    print("README tables updated:", ok1, ok2)
+    ok3 = (RESULTS / "fs_cli_digits.json").exists() and replace_between_markers(
+        readme, "<!-- fs-cli:begin -->", "<!-- fs-cli:end -->", cli_md())
+    print("README tables updated:", ok1, ok2, ok3)
 
 
 if __name__ == "__main__":

@@ -127,8 +127,10 @@ struct FsForwardChunkVec {
         const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
         for (int g = 0; g < kGroups; ++g) {
           const ivec z = v[g] > tv;
-          acc[g] += z ? dv : zero;
-          v[g] -= z ? hv : zero;
+          // Selects of the sums (masked adds with AVX-512): the reference's y + d z and
+          // v - h z with z in {0, 1}, up to the sign of a zero.
+          acc[g] = z ? acc[g] + dv : acc[g];
+          v[g] = z ? v[g] - hv : v[g];
           if constexpr (kMode == 1) cnt[g] -= z;
           if constexpr (kMode == 2) cnt[g] |= (z & 1) << t;
         }

@@ -55,7 +55,7 @@ def bench_md(device: str) -> str:
     if net:
         rows += ["", "Converted CNN (the `ttfs fs` network on 1×28×28 inputs, batch 256, inference): " +
                  "; ".join(f"{a}: FS {v['fs_s'] * 1e3:.1f} ms vs ANN {v['ann_s'] * 1e3:.1f} ms "
-                           f"({v['fs_over_ann']:.2f}x)" for a, v in net.items()) + "."]
+                           f"(median per-cycle ratio FS/ANN {v['fs_over_ann']:.2f}x)" for a, v in net.items()) + "."]
     return "\n".join(rows)
 
 

@@ -363,3 +363,23 @@ def test_cli_fs_json():
     for key in ("ann_accuracy", "fs_accuracy", "agreement", "spikes_per_neuron", "latency_steps"):
         assert key in result
     assert result["latency_steps"] == 30 and math.isfinite(result["spikes_per_neuron"])
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_low_precision_and_autocast(dtype):
+    """float16/bfloat16 x: the steps in float32 (float32 h, d, T), y in x's dtype; under autocast
+    x keeps its dtype and a float64 table is cast."""
+    gen = generator(14)
+    h, d, T = [p.float().cuda() for p in _params(12, gen)]
+    x = _x((3, 1000), gen).to(dtype).cuda()
+    y = fs.fs_activation(x, h, d, T)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, ref.fs_activation(x, h, d, T), rtol=0, atol=0)
+    torch.testing.assert_close(y, fs.fs_activation(x.float(), h, d, T).to(dtype), rtol=0, atol=0)
+    with torch.autocast("cuda", dtype=dtype):
+        y2, _, _ = ops.fs_activation(x, h.double(), d.double(), T.double(), 0, False)
+    torch.testing.assert_close(y2, y, rtol=0, atol=0)
+    xg = x.detach().requires_grad_()
+    fs.fs_activation(xg, h, d, T).float().sum().backward()
+    assert xg.grad.dtype == dtype and torch.isfinite(xg.grad.float()).all()

@@ -99,6 +99,10 @@ struct FsVec {
   typedef T vec __attribute__((vector_size(64)));
   typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> lane_int;
   typedef lane_int ivec __attribute__((vector_size(64)));
+  static TTFS_INLINE vec abs(vec v) { return v < vec{} ? -v : v; }
+  static TTFS_INLINE vec sign(vec v) {  // sign(0) = 0, as autograd's abs
+    return v > vec{} ? vec{} + T(1) : (v < vec{} ? vec{} - T(1) : vec{});
+  }
 };
 
 template <typename T, int kMode, bool kCheck>
@@ -270,6 +274,106 @@ struct FsBackwardChunk {
   }
 };
 
+// The backward in the same explicit vectors: kBackGroups vectors per tile, the K potentials of
+// the tile on the stack, parameter gradients summed per lane in the element dtype over
+// kFlush tiles, then added to double lanes (a fixed order: deterministic). The tail of a
+// chunk runs the scalar loop.
+template <typename T, bool kWantX, bool kWantParams, bool kReg>
+struct FsBackwardChunkVec {
+  static TTFS_INLINE void run(const T* __restrict gy, const double* __restrict greg, const T* __restrict x,
+                              const T* __restrict h, const T* __restrict d, const T* __restrict th, int steps,
+                              T* __restrict gx, double* __restrict partial, int64_t n) {
+    using V = FsVec<T>;
+    using vec = typename V::vec;
+    using ivec = typename V::ivec;
+    constexpr int kL = V::kLanes, kG = 2, kStep = kL * kG, kFlush = 16;
+    constexpr int kP = kWantParams ? kFsMaxSteps : 1;
+    double lanes[3][kP][kL];
+    vec acc[3][kP][kG];
+    if constexpr (kWantParams) {
+      for (int q = 0; q < 3; ++q)
+        for (int t = 0; t < steps; ++t) {
+          for (int l = 0; l < kL; ++l) lanes[q][t][l] = 0.0;
+          for (int g = 0; g < kG; ++g) acc[q][t][g] = vec{};
+        }
+    }
+    const vec zero{}, one = zero + T(1);
+    int64_t i0 = 0;
+    int tiles = 0;
+    for (; i0 + kStep <= n; i0 += kStep) {
+      vec vb[kFsMaxSteps][kG], a[kG], g[kG];
+      for (int k = 0; k < kG; ++k) {
+        std::memcpy(&vb[0][k], x + i0 + k * kL, sizeof(vec));
+        std::memcpy(&g[k], gy + i0 + k * kL, sizeof(vec));
+        a[k] = zero;
+      }
+      for (int t = 0; t + 1 < steps; ++t) {
+        const vec hv = zero + h[t], tv = zero + th[t];
+        for (int k = 0; k < kG; ++k) vb[t + 1][k] = vb[t][k] > tv ? vb[t][k] - hv : vb[t][k];
+      }
+      for (int t = steps - 1; t >= 0; --t) {
+        const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
+        const vec gr = zero + (kReg ? static_cast<T>(greg[t]) : T(0));
+        for (int k = 0; k < kG; ++k) {
+          const vec vt = vb[t][k];
+          const ivec z = vt > tv;
+          const vec num = vt - tv, den = V::abs(vt) + one;
+          const vec vs = num / den;
+          const vec gz = g[k] * dv - a[k] * hv;
+          const vec tri = one - V::abs(vs);
+          vec gvs = gz * (tri > zero ? tri : zero);
+          if constexpr (kReg) gvs += V::abs(vs) > one ? gr * V::sign(vs) : zero;
+          const vec gnum = gvs / den;
+          const vec gden = -gvs * (vs / den);
+          if constexpr (kWantParams) {
+            acc[0][t][k] -= z ? a[k] : zero;
+            acc[1][t][k] += z ? g[k] : zero;
+            acc[2][t][k] -= gnum;
+          }
+          a[k] += gnum + gden * V::sign(vt);
+        }
+      }
+      if constexpr (kWantX) {
+        for (int k = 0; k < kG; ++k) std::memcpy(gx + i0 + k * kL, &a[k], sizeof(vec));
+      }
+      if constexpr (kWantParams) {
+        if (++tiles == kFlush) {
+          flush(acc, lanes, steps);
+          tiles = 0;
+        }
+      }
+    }
+    if constexpr (kWantParams) {
+      flush(acc, lanes, steps);
+      for (int q = 0; q < 3; ++q)
+        for (int t = 0; t < steps; ++t) {
+          double sum = 0.0;
+          for (int l = 0; l < kL; ++l) sum += lanes[q][t][l];
+          partial[q * steps + t] = sum;
+        }
+    }
+    if (i0 < n) {
+      double tail[3 * kFsMaxSteps];
+      FsBackwardChunk<T, kWantX, kWantParams, kReg>::run(gy + i0, greg, x + i0, h, d, th, steps,
+                                                         kWantX ? gx + i0 : nullptr, tail, n - i0);
+      if constexpr (kWantParams) {
+        for (int j = 0; j < 3 * steps; ++j) partial[j] += tail[j];
+      }
+    }
+  }
+
+  template <typename A, typename L>
+  static TTFS_INLINE void flush(A& acc, L& lanes, int steps) {
+    constexpr int kL = FsVec<T>::kLanes;
+    for (int q = 0; q < 3; ++q)
+      for (int t = 0; t < steps; ++t)
+        for (int k = 0; k < 2; ++k) {
+          for (int l = 0; l < kL; ++l) lanes[q][t][l] += static_cast<double>(acc[q][t][k][l]);
+          acc[q][t][k] = typename FsVec<T>::vec{};
+        }
+  }
+};
+
 template <typename T, bool kWantX, bool kWantParams, bool kReg>
 void fs_backward_impl(const FsBackwardParams& p) {
   const T* gy = static_cast<const T*>(p.grad_y);
@@ -282,8 +386,8 @@ void fs_backward_impl(const FsBackwardParams& p) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t lo = c * kChunk, n = std::min(kChunk, p.numel - lo);
       double* partial = kWantParams ? p.param_partial + c * 3 * p.steps : nullptr;
-      run_for_isa<FsBackwardChunk<T, kWantX, kWantParams, kReg>>(gy + lo, p.grad_reg, x + lo, h, d, th, p.steps,
-                                                                 kWantX ? gx + lo : nullptr, partial, n);
+      run_for_isa<FsBackwardChunkVec<T, kWantX, kWantParams, kReg>>(gy + lo, p.grad_reg, x + lo, h, d, th, p.steps,
+                                                                    kWantX ? gx + lo : nullptr, partial, n);
     }
   });
 }

@@ -66,6 +66,8 @@ def main() -> None:
                     help="first screen this many short restarts (--screen-steps each), then train the best "
                          "with --max-steps/--patience (one restart from it) and polish")
     ap.add_argument("--screen-steps", type=int, default=800)
+    ap.add_argument("--keep-better", action="store_true",
+                    help="keep the current table (and its results) where it has the lower MSE")
     ap.add_argument("--only", choices=sorted(FUNCS), action="append")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fs_tables.json"))
     args = ap.parse_args()
@@ -96,13 +98,17 @@ def main() -> None:
                                 time_budget=args.time_budget, polish_steps=args.polish_steps, init=init,
                                 verbose=True)
         seconds = time.perf_counter() - start
+        new = evaluate(name, r.h, r.d, r.T)
+        if args.keep_better and name in results and results[name]["mse"] <= new["mse"]:
+            print(f"{name}: kept the current table (MSE {results[name]['mse']:.3e} <= {new['mse']:.3e})", flush=True)
+            continue
         tables[name] = r.table()
         results[name] = {"K": K, "x_range": list(rng), "restarts": r.restarts + screened,
                          "steps": r.steps + (s.steps if screened else 0),
                          "seconds": seconds, "n_points": args.n_points, "max_steps": args.max_steps,
                          "patience": args.patience, "polish_steps": args.polish_steps, "seed": args.seed,
-                         "screen_restarts": screened, "screen_steps": args.screen_steps if screened else None, **evaluate(name, r.h, r.d, r.T),
-                         "table": r.table()}
+                         "screen_restarts": screened, "screen_steps": args.screen_steps if screened else None, **new,
+                         "meta": meta, "table": r.table()}
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "table"}), flush=True)
         write_tables(tables, meta)  # after each function: a later one may be interrupted
         with open(args.out, "w") as fh:

@@ -15,16 +15,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def tables_md() -> str:
     data = json.loads((RESULTS / "fs_tables.json").read_text())
-    rows = ["| table | K | fit range | MSE | max abs error | spikes/neuron, x ~ N(0, 1.5²) | restarts | steps | fit time |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| table | K | fit range | MSE | max abs error | spikes/neuron, x ~ N(0, 1.5²) | restarts | steps | fit time "
+            "| commit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(data["functions"].items()):
         rows.append(f"| {name} | {r['K']} | [{r['x_range'][0]:g}, {r['x_range'][1]:g}] | {r['mse']:.2e} | "
                     f"{r['max_abs_error']:.3f} | {r['spikes_per_neuron_normal_0_1.5']:.2f} | {r['restarts']} | "
-                    f"{r['steps']} | {r['seconds']:.0f} s |")
+                    f"{r['steps']} | {r['seconds']:.0f} s | {(r.get('meta', data['meta'])['git_commit'] or '?')[:7]} |")
     m = data["meta"]
     rows += ["", f"Fitted by `python benchmarks/fit_fs_tables.py` on {m['date']} ({m['threads']} threads, "
                  f"{m['cpu_isa']}, torch {m['torch']}); raw results in `benchmarks/results/fs_tables.json`. "
-                 "MSE on 100,001 equally spaced points of the fit range."]
+                 "MSE on 100,001 equally spaced points of the fit range. The SiLU fit ran before the CPU backward was "
+                 "vectorised, on a loaded machine; later refits (seed 1, and a screening run) did not beat it "
+                 "and `--keep-better` kept it. The settings of each fit are in the JSON."]
     return "\n".join(rows)
 
 

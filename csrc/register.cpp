@@ -37,6 +37,8 @@ struct Cpu {
     k.fs_forward = fs_forward_cpu;
     k.fs_backward = fs_backward_cpu;
     k.fs_partials = fs_partials_cpu;
+    k.spide_forward_step = spide_forward_step_cpu;
+    k.spide_backward_step = spide_backward_step_cpu;
     return k;
   }
 };
@@ -62,6 +64,8 @@ struct Cuda {
     k.fs_forward = fs_forward_cuda;
     k.fs_backward = fs_backward_cuda;
     k.fs_partials = fs_partials_cuda;
+    k.spide_forward_step = spide_forward_step_cuda;
+    k.spide_backward_step = spide_backward_step_cuda;
     return k;
   }
 };
@@ -96,6 +100,8 @@ void register_kernels(torch::Library& m) {
   TTFS_KERNEL("_first_spike_conv2d_backward", first_spike_conv2d_backward, 1);
   TTFS_KERNEL("fs_activation", fs_activation_forward, 0);
   TTFS_KERNEL("_fs_activation_backward", fs_activation_backward, 2);
+  TTFS_KERNEL("spide_forward_step", spide_forward_step_impl, 0);
+  TTFS_KERNEL("spide_backward_step", spide_backward_step_impl, 0);
 }
 
 #undef TTFS_KERNEL

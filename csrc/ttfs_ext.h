@@ -66,3 +66,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> _fs_activation_backwa
     const at::Tensor& d, const at::Tensor& T, std::array<bool, 4> output_mask);
 
 }  // namespace ttfs_ext
+
+namespace ttfs_ext {
+
+// ops/spide_neuron.cpp: one step of a population of feedback-SNN neurons (IDE/SPIDE), in
+// place on u and rate; returns the spikes (times gate, when given).
+at::Tensor spide_forward_step(const at::Tensor& u, const at::Tensor& rate, const at::Tensor& current,
+                              const std::optional<at::Tensor>& extra, const std::optional<at::Tensor>& gate,
+                              double v_th, double reset, double leak);
+at::Tensor spide_backward_step(const at::Tensor& u, const at::Tensor& rate, const at::Tensor& current,
+                               const std::optional<at::Tensor>& current_gate, const std::optional<at::Tensor>& inject,
+                               const std::optional<at::Tensor>& gate, double v_th, double reset, double amplitude,
+                               double leak);
+
+}  // namespace ttfs_ext

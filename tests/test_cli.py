@@ -29,8 +29,10 @@ def test_console_script_installed():
     assert result.returncode == 0 and "kernel_devices" in result.stdout
 
 
-def test_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "ttfs_ext.cli", "info"], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("module", ["ttfs_ext", "ttfs_ext.cli"])
+def test_module_entry_point(module):
+    """python -m ttfs_ext is the ttfs command (torchrun -m ttfs_ext train ... runs it per process)."""
+    result = subprocess.run([sys.executable, "-m", module, "info"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "version" in result.stdout
 
 

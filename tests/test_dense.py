@@ -6,7 +6,7 @@ import ttfs_ext
 from ttfs_ext import functional as TF
 from ttfs_ext import reference as R
 
-from _utils import DEVICES, assert_close_scaled, conv_case, dense_case, forward_backward
+from _utils import DEVICES, assert_close_scaled, conv_case, dense_case, forward_backward, generator
 
 SHAPES = [((16,), 20, 12), ((3, 5), 7, 33), ((1,), 1, 1), ((64,), 128, 10)]
 
@@ -218,6 +218,39 @@ def test_autocast_cuda(op, low):
         err = float((a.double().cpu() - e).abs().max())
         ref_err = float((lp.double().cpu() - e).abs().max())
         assert err <= 2 * ref_err + 1e-5 * max(1.0, float(e.abs().max())), f"{what}: {err} vs {ref_err}"
+
+
+def _upstream(out: torch.Tensor) -> torch.Tensor:
+    """forward_backward's upstream gradient for an output like `out`."""
+    return torch.randn(out.shape, generator=generator(1234), dtype=torch.float64).to(out)
+
+
+@pytest.mark.parametrize("op", ["linear", "readout", "conv2d"])
+def test_autocast_cpu_runs_the_kernels_in_float32(op):
+    """The CPU kernels compute in float32 and float64 only: under CPU autocast (bfloat16) every
+    operand of a B1 layer is float32 (the op's inner GEMM/convolution is not cast down), so the
+    values and gradients are those of a float32 call, bit for bit, and spike times stay float32."""
+    if op == "conv2d":
+        t_in, w, t_min, t_max, gen = conv_case(93)
+        b = 0.3 * torch.randn(6, generator=gen, dtype=torch.float64)
+        fn = lambda t, w_, b_: TF.conv2d(t, w_, b_, t_min, t_max, padding=1)  # noqa: E731
+    else:
+        t_in, w, b, t_min, t_max = dense_case(94, (32,), 48, 40)
+        window = (t_min, t_max) if op == "linear" else (t_min,)
+        fn = lambda t, w_, b_: getattr(TF, op)(t, w_, b_, *window)  # noqa: E731
+    plain, plain_grads = forward_backward(fn, (t_in, w, b), "cpu", torch.float32)
+    leaves = [x.float().requires_grad_() for x in (t_in, w, b)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fn(*leaves)
+        # A bfloat16 input (from an autocast layer before) is cast up, not refused.
+        low = fn(t_in.to(torch.bfloat16), w.float(), b.float())
+    # Backward outside the autocast region, as PyTorch recommends (inside, the backward's own
+    # matrix products would autocast too).
+    grads = torch.autograd.grad(out, leaves, _upstream(plain))
+    assert out.dtype == low.dtype == torch.float32
+    torch.testing.assert_close(out, plain, rtol=0, atol=0)
+    for g, p in zip(grads, plain_grads):
+        torch.testing.assert_close(g, p, rtol=0, atol=0)
 
 
 @pytest.mark.needs_cuda

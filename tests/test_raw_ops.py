@@ -58,6 +58,10 @@ _SCRIPT = textwrap.dedent(r'''
                                          "groups alpha_per_position threshold_per_position output_mask",
                                          [r(2, 6, 6, 6), r(2, 4, 6, 6), r(6, 4, 3, 3), r(2, 6, 6, 6), r(2, 6, 6, 6),
                                           0.0, 1.0, *G.values(), False, False, M4]),
+        "spide_forward_step": ("u rate current extra gate v_th reset leak", [*(r(4, 5) for _ in range(5)), 1.0, 2.0,
+                                                                             0.9]),
+        "spide_backward_step": ("u rate current current_gate inject gate v_th reset amplitude leak",
+                                [*(r(4, 5) for _ in range(6)), 0.5, 1.0, 1.0, 0.9]),
     }
 
     # Shapes that no op accepts, per argument (every tensor argument of every op has some).
@@ -96,6 +100,8 @@ _SCRIPT = textwrap.dedent(r'''
                     yield op, name, "inf", variant(float("inf")), False, name
                     if name == "t_max" and op.lstrip("_").startswith("first_spike"):  # t_start and t_max:
                         yield op, name, "empty window", variant(args[i - 1]), False, name  # one axis
+                elif name in ("v_th", "reset", "amplitude", "leak"):
+                    yield op, name, "nan", variant(float("nan")), False, name
                 elif name in ("stride", "dilation"):
                     yield op, name, "zero", variant([0, 1]), False, name
                 elif name == "padding":
@@ -134,7 +140,8 @@ def results():
 
 
 OPS = ["linear", "_linear_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward",
-       "first_spike_linear", "_first_spike_linear_backward", "first_spike_conv2d", "_first_spike_conv2d_backward"]
+       "first_spike_linear", "_first_spike_linear_backward", "first_spike_conv2d", "_first_spike_conv2d_backward",
+       "spide_forward_step", "spide_backward_step"]
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -7,15 +7,17 @@
 namespace ttfs_ext {
 namespace {
 
+template <c10::DeviceType device>
 at::Tensor readout_autocast(const at::Tensor& t_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                             double t_min) {
-  const NoAutocast guard(kAutocastKey);
-  const auto a = autocast_operands(t_in, weight, bias);
+  const NoAutocast guard(kAutocastKey<device>);
+  const auto a = autocast_operands<device>(t_in, weight, bias);
   return readout(a.t_in, a.weight, a.bias, t_min);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ttfs_ext, AutocastCUDA, m) { m.impl("readout", &readout_autocast); }
+TORCH_LIBRARY_IMPL(ttfs_ext, AutocastCUDA, m) { m.impl("readout", &readout_autocast<c10::DeviceType::CUDA>); }
+TORCH_LIBRARY_IMPL(ttfs_ext, AutocastCPU, m) { m.impl("readout", &readout_autocast<c10::DeviceType::CPU>); }
 
 }  // namespace ttfs_ext

@@ -217,6 +217,33 @@ const char* fs_forward_cuda(const FsForwardParams& p, void* stream);
 const char* fs_backward_cuda(const FsBackwardParams& p, void* stream);
 int64_t fs_partials_cuda(int64_t numel);
 
+// --- the neurons of feedback SNNs (spide_forward_step, spide_backward_step) -------------------
+// One time step of a population of IDE/SPIDE neurons (Xiao et al. 2021, 2023), element-wise
+// over n neurons, in place on the membrane potential u and the accumulated rate; every tensor
+// is contiguous with n elements of one dtype (float64 or float32).
+//   forward (IF/LIF, binary spikes):
+//     v = u + current [+ extra];  s = [v >= v_th];  u = (v - reset s) * leak;
+//     rate = leak * rate + s;     out = s [* gate]
+//   backward (ternary spikes, the SPIDE neuron couple):
+//     v = u + current [* current_gate] [+ inject];  k = [v >= v_th] - [v <= -v_th];
+//     u = (v - reset k) * leak;  rate = leak * rate + amplitude k;  out = amplitude k [* gate]
+// reset is the quantum V_th - u_rest; leak is 1 for IF.
+struct SpideStepParams {
+  void* u = nullptr;
+  void* rate = nullptr;
+  const void* current = nullptr;
+  const void* current_gate = nullptr;  // backward: the dropout mask of the layer's input, or nullptr
+  const void* extra = nullptr;         // forward: a constant input; backward: the injected gradient; or nullptr
+  const void* gate = nullptr;          // multiplies the output spikes, or nullptr
+  void* out = nullptr;
+  Dtype dtype = Dtype::Float32;
+  int64_t numel = 0;
+  double v_th = 1.0;
+  double reset = 1.0;
+  double amplitude = 1.0;  // backward only
+  double leak = 1.0;
+};
+
 // --- one device's kernels ------------------------------------------------------------------
 // Launchers return nullptr on success, else a message (the CUDA error string, or an
 // unsupported dtype); the layer code turns it into an exception.
@@ -228,6 +255,7 @@ using OnePassPaysFn = bool (*)(int64_t rows, int64_t weight_bytes);
 using FirstSpikeForwardFn = const char* (*)(const FirstSpikeForwardParams&, void* stream);
 using FirstSpikeGradInputFn = const char* (*)(const FirstSpikeGradInputParams&, void* stream);
 using FirstSpikeGradWeightFn = const char* (*)(const FirstSpikeGradWeightParams&, void* stream);
+using SpideStepFn = const char* (*)(const SpideStepParams&, void* stream);
 
 // Built per call by register.cpp (the stream is the current one).
 struct KernelTable {
@@ -252,6 +280,9 @@ struct KernelTable {
   FsForwardFn fs_forward = nullptr;
   FsBackwardFn fs_backward = nullptr;
   FsPartialsFn fs_partials = nullptr;
+  // The feedback-SNN neuron steps (register.cpp sets them on every device).
+  SpideStepFn spide_forward_step = nullptr;
+  SpideStepFn spide_backward_step = nullptr;
 };
 
 // Defined in cpu/*_kernel.cpp and cuda/*_kernel.cu.
@@ -267,5 +298,9 @@ const char* epilogue_cuda(const EpilogueParams& p, void* stream);
 const char* first_spike_forward_cuda(const FirstSpikeForwardParams& p, void* stream);
 const char* first_spike_grad_input_cuda(const FirstSpikeGradInputParams& p, void* stream);
 const char* first_spike_grad_weight_cuda(const FirstSpikeGradWeightParams& p, void* stream);
+const char* spide_forward_step_cpu(const SpideStepParams& p, void* stream);
+const char* spide_backward_step_cpu(const SpideStepParams& p, void* stream);
+const char* spide_forward_step_cuda(const SpideStepParams& p, void* stream);
+const char* spide_backward_step_cuda(const SpideStepParams& p, void* stream);
 
 }  // namespace ttfs_ext

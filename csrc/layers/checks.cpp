@@ -313,3 +313,33 @@ void check_fs_activation_backward(const char* op, const at::Tensor& grad_y, cons
 }
 
 }  // namespace ttfs_ext
+
+namespace ttfs_ext {
+
+void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rate,
+                      std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs, double v_th,
+                      double reset, double amplitude, double leak) {
+  const auto us = u.scalar_type();
+  TORCH_CHECK_TYPE(us == at::kDouble || us == at::kFloat, op,
+                   ": u (the membrane potential) must be float32 or float64, got ", us);
+  TORCH_CHECK_VALUE(u.is_contiguous(), op, ": u (updated in place) must be contiguous");
+  auto like_u = [&](const char* name, const at::Tensor& x) {
+    TORCH_CHECK_TYPE(x.scalar_type() == us, op, ": ", name, " must have the dtype of u (", us, "), got ",
+                     x.scalar_type());
+    TORCH_CHECK_VALUE(x.device() == u.device(), op, ": ", name, " is on ", x.device(), " but u is on ", u.device());
+    TORCH_CHECK_VALUE(x.sizes() == u.sizes(), op, ": ", name, " has shape ", x.sizes(), ", expected u's shape ",
+                      u.sizes());
+  };
+  like_u("rate", rate);
+  TORCH_CHECK_VALUE(rate.is_contiguous(), op, ": rate (updated in place) must be contiguous");
+  TORCH_CHECK_VALUE(u.numel() == 0 || !rate.is_same(u), op, ": rate and u must be different tensors");
+  for (const auto& [name, x] : inputs) {
+    if (x != nullptr && x->defined()) like_u(name, *x);
+  }
+  TORCH_CHECK_VALUE(std::isfinite(v_th) && v_th > 0, op, ": v_th must be finite and positive, got ", v_th);
+  TORCH_CHECK_VALUE(std::isfinite(reset) && reset >= 0, op, ": reset must be finite and >= 0, got ", reset);
+  TORCH_CHECK_VALUE(std::isfinite(amplitude), op, ": amplitude must be finite, got ", amplitude);
+  TORCH_CHECK_VALUE(leak > 0 && leak <= 1, op, ": leak must lie in (0, 1], got ", leak);
+}
+
+}  // namespace ttfs_ext

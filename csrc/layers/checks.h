@@ -10,7 +10,9 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <utility>
 
 namespace ttfs_ext {
 
@@ -76,5 +78,17 @@ void check_fs_activation(const char* op, const at::Tensor& x, const at::Tensor& 
                          const at::Tensor& T, int64_t spike_mode);
 void check_fs_activation_backward(const char* op, const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_reg,
                                   const at::Tensor& x, const at::Tensor& h, const at::Tensor& d, const at::Tensor& T);
+
+}  // namespace ttfs_ext
+
+namespace ttfs_ext {
+
+// spide_forward_step and spide_backward_step: u (the state, updated in place) float32 or
+// float64 and contiguous; rate the same; every other tensor of u's shape, dtype and device
+// (`inputs`: the optional ones may be undefined); v_th > 0, reset >= 0, leak in (0, 1],
+// amplitude finite.
+void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rate,
+                      std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs, double v_th,
+                      double reset, double amplitude, double leak);
 
 }  // namespace ttfs_ext

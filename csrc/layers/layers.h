@@ -104,3 +104,17 @@ std::pair<at::Tensor, at::Tensor> gated_grad(const KernelTable& k, const at::Ten
                                              int64_t span = 0);
 
 }  // namespace ttfs_ext
+
+namespace ttfs_ext {
+
+// layers/spide_neuron.cpp: one step of a population of feedback-SNN neurons, in place on u
+// and rate (kernels/params.h, SpideStepParams); returns the (gated) spikes.
+at::Tensor spide_forward_step_impl(const KernelTable& k, const at::Tensor& u, const at::Tensor& rate,
+                                   const at::Tensor& current, const std::optional<at::Tensor>& extra,
+                                   const std::optional<at::Tensor>& gate, double v_th, double reset, double leak);
+at::Tensor spide_backward_step_impl(const KernelTable& k, const at::Tensor& u, const at::Tensor& rate,
+                                    const at::Tensor& current, const std::optional<at::Tensor>& current_gate,
+                                    const std::optional<at::Tensor>& inject, const std::optional<at::Tensor>& gate,
+                                    double v_th, double reset, double amplitude, double leak);
+
+}  // namespace ttfs_ext

@@ -416,3 +416,67 @@ def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_st
     per_position, per_channel = tuple(grad_out.shape[1:]), (weight.shape[0],)
     return _grads_fake(t_in, weight, (t_in.shape, weight.shape, per_position if alpha_per_position else per_channel,
                                       per_position if threshold_per_position else per_channel), output_mask)
+
+
+# --- the neurons of feedback SNNs (IDE / SPIDE; the networks: ttfs_ext.spide) -----------------
+
+def _spide_scalar(op: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def spide_forward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tensor,
+                       extra: Optional[torch.Tensor] = None, gate: Optional[torch.Tensor] = None, *,
+                       v_th: float = 1.0, reset: float = 2.0, leak: float = 1.0,
+                       backend: Optional[str] = None) -> torch.Tensor:
+    """One time step of a population of IF (leak = 1) or LIF neurons with reset by
+    subtraction, in place on u (the membrane potential) and rate (the spike count, or the
+    leak-weighted count for LIF):
+
+        v = u + current [+ extra];  s = [v >= v_th];  u <- (v - reset s) leak;  rate <- leak rate + s
+
+    reset is the quantum V_th - u_rest: v_th for IDE's reset to 0, 2 v_th for SPIDE's modified
+    reset u_rest = -V_th. Returns s (0/1 in u's dtype), times gate when given (a dropout mask).
+    Every tensor has u's shape, dtype (float32 or float64) and device; u and rate are contiguous.
+    Not differentiable."""
+    op = "ttfs_ext.spide_forward_step"
+    v_th, reset, leak = (_spide_scalar(op, n, x) for n, x in (("v_th", v_th), ("reset", reset), ("leak", leak)))
+    if _backend.use_kernel(op, u, backend):
+        return _ops.spide_forward_step(u, rate, current, extra, gate, v_th, reset, leak)
+    _check("_spide_forward_step_check", u, rate, current, extra, gate, v_th, reset, leak)
+    return reference.spide_forward_step(u, rate, current, extra, gate, v_th, reset, leak)
+
+
+def spide_backward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tensor,
+                        current_gate: Optional[torch.Tensor] = None, inject: Optional[torch.Tensor] = None,
+                        gate: Optional[torch.Tensor] = None, *, v_th: float = 0.5, reset: float = 1.0,
+                        amplitude: float = 1.0, leak: float = 1.0, backend: Optional[str] = None) -> torch.Tensor:
+    """One time step of a population of SPIDE's ternary backward neurons, in place on u and rate:
+
+        v = u + current [* current_gate] [+ inject];  k = [v >= v_th] - [v <= -v_th]
+        u <- (v - reset k) leak;  rate <- leak rate + amplitude k
+
+    Returns amplitude k, times gate when given (the forward mask m = [0 < a < 1], ready for the
+    transposed connection). SPIDE's defaults: v_th 0.5, reset 1 (u_rest = -v_th), amplitude 1.
+    Shapes, dtypes and devices as spide_forward_step. Not differentiable."""
+    op = "ttfs_ext.spide_backward_step"
+    v_th, reset, amplitude, leak = (_spide_scalar(op, n, x) for n, x in
+                                    (("v_th", v_th), ("reset", reset), ("amplitude", amplitude), ("leak", leak)))
+    if _backend.use_kernel(op, u, backend):
+        return _ops.spide_backward_step(u, rate, current, current_gate, inject, gate, v_th, reset, amplitude, leak)
+    _check("_spide_backward_step_check", u, rate, current, current_gate, inject, gate, v_th, reset, amplitude, leak)
+    return reference.spide_backward_step(u, rate, current, current_gate, inject, gate, v_th, reset, amplitude, leak)
+
+
+@_fake("spide_forward_step", "_spide_forward_step_check")
+def _spide_forward_step_fake(u, rate, current, extra, gate, v_th, reset, leak):
+    return torch.empty_like(u, memory_format=torch.contiguous_format)
+
+
+@_fake("spide_backward_step", "_spide_backward_step_check")
+def _spide_backward_step_fake(u, rate, current, current_gate, inject, gate, v_th, reset, amplitude, leak):
+    return torch.empty_like(u, memory_format=torch.contiguous_format)
+
+
+__all__ += ["spide_forward_step", "spide_backward_step"]

@@ -180,3 +180,40 @@ def _first_spike_rows(tau: torch.Tensor, weight: torch.Tensor, alpha: torch.Tens
     t_rel = torch.where(theta <= 0, torch.zeros_like(t_rel), t_rel)  # at threshold when integration starts
     t = t_start + t_rel - t_origin  # on the outputs' axis, as t_max
     return torch.where(((theta <= 0) | fired) & (t < t_max), t, torch.full_like(t, t_max))
+
+
+# --- the neurons of feedback SNNs (IDE / SPIDE, Xiao et al.; ttfs_ext.spide) -------------------
+# One time step of a population, in place on u and rate, as the authors' time loops run it
+# (spike ">=", reset by subtraction of the quantum V_th - u_rest, then the leak).
+
+def spide_forward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tensor, extra: Optional[torch.Tensor],
+                       gate: Optional[torch.Tensor], v_th: float, reset: float, leak: float) -> torch.Tensor:
+    """v = u + current [+ extra]; s = [v >= v_th]; u = (v - reset s) leak; rate = leak rate + s.
+    Returns s, times gate (the dropout mask of the next connection) when given."""
+    v = u + current
+    if extra is not None:
+        v = v + extra
+    s = (v >= v_th).to(u.dtype)
+    u.copy_((v - reset * s) * leak)
+    rate.mul_(leak).add_(s)
+    return s * gate if gate is not None else s
+
+
+def spide_backward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tensor,
+                        current_gate: Optional[torch.Tensor], inject: Optional[torch.Tensor],
+                        gate: Optional[torch.Tensor], v_th: float, reset: float, amplitude: float,
+                        leak: float) -> torch.Tensor:
+    """The ternary neuron couple: v = u + current [* current_gate] [+ inject];
+    k = [v >= v_th] - [v <= -v_th]; u = (v - reset k) leak; rate = leak rate + amplitude k.
+    Returns amplitude k, times gate (the forward mask m = [0 < a < 1]) when given."""
+    v = u + (current * current_gate if current_gate is not None else current)
+    if inject is not None:
+        v = v + inject
+    k = (v >= v_th).to(u.dtype) - (v <= -v_th).to(u.dtype)
+    u.copy_((v - reset * k) * leak)
+    s = amplitude * k
+    rate.mul_(leak).add_(s)
+    return s * gate if gate is not None else s
+
+
+__all__ += ["spide_forward_step", "spide_backward_step"]

@@ -110,7 +110,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # --- run folders: ttfs train never replaces work it did not make in this invocation ----------------------
 
-TRAIN_FILES = ("checkpoint.pt", "metrics.json", "curves.png", "spike_histograms.png", "raster.png")
+TRAIN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv", "curves.png", "spike_histograms.png", "raster.png")
 EVALUATE_FILES = ("evaluate.csv", "evaluate.json", "evaluate.png")
 RUN_FILES = TRAIN_FILES + EVALUATE_FILES  # a run and what was derived from it: replaced together
 # The options that define a run's trajectory. --resume takes them from the run's checkpoint (a value
@@ -236,6 +236,9 @@ def _device(name: str) -> torch.device:
 
 
 def train_main(args: argparse.Namespace) -> int:
+    from . import scale
+    if scale.wants_scale(args):  # Places365, or any dataset under torchrun: the data-parallel loop
+        return scale.train_main(args)
     if args.resume and (args.init is not None or args.overwrite):
         raise CommandError("--resume continues a run; it cannot be combined with "
                            + ("--init (which starts a new one)" if args.init is not None else "--overwrite"))
@@ -429,9 +432,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=D.DATASETS + ("fashion_mnist", "fmnist"),
-                   help="fashion-mnist (default), mnist, digits, cifar10, cifar100")
-    p.add_argument("--model", choices=MODELS, help="fc2 (784-340-10, default), vgg16, vgg-small")
+    from . import scale
+    p.add_argument("--dataset", choices=D.DATASETS + ("fashion_mnist", "fmnist", "places365"),
+                   help="fashion-mnist (default), mnist, digits, cifar10, cifar100, places365 (trains at scale)")
+    p.add_argument("--model", choices=tuple(dict.fromkeys(MODELS + scale.PLACES365_MODELS)),
+                   help="fc2 (784-340-10, default), vgg16, vgg-small; for places365: vgg16 (torchvision's layout, "
+                        "default), vgg16_bn, vgg-paper (the papers' VGG at 224x224), vgg-small")
     p.add_argument("--epochs", type=POSITIVE_INT, help="epochs (default 3; with --resume, the total)")
     p.add_argument("--batch-size", type=POSITIVE_INT, help="batch size (default 32)")
     p.add_argument("--lr", type=POSITIVE_FLOAT, help="Adam learning rate (default 5e-4)")
@@ -463,6 +469,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON only")
+    scale.add_scale_arguments(p)
     # Every default None: ttfs train tells what the command line gave from what it left out
     # (--resume and --init take the latter from a checkpoint), then fills in TRAIN_DEFAULTS.
     p.set_defaults(**dict.fromkeys(TRAIN_DEFAULTS))

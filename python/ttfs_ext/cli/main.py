@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(CSV, JSON, PNG)")
     jobs.add_evaluate_arguments(evaluate)
     evaluate.set_defaults(func=jobs.evaluate_main)
+    from . import scale
+    validate = command("validate", "SNN vs ReLU twin on a validation split (top-1/top-5, agreement, spikes per "
+                                   "neuron, latency), sharded over torchrun's processes")
+    scale.add_validate_arguments(validate)
+    validate.set_defaults(func=scale.validate_main)
     bench_parser = command("bench", "time the kernels against the reference and the ReLU twin (layers, a training "
                                     "step, the event path, a time-stepped simulation); JSON")
     bench.add_arguments(bench_parser)
@@ -72,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "report accuracy, spikes per neuron, latency and throughput")
     fs_cli.add_arguments(fs_parser)
     fs_parser.set_defaults(func=fs_cli.run)
+    from . import spide as spide_command  # `ttfs spide`: feedback SNNs by SPIDE / IDE
+    spide_command.register(command)
     return parser
 
 

@@ -3,9 +3,13 @@
 * MNIST and Fashion-MNIST: the four IDX files (``train-images-idx3-ubyte`` ...; raw or gzip),
 * CIFAR-10 and CIFAR-100: the official "python version" pickles, from the extracted folder
   (``cifar-10-batches-py`` / ``cifar-100-python``) or straight from the ``.tar.gz`` archive,
-* digits: scikit-learn's bundled 8x8 digits (no files, no download).
+* digits: scikit-learn's bundled 8x8 digits (no files, no download),
+* Places365: :class:`Places365` reads the official file lists and JPEG folders image by image
+  (a torch Dataset with keyed augmentation; Pillow decodes), with :func:`preset` (the
+  torchvision and Caffe preprocessing), :func:`collate_skipping` and
+  :func:`make_synthetic_places365` (module places365).
 
-Every loader returns a :class:`Dataset`: float32 images in [0, 1] of shape (N, C, H, W) and
+Every loader but Places365 returns a :class:`Dataset`: float32 images in [0, 1] of shape (N, C, H, W) and
 int64 labels. No torchvision is needed.
 
 Where the files are looked for: in ``root`` alone, when it is given (a folder that does not
@@ -33,7 +37,7 @@ Usage::
         ...
 
 The modules: dataset (the Dataset type, errors, batching), sources (names, folders, URLs,
-checksums, downloading), idx (MNIST, Fashion-MNIST), cifar, digits.
+checksums, downloading), idx (MNIST, Fashion-MNIST), cifar, digits, places365.
 """
 from __future__ import annotations
 
@@ -43,12 +47,14 @@ from .cifar import load_cifar10, load_cifar100
 from .dataset import ChecksumError, Dataset, DatasetNotFoundError, PathLike, iterate_batches, subset
 from .digits import load_digits
 from .idx import load_fashion_mnist, load_mnist, read_idx
+from .places365 import Places365, collate_skipping, make_synthetic_places365, preset
 from .sources import CHECKSUMS, DATASETS, ENV_VAR, MIRRORS, SYSTEM_DIRS, cache_dir, canonical_name, fetch
 
 __all__ = [
     "Dataset", "DatasetNotFoundError", "ChecksumError", "DATASETS", "ENV_VAR", "MIRRORS", "CHECKSUMS",
     "SYSTEM_DIRS", "read_idx", "load_mnist", "load_fashion_mnist", "load_cifar10", "load_cifar100",
     "load_digits", "load_dataset", "canonical_name", "fetch", "cache_dir", "iterate_batches", "subset",
+    "Places365", "collate_skipping", "make_synthetic_places365", "preset",
 ]
 
 

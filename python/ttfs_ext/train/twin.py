@@ -23,6 +23,17 @@ class _InputActivation(nn.Module):
         return reference.input_activation(x, self.low, self.high)
 
 
+class _PositionBias(nn.Module):
+    """Adds a bias per output position (C, H, W), the parameter of the TTFS layer."""
+
+    def __init__(self, bias: nn.Parameter) -> None:
+        super().__init__()
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
+
+
 class _SignedMaxPool(nn.Module):
     def __init__(self, pool: tnn.TTFSMaxPool2d) -> None:
         super().__init__()
@@ -47,12 +58,13 @@ def relu_twin(net: tnn.TTFSSequential) -> nn.Sequential:
             if isinstance(m, tnn.TTFSLinear):
                 layers.append(nn.ReLU())
         elif isinstance(m, tnn.TTFSConv2d):
-            if m.bias is not None and m.bias.dim() == 3:
-                raise ValueError("relu_twin: per-position biases have no nn.Conv2d twin")
+            per_position = m.bias is not None and m.bias.dim() == 3  # (C, H, W): conversion's padding shift
             twin = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding_pair(), m.dilation,
-                             m.groups, bias=m.bias is not None, device="meta")
-            twin.weight, twin.bias = m.weight, m.bias
-            layers += [twin, nn.ReLU()]
+                             m.groups, bias=m.bias is not None and not per_position, device="meta")
+            twin.weight = m.weight
+            if not per_position:
+                twin.bias = m.bias
+            layers += [twin, _PositionBias(m.bias), nn.ReLU()] if per_position else [twin, nn.ReLU()]
         elif isinstance(m, tnn.TTFSMaxPool2d):
             layers.append(_SignedMaxPool(m) if m.channel_sign is not None else
                           nn.MaxPool2d(m.kernel_size, m.stride, m.padding))

@@ -1,0 +1,315 @@
+"""One training iteration of a feedback SNN (ttfs_ext.spide): the fused neuron-step kernels
+against the pure-PyTorch reference loop, forward (T steps) and backward (SPIDE's T_b ternary
+steps and the weight gradients) timed separately, in paired, alternated runs.
+
+Two pure-PyTorch baselines: the same network with backend="reference" (each population's
+step is ttfs_ext.reference's sequence of ATen ops, 7-10 element-wise launches, instead of one
+fused pass), and a port of the authors' time loops written from the description in
+../shared/docs/fs_spide.md (B1, B4: the masks, the 1/q and the injected gradient as separate
+ops, IF neurons, no dropout). The connections (ATen convolutions) and the weight gradients are
+the same calls in all three. Before timing, all must give the same gradients. The neuron steps
+alone (T steps on the populations' shapes) are timed too.
+
+    python benchmarks/bench_spide.py                    # CPU: ConvNet-F (MNIST) and AlexNet-F (CIFAR)
+    python benchmarks/bench_spide.py --device cuda --cuda-graphs   # on a GPU (benchmarks/run_gpu_spide.sh)
+
+JSON: benchmarks/results/spide_<device>.json (host, versions, commit).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite.host import git_state, tune_cpu_allocator  # noqa: E402
+
+import ttfs_ext  # noqa: E402
+from ttfs_ext import functional as TF  # noqa: E402
+from ttfs_ext import spide  # noqa: E402
+
+CASES = {
+    # name: (builder, input shape without batch, default batch, T, T_b)
+    "convnet_f-mnist": (spide.convnet_f, (1, 28, 28), 16, 30, 100),
+    "alexnet_f-cifar10": (spide.alexnet_f, (3, 32, 32), 4, 30, 250),
+}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _build(case, batch, device, backend, T=None, T_b=None):
+    builder, shape, _, T0, Tb0 = CASES[case]
+    torch.manual_seed(0)
+    net = builder(T=T or T0, T_b=T_b or Tb0, dropout=0.0, backend=backend).to(device)
+    net.train()
+    x = torch.rand((batch, *shape), generator=torch.Generator().manual_seed(1)).to(device)
+    y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(2)).to(device)
+    return net, x, y
+
+
+# --- a port of the authors' time loops (written from ../shared/docs/fs_spide.md B1 and B4, not
+# copied): per population and step u = u + I; s = (u >= V_th).float(); u = u - q s; a = a + s,
+# and in the backward I = (1/q) W^T (m * s_b) [+ g]; u_b = u_b + I; s_b = (u_b >= V_b).float() -
+# (u_b <= -V_b).float(); u_b = u_b - 2 V_b s_b; beta = beta + s_b. IF neurons, no dropout.
+
+def _port_forward(net, x):
+    n = net.num_populations
+    c = net.input(x)
+    u, a, s_last = [None] * n, [None] * n, None
+    for t in range(net.T):
+        s = None
+        for l in range(n):
+            if l == 0:
+                current = c if t == 0 or net.feedback is None else c + net.feedback(s_last)
+            else:
+                current = net.layers[l - 1](s)
+            u[l] = current if t == 0 else u[l] + current
+            s = (u[l] >= net.v_th).float()
+            u[l] = u[l] - net.q * s
+            a[l] = s if t == 0 else a[l] + s
+        s_last = s
+    return [r / net.T for r in a]
+
+
+def _port_backward(net, g, rates):
+    n = net.num_populations
+    masks = [((r > 0) & (r < 1)).float() for r in rates]
+    g = g * net.loss_scale
+    u, beta, out = [torch.zeros_like(r) for r in rates], [torch.zeros_like(r) for r in rates], [None] * n
+    for t in range(net.T_b):
+        for l in reversed(range(n)):
+            if l == n - 1:
+                current = g if t == 0 or net.feedback is None else (
+                    g + net.feedback.adjoint(masks[0] * out[0], rates[-1].shape) * (1 / net.q))
+            else:
+                current = net.layers[l].adjoint(masks[l + 1] * out[l + 1], rates[l].shape) * (1 / net.q)
+            u[l] = u[l] + current
+            out[l] = (u[l] >= net.v_th_b).float() - (u[l] <= -net.v_th_b).float()
+            u[l] = u[l] - net.q_b * out[l]
+            beta[l] = beta[l] + out[l]
+    return [b / (net.T_b * net.loss_scale) for b in beta], masks
+
+
+class _Port(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, net, x, *params):
+        rates = _port_forward(net, x)
+        ctx.net = net
+        ctx.save_for_backward(x, *rates)
+        return rates[-1].clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        x, *rates = ctx.saved_tensors
+        with torch.no_grad():
+            betas, masks = _port_backward(ctx.net, g, rates)
+        grads = ctx.net._weight_grads(x, rates, masks, betas, None, need_x=False)
+        return (None, None, *grads[1:])
+
+
+def _port_net_forward(net, x):
+    if net.fb_norm is not None and net.feedback is not None:
+        net.restrict_feedback_norm(x)
+    return net.readout(_Port.apply(net, x, *net.snn_parameters()).flatten(1))
+
+
+def _iteration(net, x, y, device, port=False):
+    """(forward seconds, backward seconds) of one training iteration."""
+    net.zero_grad(set_to_none=True)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = _port_net_forward(net, x) if port else net(x)
+    loss = F.cross_entropy(out, y)
+    _sync(device)
+    t1 = time.perf_counter()
+    loss.backward()
+    _sync(device)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def _check(case, batch, device, T, T_b):
+    grads = {}
+    for backend in (None, "reference", "port"):
+        net, x, y = _build(case, batch, device, None if backend == "port" else backend, T, T_b)
+        F.cross_entropy(_port_net_forward(net, x) if backend == "port" else net(x), y).backward()
+        grads[backend] = torch.cat([p.grad.flatten() for p in net.parameters()])
+    diff = float((grads[None] - grads["reference"]).abs().max())
+    # the port scales by 1/q after the transposed products (the kernels fold it into the mask):
+    # float32 rounding may flip a rare backward spike
+    port = float((grads[None] - grads["port"]).norm() / grads[None].norm())
+    scale = float(grads["reference"].abs().max())
+    return diff, scale, port
+
+
+def _neuron_steps(net, x, steps, repeats):
+    """Seconds of `steps` forward neuron steps and of `steps` ternary steps on the populations'
+    shapes, kernel vs reference (median of repeats)."""
+    shapes = [(x.shape[0], *s[1:]) for s in net._population_shapes(x)]
+    out = {}
+    for kind in ("forward", "backward"):
+        for backend in (None, "reference"):
+            times = []
+            for _ in range(repeats):
+                state = [(torch.zeros(s, device=x.device), torch.zeros(s, device=x.device),
+                          torch.randn(s, device=x.device)) for s in shapes]
+                gates = [torch.ones(s, device=x.device) for s in shapes]
+                _sync(x.device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    for (u, r, c), g in zip(state, gates):
+                        if kind == "forward":
+                            TF.spide_forward_step(u, r, c, None, g, v_th=1.0, reset=2.0, backend=backend)
+                        else:
+                            TF.spide_backward_step(u, r, c, None, None, g, v_th=0.5, reset=1.0, backend=backend)
+                _sync(x.device)
+                times.append(time.perf_counter() - t0)
+            out[f"{kind}_{'kernel' if backend is None else 'reference'}_s"] = statistics.median(times)
+        out[f"{kind}_speedup"] = out[f"{kind}_reference_s"] / out[f"{kind}_kernel_s"]
+    return out
+
+
+def run_case(case, batch, device, repeats, T=None, T_b=None):
+    diff, scale, port_diff = _check(case, min(batch, 2), device, T, T_b)
+    if not diff <= 1e-5 * max(scale, 1.0):
+        raise SystemExit(f"{case}: the kernel and reference gradients differ by {diff:g} (scale {scale:g})")
+    if not port_diff <= 0.05:
+        raise SystemExit(f"{case}: the kernel and port gradients differ by {port_diff:g} (relative)")
+    nets = {b: _build(case, batch, device, None if b == "port" else b, T, T_b) for b in (None, "reference", "port")}
+    for b in nets:  # warm-up
+        _iteration(*nets[b], device, port=b == "port")
+    times = {b: {"forward": [], "backward": []} for b in nets}
+    for rep in range(repeats):
+        order = [None, "reference", "port"] if rep % 2 == 0 else ["port", "reference", None]
+        for b in order:
+            f, bw = _iteration(*nets[b], device, port=b == "port")
+            times[b]["forward"].append(f)
+            times[b]["backward"].append(bw)
+    med = {b: {k: statistics.median(v) for k, v in times[b].items()} for b in times}
+    k, r, pt = med[None], med["reference"], med["port"]
+    net, x, _ = nets[None]
+    row = dict(case=case, batch=batch, T=net.T, T_b=net.T_b, repeats=repeats,
+               kernel_forward_s=k["forward"], kernel_backward_s=k["backward"],
+               reference_forward_s=r["forward"], reference_backward_s=r["backward"],
+               forward_speedup=r["forward"] / k["forward"], backward_speedup=r["backward"] / k["backward"],
+               iteration_speedup=(r["forward"] + r["backward"]) / (k["forward"] + k["backward"]),
+               port_forward_s=pt["forward"], port_backward_s=pt["backward"],
+               port_forward_speedup=pt["forward"] / k["forward"], port_backward_speedup=pt["backward"] / k["backward"],
+               port_iteration_speedup=(pt["forward"] + pt["backward"]) / (k["forward"] + k["backward"]),
+               check_max_grad_diff=diff, check_grad_scale=scale, check_port_relative_grad_diff=port_diff,
+               forward_rate=net.last_stats.get("forward_rate"), backward_rate=net.last_stats.get("backward_rate"),
+               neuron_steps=_neuron_steps(net, x, net.T, max(3, repeats)),
+               all_forward_s=times[None]["forward"], all_reference_forward_s=times["reference"]["forward"])
+    print(f"{case} (batch {batch}, T {net.T}, T_b {net.T_b}): forward {k['forward']*1e3:.1f} ms vs reference "
+          f"{r['forward']*1e3:.1f} ms ({row['forward_speedup']:.2f}x); backward {k['backward']*1e3:.1f} ms vs "
+          f"{r['backward']*1e3:.1f} ms ({row['backward_speedup']:.2f}x); iteration {row['iteration_speedup']:.2f}x; "
+          f"against the port of the authors' loop: forward {row['port_forward_speedup']:.2f}x, backward "
+          f"{row['port_backward_speedup']:.2f}x, iteration {row['port_iteration_speedup']:.2f}x; "
+          f"neuron steps alone: forward {row['neuron_steps']['forward_speedup']:.2f}x, backward "
+          f"{row['neuron_steps']['backward_speedup']:.2f}x", flush=True)
+    return row
+
+
+def run_cuda_graphs(case, batch, repeats):
+    """GPU: the T-step forward simulation and the T_b-step ternary loop, each captured once as
+    a CUDA graph and replayed, against eager launches (the kernel path both times)."""
+    net, x, _ = _build(case, batch, torch.device("cuda"), None)
+    net.eval()
+    static_x = x.clone()
+    with torch.no_grad():
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                net._simulate(static_x, None)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_rates = net._simulate(static_x, None)
+        eager, replay = [], []
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            rates = net._simulate(x, None)
+            torch.cuda.synchronize()
+            eager.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            graph.replay()
+            torch.cuda.synchronize()
+            replay.append(time.perf_counter() - t0)
+        diff = max(float((a - b).abs().max()) for a, b in zip(rates, static_rates))
+        # the T_b-step ternary loop (net._spide_loop: no synchronisation inside)
+        g = torch.randn_like(rates[-1]) * 1e-3
+        with torch.cuda.stream(s):
+            for _ in range(2):
+                net._spide_loop(g, static_rates, None)
+        torch.cuda.current_stream().wait_stream(s)
+        bgraph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(bgraph):
+            static_beta, _ = net._spide_loop(g, static_rates, None)
+        beager, breplay = [], []
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            beta, _ = net._spide_loop(g, static_rates, None)
+            torch.cuda.synchronize()
+            beager.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            bgraph.replay()
+            torch.cuda.synchronize()
+            breplay.append(time.perf_counter() - t0)
+        bdiff = max(float((a - b).abs().max()) for a, b in zip(beta, static_beta))
+    return dict(case=case, batch=batch, eager_forward_s=statistics.median(eager),
+                graph_forward_s=statistics.median(replay),
+                graph_speedup=statistics.median(eager) / statistics.median(replay), max_rate_diff=diff,
+                eager_backward_loop_s=statistics.median(beager), graph_backward_loop_s=statistics.median(breplay),
+                backward_graph_speedup=statistics.median(beager) / statistics.median(breplay),
+                max_beta_diff=bdiff)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--batch", type=int, help="default: each case's (CPU) or 128 (CUDA)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--T", type=int)
+    ap.add_argument("--T-b", type=int)
+    ap.add_argument("--cuda-graphs", action="store_true", help="also time the forward captured as a CUDA graph")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the shared 2-core machine)")
+    ap.add_argument("--out", help="JSON file (default benchmarks/results/spide_<device>.json)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    allocator = tune_cpu_allocator() if device.type == "cpu" else None
+    rows = [run_case(c, args.batch or (CASES[c][2] if device.type == "cpu" else 128), device, args.repeats, args.T,
+                     args.T_b) for c in args.cases]
+    graphs = [run_cuda_graphs(c, args.batch or 128, args.repeats) for c in args.cases] if args.cuda_graphs else []
+    status = ttfs_ext.status()
+    result = dict(benchmark="bench_spide", device=str(device), cases=rows, cuda_graphs=graphs,
+                  host=dict(platform=platform.platform(), processor=platform.processor(), cpu_count=os.cpu_count(),
+                            torch_threads=torch.get_num_threads(), load_average=os.getloadavg(),
+                            gpu=status["gpu"], cpu_allocator=allocator),
+                  versions=dict(python=platform.python_version(), torch=torch.__version__,
+                                ttfs_ext=status["version"], build=status["build"], cpu_isa=status["cpu_isa"]),
+                  **git_state(), command="python benchmarks/bench_spide.py " + " ".join(sys.argv[1:]),
+                  time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"spide_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`ttfs spide`: train and evaluate a feedback SNN with SPIDE or IDE (ttfs_ext.spide), with the
+papers' settings per dataset as defaults (ttfs_ext.spide.train.DEFAULTS)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError
+
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
+
+
+def register(command) -> None:
+    p = command("spide", "train a feedback SNN by SPIDE (spiking backward) or IDE (implicit differentiation); "
+                         "per-epoch accuracy and firing rates, checkpoints, JSON")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..spide import MODELS
+    p.add_argument("--model", choices=sorted(MODELS), help="architecture (default: the dataset's paper net)")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--backward", choices=("spide", "ide"), default="spide")
+    p.add_argument("--epochs", type=POSITIVE_INT, help="default: the paper's (digits: 20)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=128)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, help="default 0.05")
+    p.add_argument("--milestones", type=POSITIVE_INT, nargs="*", help="epochs at which the lr drops x0.1 "
+                   "(default: the paper's)")
+    p.add_argument("--weight-decay", type=NONNEGATIVE_FLOAT, default=5e-4)
+    p.add_argument("--T", type=POSITIVE_INT, help="forward time steps (default: the model's, 30; F400: 5)")
+    p.add_argument("--T-b", type=POSITIVE_INT, help="SPIDE backward time steps (default 100; CIFAR 250)")
+    p.add_argument("--loss-scale", type=POSITIVE_FLOAT, help="gradient scale of the spiking backward (default "
+                   "100; CIFAR-10 400, CIFAR-100 500)")
+    p.add_argument("--reference-scaling", action="store_true",
+                   help="scale the loss and divide the learning rate by the loss scale, as the reference code")
+    p.add_argument("--dropout", type=NONNEGATIVE_FLOAT, help="variational dropout (default: the model's)")
+    p.add_argument("--leak", type=POSITIVE_FLOAT, default=1.0, help="1: IF; < 1: LIF")
+    p.add_argument("--hidden", type=POSITIVE_INT, help="F400's population size (default 400)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-steps", type=POSITIVE_INT, help="at most this many iterations per epoch")
+    p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--data-root", help="folder of the dataset's files")
+    p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import data
+    from ..spide import build
+    from ..spide.train import DEFAULTS, fit
+
+    if args.resume and not args.checkpoint:
+        raise CommandError("--resume needs --checkpoint")
+    d = DEFAULTS[args.dataset]
+    model = args.model or d["model"]
+    ds = data.load_dataset(args.dataset, root=args.data_root, download=args.download) if args.dataset != "digits" \
+        else data.load_digits(seed=args.seed)
+    c, size = ds.x_train.shape[1], ds.x_train.shape[2]
+    kw = dict(in_channels=c, size=size, classes=ds.classes, backward=args.backward,
+              T_b=args.T_b or d["T_b"], loss_scale=args.loss_scale or d["loss_scale"], leak=args.leak)
+    if args.T is not None:
+        kw["T"] = args.T
+    if args.dropout is not None:
+        kw["dropout"] = args.dropout
+    if args.hidden is not None:
+        if model != "f400":
+            raise CommandError("--hidden applies to --model f400 only")
+        kw["hidden"] = args.hidden
+    torch.manual_seed(args.seed)
+    net = build(model, **kw)
+    epochs = args.epochs or d["epochs"]
+    lr = args.lr or d["lr"]
+    milestones = tuple(args.milestones) if args.milestones is not None else tuple(d["milestones"])
+    settings = dict(model=model, dataset=args.dataset, backward=args.backward, epochs=epochs, lr=lr,
+                    batch_size=args.batch_size, T=net.T, T_b=net.T_b, loss_scale=net.loss_scale, leak=net.leak,
+                    dropout=net.dropout, milestones=list(milestones), warmup=d["warmup"],
+                    reference_scaling=args.reference_scaling, seed=args.seed)
+
+    def show(row):
+        if not args.json:
+            b = f"{row['backward_rate']:.4f}" if row["backward_rate"] is not None else "-"
+            print(f"epoch {row['epoch']:3d}  loss {row['train_loss']:.4f}  train {row['train_accuracy']:.4f}  "
+                  f"test {row['test_accuracy']:.4f}  forward rate {row['forward_rate']:.4f}  backward rate {b}  "
+                  f"{row['seconds']:.1f} s", flush=True)
+
+    t0 = time.perf_counter()
+    history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
+                  warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
+                  seed=args.seed, checkpoint=args.checkpoint, resume=args.resume, device=args.device,
+                  max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings)
+    last = history[-1] if history else {}
+    result = dict(test_accuracy=last.get("test_accuracy"), backward=args.backward,
+                  forward_rate=last.get("forward_rate"), backward_rate=last.get("backward_rate"),
+                  train_accuracy=last.get("train_accuracy"), settings=settings, history=history,
+                  seconds=time.perf_counter() - t0, command="ttfs " + " ".join(sys.argv[1:]))
+    if args.json:
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,454 @@
+"""FeedbackSNN: the feedback spiking networks of IDE and SPIDE (Xiao et al. 2021, 2023).
+
+Populations 1..N of IF/LIF neurons; an input connection F into population 1, feed-forward
+connections l -> l+1, one feedback connection N -> 1 (or none), and a readout on the average
+firing rate a^N. The forward pass runs T steps without a graph (memory O(neurons), not
+O(T)); the gradient comes from the equilibrium of the rates,
+
+    a^1 = s((W_fb (d^N a^N) + F x + b) / q),  a^{l+1} = s((W^l (d^l a^l) + b^{l+1}) / q),
+    s(z) = clamp(z, 0, 1),  a^N = f(a^N)
+
+(d^l: the variational-dropout masks, q = V_th - u_rest), as the implicit-function theorem
+gives it: dL/dtheta = beta^T df/dtheta with beta = g + J_f^T beta, g = dL/da^N. Two ways:
+  backward="spide": beta from SPIDE's ternary spiking neurons run T_b steps on the transposed
+      network, and the weight gradients from the two-stage rates (1/q) (m beta) a^T, returned
+      as the parameters' ordinary gradients by an autograd.Function;
+  backward="ide": the same forward, then beta by a fixed-point solver (Anderson) on autograd
+      VJPs of one evaluation of f at the spiking rates, and autograd to the parameters.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import functional as TF
+from .solvers import solve
+
+__all__ = ["FeedbackSNN", "Connection", "sigma", "SaturationWarning"]
+
+
+class SaturationWarning(RuntimeWarning):
+    """SPIDE's backward rates saturated at the spike amplitude: the gradient is clipped
+    (lower loss_scale)."""
+
+
+def sigma(z: torch.Tensor) -> torch.Tensor:
+    """clamp(z, 0, 1) whose derivative is the forward mask [0 < z < 1] (strict, as SPIDE's)."""
+    inside = (z > 0) & (z < 1)
+    return torch.where(inside, z, z.detach().clamp(0, 1))
+
+
+class Connection(nn.Module):
+    """One connection between populations: a Linear (input flattened), Conv2d, ConvTranspose2d
+    or AvgPool2d. forward(x) is the module's; adjoint(y, in_shape) the transpose of its linear
+    part (no bias): SPIDE's back_compute."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d)):
+            raise TypeError(f"ttfs_ext.spide: a connection must be nn.Linear, nn.Conv2d, nn.ConvTranspose2d or "
+                            f"nn.AvgPool2d, got {type(module).__name__}")
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.module, nn.Linear) and x.dim() > 2:
+            x = x.flatten(1)
+        return self.module(x)
+
+    def linear_part(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return F.linear(x.flatten(1) if x.dim() > 2 else x, m.weight)
+        if isinstance(m, nn.Conv2d):
+            return F.conv2d(x, m.weight, None, m.stride, m.padding, m.dilation, m.groups)
+        if isinstance(m, nn.ConvTranspose2d):
+            return F.conv_transpose2d(x, m.weight, None, m.stride, m.padding, m.output_padding, m.groups,
+                                      m.dilation)
+        return m(x)
+
+    def adjoint(self, y: torch.Tensor, in_shape: Sequence[int]) -> torch.Tensor:
+        m = self.module
+        if isinstance(m, nn.Linear):
+            return (y @ m.weight).reshape(in_shape)
+        if isinstance(m, nn.Conv2d):
+            size = [(y.shape[2 + i] - 1) * m.stride[i] - 2 * m.padding[i] + m.dilation[i] * (m.kernel_size[i] - 1) + 1
+                    for i in range(2)]
+            pad = [in_shape[2 + i] - size[i] for i in range(2)]
+            return F.conv_transpose2d(y, m.weight, None, m.stride, m.padding, pad, m.groups, m.dilation)
+        if isinstance(m, nn.ConvTranspose2d):
+            return F.conv2d(y, m.weight, None, m.stride, m.padding, m.dilation, m.groups)
+        k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
+        if k == s and _pair(m.padding) == (0, 0) and not m.ceil_mode and tuple(in_shape[2:]) == (
+                y.shape[2] * k[0], y.shape[3] * k[1]):
+            return y.repeat_interleave(k[0], 2).repeat_interleave(k[1], 3) / (k[0] * k[1])
+        with torch.enable_grad():  # any other pooling: the VJP of the (linear) pooling
+            x = torch.zeros(in_shape, dtype=y.dtype, device=y.device, requires_grad=True)
+            (g,) = torch.autograd.grad(m(x), x, y)
+        return g
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class _Spide(torch.autograd.Function):
+    """Forward: the T-step simulation. Backward: the T_b-step ternary simulation; returns the
+    gradients of x and of the network's parameters (as the inputs of this function)."""
+
+    @staticmethod
+    def forward(ctx, net: "FeedbackSNN", x: torch.Tensor, drops, *params):
+        with torch.no_grad():
+            rates = net._simulate(x, drops)
+        net.last_stats["forward_rate"] = net._mean_rate(rates)
+        ctx.net, ctx.drops = net, drops
+        ctx.save_for_backward(x, *rates)
+        return rates[-1].clone()
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        net = ctx.net
+        x, *rates = ctx.saved_tensors
+        with torch.no_grad():
+            betas, masks = net._spide_backward(g, rates, ctx.drops)
+        grads = net._weight_grads(x, rates, masks, betas, ctx.drops, need_x=ctx.needs_input_grad[1])
+        return (None, grads[0], None, *grads[1:])
+
+
+class FeedbackSNN(nn.Module):
+    """A feedback SNN trained by SPIDE or IDE (see the module docstring).
+
+    input: the connection F from the input into population 1; layers: the connections l -> l+1
+    (N - 1 of them, possibly none); feedback: N -> 1 (None: a feed-forward chain run as an
+    equilibrium net, as SPIDE's LeNet); readout: an nn.Module on a^N (flattened), or None to
+    return a^N. Connections: nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d.
+
+    Neurons: T steps; leak 1 (IF) or < 1 (LIF); v_th; reset="modified" (u_rest = -v_th, SPIDE:
+    q = 2 v_th) or "zero" (u_rest = 0, IDE: q = v_th). Backward neurons (SPIDE): T_b steps,
+    v_th_b = 0.5 with the modified reset (quantum 2 v_th_b) and amplitude 1. loss_scale
+    multiplies the gradient injected into the backward neurons (their rates are bounded by
+    the amplitude and resolve about 1/T_b) and divides the returned gradients, so that they are
+    the loss's own (the reference scales the loss and divides the learning rate instead: do
+    that outside with loss_scale=1). dropout: variational, one mask per sample and neuron on
+    each population's spikes, reused over all steps and in the backward pass (training only).
+    fb_norm: None, ("frobenius", r) (SPIDE: the feedback operator's RMS gain, from 64 random
+    projections, kept <= r) or ("spectral", r) (IDE: its largest singular value by power
+    iteration, <= r), enforced on the feedback weight at each training forward.
+    backend: the neuron steps' ('cpu', 'cuda', 'reference' or None: automatic).
+    forward_mode: "spiking" (the simulation) or "equilibrium" (the continuous map's fixed point,
+    solved to solver_tol: an oracle for tests).
+    """
+
+    def __init__(self, input: nn.Module, layers: Sequence[nn.Module] = (), feedback: Optional[nn.Module] = None,
+                 readout: Optional[nn.Module] = None, *, T: int = 30, T_b: int = 100, backward: str = "spide",
+                 leak: float = 1.0, v_th: float = 1.0, reset: str = "modified", v_th_b: float = 0.5,
+                 loss_scale: float = 100.0, dropout: float = 0.0, fb_norm: Optional[tuple] = None,
+                 solver: str = "anderson", solver_tol: float = 1e-6, solver_max_iter: int = 50,
+                 strict: bool = False, backend: Optional[str] = None, forward_mode: str = "spiking"):
+        super().__init__()
+        if backward not in ("spide", "ide"):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: backward must be 'spide' or 'ide', got {backward!r}")
+        if reset not in ("modified", "zero"):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: reset must be 'modified' or 'zero', got {reset!r}")
+        if forward_mode not in ("spiking", "equilibrium"):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: forward_mode must be 'spiking' or 'equilibrium', "
+                             f"got {forward_mode!r}")
+        for name, value in (("T", T), ("T_b", T_b)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ttfs_ext.spide.FeedbackSNN: {name} must be a positive int, got {value!r}")
+        if not 0 < leak <= 1:
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: leak must lie in (0, 1], got {leak}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: dropout must lie in [0, 1), got {dropout}")
+        if not (v_th > 0 and v_th_b > 0 and loss_scale > 0):
+            raise ValueError("ttfs_ext.spide.FeedbackSNN: v_th, v_th_b and loss_scale must be positive")
+        if fb_norm is not None and (len(fb_norm) != 2 or fb_norm[0] not in ("frobenius", "spectral")
+                                    or not fb_norm[1] > 0):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: fb_norm must be None, ('frobenius', r) or "
+                             f"('spectral', r) with r > 0, got {fb_norm!r}")
+        self.input = Connection(input)
+        self.layers = nn.ModuleList(Connection(m) for m in layers)
+        self.feedback = Connection(feedback) if feedback is not None else None
+        self.readout = readout
+        self.T, self.T_b, self.backward_mode, self.leak, self.v_th = T, T_b, backward, float(leak), float(v_th)
+        self.reset = reset
+        self.q = self.v_th * (2.0 if reset == "modified" else 1.0)
+        self.v_th_b = float(v_th_b)
+        self.q_b = 2.0 * self.v_th_b  # the modified reset of the backward neurons; amplitude 1
+        self.loss_scale, self.dropout, self.fb_norm = float(loss_scale), float(dropout), fb_norm
+        self.solver, self.solver_tol, self.solver_max_iter, self.strict = solver, solver_tol, solver_max_iter, strict
+        self.backend, self.forward_mode = backend, forward_mode
+        self.last_stats: dict = {}
+        self._shapes: Optional[tuple] = None  # (input shape, the populations' shapes at batch 1)
+
+    def extra_repr(self) -> str:
+        return (f"backward={self.backward_mode!r}, T={self.T}, T_b={self.T_b}, leak={self.leak}, v_th={self.v_th}, "
+                f"reset={self.reset!r}, q={self.q}, v_th_b={self.v_th_b}, loss_scale={self.loss_scale}, "
+                f"dropout={self.dropout}, fb_norm={self.fb_norm}")
+
+    # --- structure ---------------------------------------------------------------------------
+
+    @property
+    def num_populations(self) -> int:
+        return len(self.layers) + 1
+
+    def snn_parameters(self) -> list[nn.Parameter]:
+        """The parameters of F, the layers and the feedback (not the readout's), in the order
+        the SPIDE function takes them."""
+        mods = [self.input, *self.layers] + ([self.feedback] if self.feedback is not None else [])
+        return [p for m in mods for p in m.parameters()]
+
+    @staticmethod
+    def _mean_rate(rates: list) -> float:
+        """The average firing rate over every neuron of every population."""
+        return sum(float(r.sum()) for r in rates) / max(sum(r.numel() for r in rates), 1)
+
+    def _rate_norm(self, steps: int) -> float:
+        return 1.0 / steps if self.leak == 1.0 else (1 - self.leak) / (1 - self.leak ** steps)
+
+    def _drops(self, x: torch.Tensor) -> Optional[list]:
+        if not (self.training and self.dropout > 0):
+            return None
+        if self._shapes is None or self._shapes[0] != tuple(x.shape[1:]):
+            self._shapes = (tuple(x.shape[1:]), self._population_shapes(x))
+        keep = 1 - self.dropout
+        return [torch.empty((x.shape[0], *s[1:]), dtype=x.dtype, device=x.device).bernoulli_(keep) / keep
+                for s in self._shapes[1]]
+
+    def _population_shapes(self, x: torch.Tensor) -> list:
+        with torch.no_grad():
+            h = self.input(x[:1])
+            shapes = [tuple(h.shape)]
+            for conn in self.layers:
+                h = conn(h)
+                shapes.append(tuple(h.shape))
+        return shapes
+
+    # --- forward -----------------------------------------------------------------------------
+
+    def _simulate(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
+        """The T-step simulation; the populations' average firing rates a^1..a^N."""
+        n, T = self.num_populations, self.T
+        c = self.input(x)
+        u: list = [None] * n
+        rate: list = [None] * n
+        s_last = None
+        step = TF.spide_forward_step
+        kw = dict(v_th=self.v_th, reset=self.q, leak=self.leak, backend=self.backend)
+        for t in range(T):
+            s = None
+            for l in range(n):
+                if l == 0:
+                    if t == 0 or self.feedback is None:
+                        cur, extra = c, None
+                    else:
+                        cur, extra = self.feedback(s_last), c
+                else:
+                    cur, extra = self.layers[l - 1](s), None
+                if t == 0:
+                    u[l] = torch.zeros_like(cur, memory_format=torch.contiguous_format)
+                    rate[l] = torch.zeros_like(u[l])
+                s = step(u[l], rate[l], cur, extra, drops[l] if drops is not None else None, **kw)
+            s_last = s
+        norm = self._rate_norm(T)
+        return [r.mul_(norm) for r in rate]
+
+    def equilibrium_map(self, x: torch.Tensor, a_last: torch.Tensor, drops: Optional[list] = None,
+                        c: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """One evaluation of the continuous map: [a^1, ..., a^N] from a^N (differentiable)."""
+        c = self.input(x) if c is None else c
+        z = c if self.feedback is None else c + self.feedback(a_last * drops[-1] if drops else a_last)
+        out = [sigma(z / self.q)]
+        for l, conn in enumerate(self.layers):
+            a = out[-1] * drops[l] if drops else out[-1]
+            out.append(sigma(conn(a) / self.q))
+        return out
+
+    def _equilibrium(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            c = self.input(x)
+            a0 = self.equilibrium_map(x, torch.zeros(self._last_shape(x), dtype=x.dtype, device=x.device), drops,
+                                      c)[-1]
+            res = solve(lambda a: self.equilibrium_map(x, a, drops, c)[-1], a0, method=self.solver,
+                        tol=self.solver_tol, max_iter=self.solver_max_iter, strict=self.strict,
+                        what="forward equilibrium")
+            return self.equilibrium_map(x, res.x, drops, c)
+
+    def _last_shape(self, x):
+        shapes = self._population_shapes(x)
+        return (x.shape[0], *shapes[-1][1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.fb_norm is not None and self.feedback is not None:
+            self.restrict_feedback_norm(x)
+        drops = self._drops(x)
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.snn_parameters())
+        if self.backward_mode == "spide" and grad and self.forward_mode == "spiking":
+            a_last = _Spide.apply(self, x, drops, *self.snn_parameters())
+        else:
+            rates = self._equilibrium(x, drops) if self.forward_mode == "equilibrium" else None
+            if rates is None:
+                with torch.no_grad():
+                    rates = self._simulate(x, drops)
+            self.last_stats["forward_rate"] = self._mean_rate(rates)
+            a_last = rates[-1]
+            if grad or (torch.is_grad_enabled() and x.requires_grad):
+                if self.backward_mode == "ide":
+                    a_last = self._ide(x, a_last.detach(), drops)
+                else:  # SPIDE on the continuous equilibrium (forward_mode="equilibrium")
+                    a_last = _SpideAt.apply(self, x, drops, a_last.detach(), *self.snn_parameters())
+        out = a_last.flatten(1) if self.readout is not None and a_last.dim() > 2 else a_last
+        return self.readout(out) if self.readout is not None else out
+
+    # --- IDE ---------------------------------------------------------------------------------
+
+    def _ide(self, x: torch.Tensor, a_star: torch.Tensor, drops: Optional[list]) -> torch.Tensor:
+        a0 = a_star.clone().requires_grad_()
+        fa = self.equilibrium_map(x, a0, drops)[-1]
+        net = self
+        handle = None
+
+        def hook(g: torch.Tensor) -> torch.Tensor:
+            handle.remove()  # the VJPs below run backward through fa: no second solve there
+
+            def fn(beta):
+                (vjp,) = torch.autograd.grad(fa, a0, beta, retain_graph=True)
+                return vjp + g
+            with torch.no_grad():
+                res = solve(fn, g, method=net.solver, tol=net.solver_tol, max_iter=net.solver_max_iter,
+                            strict=net.strict, what="IDE backward")
+            net.last_stats.update(backward_residual=res.residual, backward_iterations=res.iterations)
+            net.last_beta = res.x.detach()
+            return res.x
+
+        handle = fa.register_hook(hook)
+        return fa + (a_star - fa).detach()  # the value: the spiking rates; the gradient: through f
+
+    # --- SPIDE -------------------------------------------------------------------------------
+
+    def _spide_backward(self, g: torch.Tensor, rates: list, drops: Optional[list]):
+        """The T_b-step ternary simulation on the transposed network: beta^1..beta^N and the
+        forward masks m^l = [0 < a^l < 1]; the backward rates in last_stats."""
+        beta, masks = self._spide_loop(g, rates, drops)
+        T_b = self.T_b
+        norm = self._rate_norm(T_b) / self.loss_scale
+        rate_b = sum(float(b.abs().sum()) for b in beta) * self._rate_norm(T_b) / sum(b.numel() for b in beta)
+        saturated = max(float((b.abs() * self._rate_norm(T_b) >= 1 - 1.0 / T_b).float().mean()) for b in beta)
+        self.last_stats.update(backward_rate=rate_b, backward_saturated=saturated)
+        if saturated > 0.01:
+            warnings.warn(f"ttfs_ext.spide: {saturated:.1%} of the backward neurons of a population saturated at "
+                          f"the spike amplitude: the gradient is clipped (lower loss_scale={self.loss_scale:g})",
+                          SaturationWarning, stacklevel=4)
+        return [b.mul_(norm) for b in beta], masks
+
+    def _spide_loop(self, g: torch.Tensor, rates: list, drops: Optional[list]):
+        """The loop itself, without a synchronisation (a CUDA graph can capture it): the
+        populations' ternary spike sums and the forward masks."""
+        n, T_b = self.num_populations, self.T_b
+        shapes = [r.shape for r in rates]
+        masks = [((r > 0) & (r < 1)).to(r.dtype) for r in rates]
+        gates = [m / self.q for m in masks]  # the 1/q of the transposed products, folded in
+        inject = (g * self.loss_scale).contiguous()
+        u = [torch.zeros_like(r) for r in rates]
+        beta = [torch.zeros_like(r) for r in rates]
+        out: list = [None] * n
+        step = TF.spide_backward_step
+        kw = dict(v_th=self.v_th_b, reset=self.q_b, amplitude=1.0, leak=self.leak, backend=self.backend)
+        for t in range(T_b):
+            for l in reversed(range(n)):
+                cg = drops[l] if drops is not None else None
+                if l == n - 1:
+                    if t == 0 or self.feedback is None:
+                        cur, cg_l, inj = inject, None, None
+                    else:
+                        cur, cg_l, inj = self.feedback.adjoint(out[0], shapes[-1]), cg, inject
+                else:
+                    cur, cg_l, inj = self.layers[l].adjoint(out[l + 1], shapes[l]), cg, None
+                out[l] = step(u[l], beta[l], cur, cg_l, inj, gates[l], **kw)
+        return beta, masks
+
+    def _weight_grads(self, x: torch.Tensor, rates: list, masks: list, betas: list, drops: Optional[list],
+                      need_x: bool) -> list:
+        """(1/q) (m^{l+1} beta^{l+1}) (d^l a^l)^T for every connection, by the connections' own
+        weight-gradient kernels (autograd through one evaluation each); [grad_x, *param grads]."""
+        params = self.snn_parameters()
+        grads = {id(p): None for p in params}
+        pairs = [(self.input, x, 0)]
+        for l, conn in enumerate(self.layers):
+            pairs.append((conn, rates[l] * drops[l] if drops else rates[l], l + 1))
+        if self.feedback is not None:
+            pairs.append((self.feedback, rates[-1] * drops[-1] if drops else rates[-1], 0))
+        grad_x = None
+        with torch.enable_grad():
+            for conn, inp, target in pairs:
+                ps = [p for p in conn.parameters() if p.requires_grad]
+                want_x = need_x and conn is self.input
+                inp = inp.detach().requires_grad_(want_x)
+                if not ps and not want_x:
+                    continue
+                y = conn(inp)
+                og = (masks[target] * betas[target] / self.q).reshape(y.shape)
+                gs = torch.autograd.grad(y, ps + ([inp] if want_x else []), og, allow_unused=True)
+                for p, gp in zip(ps, gs):
+                    grads[id(p)] = gp if grads[id(p)] is None else grads[id(p)] + gp
+                if want_x:
+                    grad_x = gs[-1]
+        return [grad_x] + [grads[id(p)] for p in params]
+
+    # --- feedback-weight norm restriction ----------------------------------------------------
+
+    @torch.no_grad()
+    def feedback_norm(self, x: torch.Tensor, kind: str = "frobenius", samples: int = 64,
+                      iterations: int = 20) -> float:
+        """The feedback operator's RMS gain ||A||_F / sqrt(dim) from `samples` random
+        projections (SPIDE), or its largest singular value by power iteration (IDE)."""
+        if self.feedback is None:
+            return 0.0
+        shape = self._last_shape(x[:1])
+        A = self.feedback.linear_part
+        w = self.feedback.module.weight
+        if kind == "frobenius":
+            v = torch.randn((samples, *shape[1:]), dtype=w.dtype, device=w.device)
+            return float((A(v).pow(2).sum() / v.pow(2).sum()).sqrt())
+        v = torch.randn(shape, dtype=w.dtype, device=w.device)
+        sigma_ = 0.0
+        for _ in range(iterations):
+            v = v / v.norm().clamp_min(1e-30)
+            y = A(v)
+            sigma_ = float(y.norm())
+            v = self.feedback.adjoint(y, shape)
+        return sigma_
+
+    @torch.no_grad()
+    def restrict_feedback_norm(self, x: torch.Tensor) -> float:
+        """Scales the feedback weight down so that its norm (fb_norm) is at most the limit;
+        returns the norm before."""
+        kind, limit = self.fb_norm
+        norm = self.feedback_norm(x, kind, iterations=5)
+        if norm > limit:
+            self.feedback.module.weight.mul_(limit / norm)
+        return norm
+
+
+class _SpideAt(torch.autograd.Function):
+    """SPIDE's backward at given rates (the continuous equilibrium): for tests."""
+
+    @staticmethod
+    def forward(ctx, net, x, drops, a_last, *params):
+        rates = net.equilibrium_map(x, a_last, drops)
+        ctx.net, ctx.drops = net, drops
+        ctx.save_for_backward(x, *rates)
+        return rates[-1].clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        net = ctx.net
+        x, *rates = ctx.saved_tensors
+        with torch.no_grad():
+            betas, masks = net._spide_backward(g, rates, ctx.drops)
+        grads = net._weight_grads(x, rates, masks, betas, ctx.drops, need_x=ctx.needs_input_grad[1])
+        return (None, grads[0], None, None, *grads[1:])
+

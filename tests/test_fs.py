@@ -383,3 +383,15 @@ def test_cuda_low_precision_and_autocast(dtype):
     xg = x.detach().requires_grad_()
     fs.fs_activation(xg, h, d, T).float().sum().backward()
     assert xg.grad.dtype == dtype and torch.isfinite(xg.grad.float()).all()
+
+
+@needs_kernels
+def test_cpu_autocast_bfloat16():
+    """Under CPU autocast a bfloat16 x runs the float32 kernel and returns bfloat16."""
+    gen = generator(15)
+    h, d, T = [p.float() for p in _params(10, gen)]
+    x = _x((2, 500), gen).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _, _ = ops.fs_activation(x, h.double(), d.double(), T.double(), 0, False)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref.fs_activation(x, h, d, T), rtol=0, atol=0)

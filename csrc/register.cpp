@@ -34,6 +34,9 @@ struct Cpu {
     k.checks_finite_in_prologue = true;
     k.sums_spans_in_prologue = true;
     k.sorts_rows = true;
+    k.fs_forward = fs_forward_cpu;
+    k.fs_backward = fs_backward_cpu;
+    k.fs_partials = fs_partials_cpu;
     k.spide_forward_step = spide_forward_step_cpu;
     k.spide_backward_step = spide_backward_step_cpu;
     return k;
@@ -58,6 +61,9 @@ struct Cuda {
                   first_spike_grad_weight_cuda};
     k.stream = static_cast<void*>(c10::cuda::getCurrentCUDAStream().stream());
     k.can_sync = c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
+    k.fs_forward = fs_forward_cuda;
+    k.fs_backward = fs_backward_cuda;
+    k.fs_partials = fs_partials_cuda;
     k.spide_forward_step = spide_forward_step_cuda;
     k.spide_backward_step = spide_backward_step_cuda;
     return k;
@@ -92,6 +98,8 @@ void register_kernels(torch::Library& m) {
   TTFS_KERNEL("_first_spike_linear_backward", first_spike_linear_backward, 1);
   TTFS_KERNEL("first_spike_conv2d", first_spike_conv2d_forward, 0);
   TTFS_KERNEL("_first_spike_conv2d_backward", first_spike_conv2d_backward, 1);
+  TTFS_KERNEL("fs_activation", fs_activation_forward, 0);
+  TTFS_KERNEL("_fs_activation_backward", fs_activation_backward, 2);
   TTFS_KERNEL("spide_forward_step", spide_forward_step_impl, 0);
   TTFS_KERNEL("spide_backward_step", spide_backward_step_impl, 0);
 }

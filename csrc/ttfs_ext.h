@@ -55,6 +55,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> _first_spike_conv2d_b
     c10::IntArrayRef dilation, int64_t groups, bool alpha_per_position, bool threshold_per_position,
     std::array<bool, 4> output_mask, int64_t workspace);
 
+// ops/fs_activation.cpp: few-spikes neurons; (y, spikes, reg). spike_mode 0: spikes is empty,
+// 1: uint8 spike counts, 2: int32 K-bit spike masks; reg: (K,) per-step regulariser means, or
+// empty unless with_reg.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fs_activation(const at::Tensor& x, const at::Tensor& h,
+                                                             const at::Tensor& d, const at::Tensor& T,
+                                                             int64_t spike_mode, bool with_reg);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> _fs_activation_backward(
+    const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_reg, const at::Tensor& x, const at::Tensor& h,
+    const at::Tensor& d, const at::Tensor& T, std::array<bool, 4> output_mask);
+
 }  // namespace ttfs_ext
 
 namespace ttfs_ext {

@@ -148,6 +148,7 @@ def test_export_round_trip():
 
 OPS = ["linear", "_linear_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward", "first_spike_linear",
        "_first_spike_linear_backward", "first_spike_conv2d", "_first_spike_conv2d_backward",
+       "fs_activation", "_fs_activation_backward",
        "spide_forward_step", "spide_backward_step"]
 # Each op's check-only twin: the op's argument checks, one function for every device.
 CHECKS = ["_" + name.lstrip("_") + "_check" for name in OPS]

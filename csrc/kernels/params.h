@@ -160,6 +160,63 @@ struct FirstSpikeGradWeightParams {
   double t_origin = 0.0;  // as for grad_input
 };
 
+// --- few-spikes neurons (fs_activation; Stoeckl & Maass) ----------------------------------------
+// One K-step neuron per element, parameters h, d, T (K values each) shared by all:
+//   v = x; for t < K: z = v > T[t]; y += z ? d[t] : 0; v -= z ? h[t] : 0
+// (the inference step order: spike with T(t), emit d(t), then subtract h(t)). y has x's dtype;
+// the steps run in x's dtype (float32 for float16/bfloat16 x on CUDA, whose h, d, T are float32).
+// NaN x gives NaN y. The per-step regulariser of the fitting loss, where asked for, is
+//   m[t] = mean_x max(|v_s(t)| - 1, 0),   v_s(t) = (v(t) - T[t]) / (|v(t)| + 1),
+// returned as `partials` rows of K partial sums (double) that the caller adds in a fixed order.
+constexpr int kFsMaxSteps = 32;
+
+struct FsForwardParams {
+  const void* x = nullptr;
+  const void* h = nullptr;  // K values each, in param_dtype
+  const void* d = nullptr;
+  const void* T = nullptr;
+  void* y = nullptr;
+  void* spikes = nullptr;          // spike_mode 1: uint8 counts, 2: int32 K-bit masks (bit t: step t); else nullptr
+  double* reg_partial = nullptr;   // (partials, K) partial sums of max(|v_s| - 1, 0); nullptr = none
+  int32_t* nonfinite = nullptr;    // host flag, set to 1 for a NaN/inf x; nullptr = no check (the CPU only)
+  Dtype dtype = Dtype::Float32;    // of x and y
+  Dtype param_dtype = Dtype::Float32;
+  int64_t numel = 0;
+  int64_t partials = 1;            // rows of reg_partial: KernelTable::fs_partials(numel)
+  int32_t steps = 0;               // K, 1..kFsMaxSteps
+  int32_t spike_mode = 0;
+};
+
+// The surrogate backward, recomputing the K steps per element (nothing per step is stored):
+// dz/dv_s = max(0, 1 - |v_s|), differentiated through v_s as autograd differentiates the
+// reference loop, plus grad_reg[t] / numel * [|v_s| > 1] sign(v_s) from the regulariser.
+struct FsBackwardParams {
+  const void* grad_y = nullptr;      // x's dtype
+  const double* grad_reg = nullptr;  // K values on the device, already divided by numel; nullptr = none
+  const void* x = nullptr;
+  const void* h = nullptr;
+  const void* d = nullptr;
+  const void* T = nullptr;
+  void* grad_x = nullptr;            // x's dtype; nullptr = not wanted
+  double* param_partial = nullptr;   // (partials, 3, K): h, d, T; nullptr = not wanted
+  Dtype dtype = Dtype::Float32;
+  Dtype param_dtype = Dtype::Float32;
+  int64_t numel = 0;
+  int64_t partials = 1;
+  int32_t steps = 0;
+};
+
+using FsForwardFn = const char* (*)(const FsForwardParams&, void* stream);
+using FsBackwardFn = const char* (*)(const FsBackwardParams&, void* stream);
+using FsPartialsFn = int64_t (*)(int64_t numel);
+
+const char* fs_forward_cpu(const FsForwardParams& p, void* stream);
+const char* fs_backward_cpu(const FsBackwardParams& p, void* stream);
+int64_t fs_partials_cpu(int64_t numel);
+const char* fs_forward_cuda(const FsForwardParams& p, void* stream);
+const char* fs_backward_cuda(const FsBackwardParams& p, void* stream);
+int64_t fs_partials_cuda(int64_t numel);
+
 // --- the neurons of feedback SNNs (spide_forward_step, spide_backward_step) -------------------
 // One time step of a population of IDE/SPIDE neurons (Xiao et al. 2021, 2023), element-wise
 // over n neurons, in place on the membrane potential u and the accumulated rate; every tensor
@@ -219,6 +276,10 @@ struct KernelTable {
   bool sorts_rows = false;                 // first_spike_forward reads tau and sorts each row itself
   // False while the stream is captured into a CUDA graph: no data check that would synchronise.
   bool can_sync = true;
+  // fs_activation (nullptr where a build has none).
+  FsForwardFn fs_forward = nullptr;
+  FsBackwardFn fs_backward = nullptr;
+  FsPartialsFn fs_partials = nullptr;
   // The feedback-SNN neuron steps (register.cpp sets them on every device).
   SpideStepFn spide_forward_step = nullptr;
   SpideStepFn spide_backward_step = nullptr;

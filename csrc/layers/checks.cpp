@@ -270,6 +270,48 @@ ConvGeometry check_first_spike_conv2d_backward(const char* op, const at::Tensor&
   return g;
 }
 
+// --- fs_activation ---------------------------------------------------------------------------
+
+void check_fs_activation(const char* op, const at::Tensor& x, const at::Tensor& h, const at::Tensor& d,
+                         const at::Tensor& T, int64_t spike_mode) {
+  const auto xs = x.scalar_type();
+  const bool low_precision = (xs == at::kHalf || xs == at::kBFloat16) && x.is_cuda();
+  TORCH_CHECK_TYPE(xs == at::kDouble || xs == at::kFloat || low_precision, op,
+                   ": x must be float32 or float64 (or float16/bfloat16 on CUDA), got ", xs);
+  const auto ps = low_precision ? at::kFloat : xs;
+  const int64_t k = h.dim() == 1 ? h.size(0) : -1;
+  for (const auto& [name, p] : {Named{"h", h}, Named{"d", d}, Named{"T", T}}) {
+    TORCH_CHECK_TYPE(p.scalar_type() == ps, op, ": ", name, " must have dtype ", ps,
+                     low_precision ? " (float32 for float16/bfloat16 x)" : " (the dtype of x)", ", got ",
+                     p.scalar_type());
+    TORCH_CHECK_VALUE(p.device() == x.device(), op, ": ", name, " is on ", p.device(), " but x is on ", x.device());
+    TORCH_CHECK_VALUE(p.dim() == 1, op, ": ", name, " must be 1-D (K,), got shape ", p.sizes());
+    TORCH_CHECK_VALUE(p.size(0) == k, op, ": h, d and T must have one length K, got h ", h.sizes(), ", d ",
+                      d.sizes(), " and T ", T.sizes());
+  }
+  TORCH_CHECK_VALUE(k >= 1 && k <= 32, op, ": the number of steps K (the length of h, d and T) must be in 1..32, got ",
+                    k);
+  TORCH_CHECK_VALUE(spike_mode >= 0 && spike_mode <= 2, op,
+                    ": spike_mode must be 0 (none), 1 (counts) or 2 (masks), got ", spike_mode);
+}
+
+void check_fs_activation_backward(const char* op, const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_reg,
+                                  const at::Tensor& x, const at::Tensor& h, const at::Tensor& d, const at::Tensor& T) {
+  check_fs_activation(op, x, h, d, T, 0);
+  TORCH_CHECK_TYPE(grad_y.scalar_type() == x.scalar_type(), op, ": grad_y must have the dtype of x (",
+                   x.scalar_type(), "), got ", grad_y.scalar_type());
+  TORCH_CHECK_VALUE(grad_y.device() == x.device(), op, ": grad_y is on ", grad_y.device(), " but x is on ",
+                    x.device());
+  check_shape(op, "grad_y", grad_y, x.sizes());
+  if (grad_reg.has_value()) {
+    TORCH_CHECK_TYPE(grad_reg->is_floating_point(), op, ": grad_reg must be a floating-point tensor or None, got ",
+                     grad_reg->scalar_type());
+    TORCH_CHECK_VALUE(grad_reg->device() == x.device(), op, ": grad_reg is on ", grad_reg->device(),
+                      " but x is on ", x.device());
+    check_shape(op, "grad_reg", *grad_reg, h.sizes());
+  }
+}
+
 }  // namespace ttfs_ext
 
 namespace ttfs_ext {

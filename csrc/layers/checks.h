@@ -71,6 +71,14 @@ ConvGeometry check_first_spike_conv2d_backward(const char* op, const at::Tensor&
                                                at::IntArrayRef stride, at::IntArrayRef padding,
                                                at::IntArrayRef dilation, int64_t groups, int64_t workspace);
 
+// fs_activation: x float32/float64 (or float16/bfloat16 on CUDA, with float32 h, d, T), h, d, T
+// 1-D of one length K in 1..32 on x's device, spike_mode 0..2; the backward also grad_y (x's
+// shape and dtype) and grad_reg ((K,), float, or None).
+void check_fs_activation(const char* op, const at::Tensor& x, const at::Tensor& h, const at::Tensor& d,
+                         const at::Tensor& T, int64_t spike_mode);
+void check_fs_activation_backward(const char* op, const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_reg,
+                                  const at::Tensor& x, const at::Tensor& h, const at::Tensor& d, const at::Tensor& T);
+
 }  // namespace ttfs_ext
 
 namespace ttfs_ext {

@@ -3,6 +3,7 @@
 //   linear.cpp       linear and readout: one GEMM between two element-wise passes
 //   conv2d.cpp       conv2d: the same with a convolution
 //   first_spike.cpp  the event-exact general neuron: sorting, im2col, groups, reductions
+//   fs_activation.cpp  few-spikes neurons: one element-wise kernel, fixed-order partial sums
 // Every function checks its arguments first (layers/checks.h).
 #pragma once
 
@@ -65,6 +66,16 @@ Grads4 first_spike_conv2d_backward(const KernelTable& k, const at::Tensor& grad_
                                    double t_start, double t_origin, at::IntArrayRef stride, at::IntArrayRef padding,
                                    at::IntArrayRef dilation, int64_t groups, bool alpha_per_position,
                                    bool threshold_per_position, std::array<bool, 4> output_mask, int64_t workspace);
+
+// Few-spikes neurons on x (any shape) with h, d, T (K,): (y, spikes, reg), as ttfs_ext.h says.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fs_activation_forward(const KernelTable& k, const at::Tensor& x,
+                                                                     const at::Tensor& h, const at::Tensor& d,
+                                                                     const at::Tensor& T, int64_t spike_mode,
+                                                                     bool with_reg);
+// (grad_x, grad_h, grad_d, grad_T) of the surrogate gradient, for grad_y and grad_reg (or None).
+Grads4 fs_activation_backward(const KernelTable& k, const at::Tensor& grad_y, const std::optional<at::Tensor>& grad_reg,
+                              const at::Tensor& x, const at::Tensor& h, const at::Tensor& d, const at::Tensor& T,
+                              std::array<bool, 4> output_mask);
 
 // --- shared by linear.cpp and conv2d.cpp (passes.cpp) ------------------------------------------
 

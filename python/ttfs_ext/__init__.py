@@ -20,9 +20,10 @@ from . import functional, reference  # noqa: E402  (functional registers the fak
 from . import nn  # noqa: E402
 from .convert import ConversionError, agreement, convert  # noqa: E402
 from .events import simulate  # noqa: E402
+from . import fs  # noqa: E402  (few-spikes neurons; registers the fs_activation fakes)
 
 __all__ = [
     "functional", "reference", "nn", "status", "set_backend", "get_backend", "kernel_devices",
     "set_input_checks", "input_checks_enabled", "__version__", "convert", "agreement", "simulate",
-    "ConversionError",
+    "ConversionError", "fs",
 ]

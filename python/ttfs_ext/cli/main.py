@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "step, the event path, a time-stepped simulation); JSON")
     bench.add_arguments(bench_parser)
     bench_parser.set_defaults(func=bench.run)
+    from . import fs as fs_cli
+    fs_parser = command("fs", "train a ReLU or SiLU CNN, convert it to few-spikes neurons (Stöckl & Maass) and "
+                              "report accuracy, spikes per neuron, latency and throughput")
+    fs_cli.add_arguments(fs_parser)
+    fs_parser.set_defaults(func=fs_cli.run)
     from . import spide as spide_command  # `ttfs spide`: feedback SNNs by SPIDE / IDE
     spide_command.register(command)
     return parser

@@ -1,0 +1,425 @@
+// CPU kernels of fs_activation; mirrors cuda/fs_activation_kernel.cu.
+//
+// Elements run in tiles of kTile: the K steps are the outer loop and the tile the inner one,
+// branch-free selects over plain arrays, so that GCC vectorises each step across the tile
+// (compiled per ISA, run_for_isa; -fno-trapping-math, -ffp-contract=off: CMakeLists.txt). The
+// potentials of a tile live on the stack; nothing per step goes to memory. Each fixed chunk of
+// kChunk elements writes one partial row of the reductions (regulariser, parameter
+// gradients), which the layer code sums in order: deterministic whatever the thread count.
+#include "kernels/params.h"
+#include "cpu/cpu_isa.h"
+#include "kernels/static_switch.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+namespace ttfs_ext {
+namespace {
+
+constexpr int64_t kChunk = 16384;  // elements per partial row and per parallel task
+constexpr int kTile = 64;          // forward tile
+constexpr int kBackTile = 32;      // backward tile (K potentials per element on the stack)
+
+template <typename T>
+TTFS_INLINE T sgn(T v) {
+  return v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0));  // sign(0) = 0, as autograd's abs
+}
+
+// One chunk of the forward. kMode: 0 no spikes, 1 uint8 counts, 2 int32 masks.
+template <typename T, int kMode, bool kReg, bool kCheck>
+struct FsForwardChunk {
+  static TTFS_INLINE int run(const T* __restrict x, const T* __restrict h, const T* __restrict d,
+                             const T* __restrict th, int steps, T* __restrict y, void* spikes, double* __restrict reg,
+                             int64_t n) {
+    int nonfinite = 0;
+    double reg_lanes[kReg ? kFsMaxSteps : 1][kReg ? kTile : 1];
+    if constexpr (kReg) {
+      for (int t = 0; t < steps; ++t)
+        for (int i = 0; i < kTile; ++i) reg_lanes[t][i] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < n; i0 += kTile) {
+      const int nb = static_cast<int>(std::min<int64_t>(kTile, n - i0));
+      T v[kTile], acc[kTile];
+      uint32_t count[kTile];
+      for (int i = 0; i < nb; ++i) {
+        v[i] = x[i0 + i];
+        acc[i] = T(0);
+        count[i] = 0;
+        if constexpr (kCheck) nonfinite |= !(std::abs(v[i]) <= std::numeric_limits<T>::max());
+      }
+      for (int t = 0; t < steps; ++t) {
+        const T ht = h[t], dt = d[t], tt = th[t];
+        if constexpr (kReg) {
+          for (int i = 0; i < nb; ++i) {
+            const T vs = (v[i] - tt) / (std::abs(v[i]) + T(1));
+            const T r = std::abs(vs) - T(1);
+            reg_lanes[t][i] += static_cast<double>(r > T(0) ? r : T(0));
+          }
+        }
+        for (int i = 0; i < nb; ++i) {
+          const bool z = v[i] > tt;
+          acc[i] += z ? dt : T(0);
+          v[i] -= z ? ht : T(0);
+          if constexpr (kMode == 1) count[i] += z ? 1u : 0u;
+          if constexpr (kMode == 2) count[i] |= (z ? 1u : 0u) << t;
+        }
+      }
+      for (int i = 0; i < nb; ++i) {
+        const T xi = x[i0 + i];
+        y[i0 + i] = xi != xi ? xi : acc[i];  // NaN in, NaN out
+        if constexpr (kMode == 1) static_cast<uint8_t*>(spikes)[i0 + i] = static_cast<uint8_t>(count[i]);
+        if constexpr (kMode == 2) static_cast<int32_t*>(spikes)[i0 + i] = static_cast<int32_t>(count[i]);
+      }
+    }
+    if constexpr (kReg) {
+      for (int t = 0; t < steps; ++t) {
+        double s = 0.0;
+        for (int i = 0; i < kTile; ++i) s += reg_lanes[t][i];
+        reg[t] = s;
+      }
+    }
+    return nonfinite;
+  }
+};
+
+// The forward without the regulariser, in explicit GCC vectors of 64 bytes (16 floats or 8
+// doubles; lowered to the ISA's width by run_for_isa): kGroups independent vectors per step
+// hide the latency of the v chain. The same IEEE operations as the scalar loop (and the
+// reference), so the same bits; the tail of a chunk runs the scalar loop.
+template <typename T>
+struct FsVec {
+  static constexpr int kLanes = 64 / sizeof(T);
+  typedef T vec __attribute__((vector_size(64)));
+  typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> lane_int;
+  typedef lane_int ivec __attribute__((vector_size(64)));
+  static TTFS_INLINE vec abs(vec v) { return v < vec{} ? -v : v; }
+  static TTFS_INLINE vec sign(vec v) {  // sign(0) = 0, as autograd's abs
+    return v > vec{} ? vec{} + T(1) : (v < vec{} ? vec{} - T(1) : vec{});
+  }
+};
+
+template <typename T, int kMode, bool kCheck>
+struct FsForwardChunkVec {
+  static TTFS_INLINE int run(const T* __restrict x, const T* __restrict h, const T* __restrict d,
+                             const T* __restrict th, int steps, T* __restrict y, void* spikes, int64_t n) {
+    using V = FsVec<T>;
+    using vec = typename V::vec;
+    using ivec = typename V::ivec;
+    constexpr int kL = V::kLanes, kGroups = 4, kStep = kL * kGroups;
+    int nonfinite = 0;
+    int64_t i0 = 0;
+    for (; i0 + kStep <= n; i0 += kStep) {
+      vec v[kGroups], acc[kGroups];
+      ivec cnt[kGroups];
+      for (int g = 0; g < kGroups; ++g) {
+        std::memcpy(&v[g], x + i0 + g * kL, sizeof(vec));
+        acc[g] = vec{};
+        cnt[g] = ivec{};
+      }
+      if constexpr (kCheck) {
+        for (int j = 0; j < kStep; ++j) nonfinite |= !(std::abs(x[i0 + j]) <= std::numeric_limits<T>::max());
+      }
+      const vec zero{};
+      for (int t = 0; t < steps; ++t) {
+        const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
+        for (int g = 0; g < kGroups; ++g) {
+          const ivec z = v[g] > tv;
+          // Selects of the sums (masked adds with AVX-512): the reference's y + d z and
+          // v - h z with z in {0, 1}, up to the sign of a zero.
+          acc[g] = z ? acc[g] + dv : acc[g];
+          v[g] = z ? v[g] - hv : v[g];
+          if constexpr (kMode == 1) cnt[g] -= z;
+          if constexpr (kMode == 2) cnt[g] |= (z & 1) << t;
+        }
+      }
+      for (int g = 0; g < kGroups; ++g) {
+        vec xv;
+        std::memcpy(&xv, x + i0 + g * kL, sizeof(vec));
+        const vec out = xv != xv ? xv : acc[g];  // NaN in, NaN out
+        std::memcpy(y + i0 + g * kL, &out, sizeof(vec));
+        if constexpr (kMode == 1) {
+          uint8_t* s = static_cast<uint8_t*>(spikes) + i0 + g * kL;
+          for (int l = 0; l < kL; ++l) s[l] = static_cast<uint8_t>(cnt[g][l]);
+        }
+        if constexpr (kMode == 2) {
+          int32_t* s = static_cast<int32_t*>(spikes) + i0 + g * kL;
+          for (int l = 0; l < kL; ++l) s[l] = static_cast<int32_t>(cnt[g][l]);
+        }
+      }
+    }
+    if (i0 < n) {
+      void* tail_spikes = kMode == 0 ? nullptr : static_cast<char*>(spikes) + i0 * (kMode == 1 ? 1 : 4);
+      nonfinite |= FsForwardChunk<T, kMode, false, kCheck>::run(x + i0, h, d, th, steps, y + i0, tail_spikes, nullptr,
+                                                                n - i0);
+    }
+    return nonfinite;
+  }
+};
+
+template <typename T, int kMode, bool kReg, bool kCheck>
+void fs_forward_impl(const FsForwardParams& p) {
+  const T* x = static_cast<const T*>(p.x);
+  const T* h = static_cast<const T*>(p.h);
+  const T* d = static_cast<const T*>(p.d);
+  const T* th = static_cast<const T*>(p.T);
+  T* y = static_cast<T*>(p.y);
+  const int elem = kMode == 1 ? 1 : 4;
+  std::atomic<int> nonfinite{0};
+  at::parallel_for(0, p.partials, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t lo = c * kChunk, n = std::min(kChunk, p.numel - lo);
+      void* spikes = kMode == 0 ? nullptr : static_cast<char*>(p.spikes) + lo * elem;
+      double* reg = kReg ? p.reg_partial + c * p.steps : nullptr;
+      int bad;
+      if constexpr (kReg) {
+        bad = run_for_isa<FsForwardChunk<T, kMode, kReg, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, reg, n);
+      } else {
+        bad = run_for_isa<FsForwardChunkVec<T, kMode, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, n);
+      }
+      if (bad) nonfinite.store(1, std::memory_order_relaxed);
+    }
+  });
+  if constexpr (kCheck) *p.nonfinite = nonfinite.load();
+}
+
+template <typename T>
+void fs_forward_dispatch(const FsForwardParams& p) {
+  BOOL_SWITCH(p.reg_partial != nullptr, kReg, [&] {
+    BOOL_SWITCH(p.nonfinite != nullptr, kCheck, [&] {
+      switch (p.spike_mode) {
+        case 1: return fs_forward_impl<T, 1, kReg, kCheck>(p);
+        case 2: return fs_forward_impl<T, 2, kReg, kCheck>(p);
+        default: return fs_forward_impl<T, 0, kReg, kCheck>(p);
+      }
+    });
+  });
+}
+
+// One chunk of the backward: per tile, the forward's potentials of every step, then the steps
+// in reverse with the adjoint a = dL/dv(t+1):
+//   gz = gy d - a h;  gvs = gz max(0, 1 - |vs|) + greg [|vs| > 1] sign(vs)
+//   grad_d += gy z;  grad_h -= a z;  grad_T -= gvs / den;  a += gvs dvs/dv
+// with vs = num / den, num = v - T, den = |v| + 1, dvs/dv = 1/den - (vs / den) sign(v).
+// Parameter gradients accumulate per lane in double, summed at the end of the chunk.
+template <typename T, bool kWantX, bool kWantParams, bool kReg>
+struct FsBackwardChunk {
+  static TTFS_INLINE void run(const T* __restrict gy, const double* __restrict greg, const T* __restrict x,
+                              const T* __restrict h, const T* __restrict d, const T* __restrict th, int steps,
+                              T* __restrict gx, double* __restrict partial, int64_t n) {
+    constexpr int kL = kWantParams ? kBackTile : 1;
+    double lanes_h[kWantParams ? kFsMaxSteps : 1][kL], lanes_d[kWantParams ? kFsMaxSteps : 1][kL],
+        lanes_T[kWantParams ? kFsMaxSteps : 1][kL];
+    if constexpr (kWantParams) {
+      for (int t = 0; t < steps; ++t)
+        for (int i = 0; i < kL; ++i) lanes_h[t][i] = lanes_d[t][i] = lanes_T[t][i] = 0.0;
+    }
+    for (int64_t i0 = 0; i0 < n; i0 += kBackTile) {
+      const int nb = static_cast<int>(std::min<int64_t>(kBackTile, n - i0));
+      T v[kFsMaxSteps][kBackTile], a[kBackTile], g[kBackTile];
+      for (int i = 0; i < nb; ++i) {
+        v[0][i] = x[i0 + i];
+        g[i] = gy[i0 + i];
+        a[i] = T(0);
+      }
+      for (int t = 0; t + 1 < steps; ++t) {
+        const T ht = h[t], tt = th[t];
+        for (int i = 0; i < nb; ++i) v[t + 1][i] = v[t][i] - (v[t][i] > tt ? ht : T(0));
+      }
+      for (int t = steps - 1; t >= 0; --t) {
+        const T ht = h[t], dt = d[t], tt = th[t];
+        const T gr = kReg ? static_cast<T>(greg[t]) : T(0);
+        for (int i = 0; i < nb; ++i) {
+          const T vt = v[t][i];
+          const bool z = vt > tt;
+          const T num = vt - tt, den = std::abs(vt) + T(1);
+          const T vs = num / den;
+          const T gz = g[i] * dt - a[i] * ht;
+          const T tri = T(1) - std::abs(vs);
+          T gvs = gz * (tri > T(0) ? tri : T(0));
+          if constexpr (kReg) gvs += std::abs(vs) > T(1) ? gr * sgn(vs) : T(0);
+          const T gnum = gvs / den;
+          const T gden = -gvs * (vs / den);  // as autograd differentiates num / den
+          if constexpr (kWantParams) {
+            lanes_d[t][i] += z ? static_cast<double>(g[i]) : 0.0;
+            lanes_h[t][i] -= z ? static_cast<double>(a[i]) : 0.0;
+            lanes_T[t][i] -= static_cast<double>(gnum);
+          }
+          a[i] += gnum + gden * sgn(vt);
+        }
+      }
+      if constexpr (kWantX) {
+        for (int i = 0; i < nb; ++i) gx[i0 + i] = a[i];
+      }
+    }
+    if constexpr (kWantParams) {
+      for (int t = 0; t < steps; ++t) {
+        double sh = 0.0, sd = 0.0, sT = 0.0;
+        for (int i = 0; i < kL; ++i) {
+          sh += lanes_h[t][i];
+          sd += lanes_d[t][i];
+          sT += lanes_T[t][i];
+        }
+        partial[t] = sh;
+        partial[steps + t] = sd;
+        partial[2 * steps + t] = sT;
+      }
+    }
+  }
+};
+
+// The backward in the same explicit vectors: kBackGroups vectors per tile, the K potentials of
+// the tile on the stack, parameter gradients summed per lane in the element dtype over
+// kFlush tiles, then added to double lanes (a fixed order: deterministic). The tail of a
+// chunk runs the scalar loop.
+template <typename T, bool kWantX, bool kWantParams, bool kReg>
+struct FsBackwardChunkVec {
+  static TTFS_INLINE void run(const T* __restrict gy, const double* __restrict greg, const T* __restrict x,
+                              const T* __restrict h, const T* __restrict d, const T* __restrict th, int steps,
+                              T* __restrict gx, double* __restrict partial, int64_t n) {
+    using V = FsVec<T>;
+    using vec = typename V::vec;
+    using ivec = typename V::ivec;
+    constexpr int kL = V::kLanes, kG = 2, kStep = kL * kG, kFlush = 16;
+    constexpr int kP = kWantParams ? kFsMaxSteps : 1;
+    double lanes[3][kP][kL];
+    vec acc[3][kP][kG];
+    if constexpr (kWantParams) {
+      for (int q = 0; q < 3; ++q)
+        for (int t = 0; t < steps; ++t) {
+          for (int l = 0; l < kL; ++l) lanes[q][t][l] = 0.0;
+          for (int g = 0; g < kG; ++g) acc[q][t][g] = vec{};
+        }
+    }
+    const vec zero{}, one = zero + T(1);
+    int64_t i0 = 0;
+    int tiles = 0;
+    for (; i0 + kStep <= n; i0 += kStep) {
+      vec vb[kFsMaxSteps][kG], a[kG], g[kG];
+      for (int k = 0; k < kG; ++k) {
+        std::memcpy(&vb[0][k], x + i0 + k * kL, sizeof(vec));
+        std::memcpy(&g[k], gy + i0 + k * kL, sizeof(vec));
+        a[k] = zero;
+      }
+      for (int t = 0; t + 1 < steps; ++t) {
+        const vec hv = zero + h[t], tv = zero + th[t];
+        for (int k = 0; k < kG; ++k) vb[t + 1][k] = vb[t][k] > tv ? vb[t][k] - hv : vb[t][k];
+      }
+      for (int t = steps - 1; t >= 0; --t) {
+        const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
+        const vec gr = zero + (kReg ? static_cast<T>(greg[t]) : T(0));
+        for (int k = 0; k < kG; ++k) {
+          const vec vt = vb[t][k];
+          const ivec z = vt > tv;
+          const vec num = vt - tv, den = V::abs(vt) + one;
+          const vec vs = num / den;
+          const vec gz = g[k] * dv - a[k] * hv;
+          const vec tri = one - V::abs(vs);
+          vec gvs = gz * (tri > zero ? tri : zero);
+          if constexpr (kReg) gvs += V::abs(vs) > one ? gr * V::sign(vs) : zero;
+          const vec gnum = gvs / den;
+          const vec gden = -gvs * (vs / den);
+          if constexpr (kWantParams) {
+            acc[0][t][k] -= z ? a[k] : zero;
+            acc[1][t][k] += z ? g[k] : zero;
+            acc[2][t][k] -= gnum;
+          }
+          a[k] += gnum + gden * V::sign(vt);
+        }
+      }
+      if constexpr (kWantX) {
+        for (int k = 0; k < kG; ++k) std::memcpy(gx + i0 + k * kL, &a[k], sizeof(vec));
+      }
+      if constexpr (kWantParams) {
+        if (++tiles == kFlush) {
+          flush(acc, lanes, steps);
+          tiles = 0;
+        }
+      }
+    }
+    if constexpr (kWantParams) {
+      flush(acc, lanes, steps);
+      for (int q = 0; q < 3; ++q)
+        for (int t = 0; t < steps; ++t) {
+          double sum = 0.0;
+          for (int l = 0; l < kL; ++l) sum += lanes[q][t][l];
+          partial[q * steps + t] = sum;
+        }
+    }
+    if (i0 < n) {
+      double tail[3 * kFsMaxSteps];
+      FsBackwardChunk<T, kWantX, kWantParams, kReg>::run(gy + i0, greg, x + i0, h, d, th, steps,
+                                                         kWantX ? gx + i0 : nullptr, tail, n - i0);
+      if constexpr (kWantParams) {
+        for (int j = 0; j < 3 * steps; ++j) partial[j] += tail[j];
+      }
+    }
+  }
+
+  template <typename A, typename L>
+  static TTFS_INLINE void flush(A& acc, L& lanes, int steps) {
+    constexpr int kL = FsVec<T>::kLanes;
+    for (int q = 0; q < 3; ++q)
+      for (int t = 0; t < steps; ++t)
+        for (int k = 0; k < 2; ++k) {
+          for (int l = 0; l < kL; ++l) lanes[q][t][l] += static_cast<double>(acc[q][t][k][l]);
+          acc[q][t][k] = typename FsVec<T>::vec{};
+        }
+  }
+};
+
+template <typename T, bool kWantX, bool kWantParams, bool kReg>
+void fs_backward_impl(const FsBackwardParams& p) {
+  const T* gy = static_cast<const T*>(p.grad_y);
+  const T* x = static_cast<const T*>(p.x);
+  const T* h = static_cast<const T*>(p.h);
+  const T* d = static_cast<const T*>(p.d);
+  const T* th = static_cast<const T*>(p.T);
+  T* gx = static_cast<T*>(p.grad_x);
+  at::parallel_for(0, p.partials, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t lo = c * kChunk, n = std::min(kChunk, p.numel - lo);
+      double* partial = kWantParams ? p.param_partial + c * 3 * p.steps : nullptr;
+      run_for_isa<FsBackwardChunkVec<T, kWantX, kWantParams, kReg>>(gy + lo, p.grad_reg, x + lo, h, d, th, p.steps,
+                                                                    kWantX ? gx + lo : nullptr, partial, n);
+    }
+  });
+}
+
+template <typename T>
+void fs_backward_dispatch(const FsBackwardParams& p) {
+  BOOL_SWITCH(p.grad_x != nullptr, kWantX, [&] {
+    BOOL_SWITCH(p.param_partial != nullptr, kWantParams, [&] {
+      BOOL_SWITCH(p.grad_reg != nullptr, kReg, [&] { fs_backward_impl<T, kWantX, kWantParams, kReg>(p); });
+    });
+  });
+}
+
+}  // namespace
+
+int64_t fs_partials_cpu(int64_t numel) { return std::max<int64_t>(1, (numel + kChunk - 1) / kChunk); }
+
+const char* fs_forward_cpu(const FsForwardParams& p, void* /*stream*/) {
+  if (p.nonfinite != nullptr) *p.nonfinite = 0;
+  if (p.steps < 1 || p.steps > kFsMaxSteps) return "the number of steps must be in 1..32";
+  if (p.partials != fs_partials_cpu(p.numel)) return "partials must be fs_partials_cpu(numel)";
+  if (p.numel == 0) return nullptr;
+  const bool ran = p.dtype == p.param_dtype && TIME_DTYPE_SWITCH(p.dtype, T, [&] { fs_forward_dispatch<T>(p); });
+  return ran ? nullptr : "CPU kernels support float64 and float32 only";
+}
+
+const char* fs_backward_cpu(const FsBackwardParams& p, void* /*stream*/) {
+  if (p.steps < 1 || p.steps > kFsMaxSteps) return "the number of steps must be in 1..32";
+  if (p.partials != fs_partials_cpu(p.numel)) return "partials must be fs_partials_cpu(numel)";
+  if (p.numel == 0) return nullptr;
+  const bool ran = p.dtype == p.param_dtype && TIME_DTYPE_SWITCH(p.dtype, T, [&] { fs_backward_dispatch<T>(p); });
+  return ran ? nullptr : "CPU kernels support float64 and float32 only";
+}
+
+}  // namespace ttfs_ext

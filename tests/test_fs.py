@@ -1,0 +1,397 @@
+"""Few-spikes neurons (ttfs_ext.fs): the fused op against the reference loop (values, spikes,
+the surrogate gradients of y and of the regulariser), the closed-form FS-ReLU, the shipped
+tables, registration (opcheck, compile), bad input, fitting, conversion and the CLI."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.library import opcheck
+
+import ttfs_ext
+from ttfs_ext import fs
+from ttfs_ext.fs import reference as ref
+
+from _utils import DEVICES, generator
+
+ops = torch.ops.ttfs_ext
+needs_kernels = pytest.mark.skipif("cpu" not in ttfs_ext.kernel_devices(), reason="no compiled CPU kernels")
+
+
+def _params(K, gen, dtype=torch.float64):
+    """A random table with spikes, resets of both signs, and thresholds spread over the inputs."""
+    h = torch.randn(K, generator=gen, dtype=torch.float64)
+    d = torch.randn(K, generator=gen, dtype=torch.float64)
+    T = torch.randn(K, generator=gen, dtype=torch.float64) * 1.5
+    return [p.to(dtype) for p in (h, d, T)]
+
+
+def _x(shape, gen, dtype=torch.float64):
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * 2.0).to(dtype)
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+@needs_kernels
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("K", [1, 5, 10, 16, 32])
+def test_forward_matches_reference_bitwise(device, dtype, K):
+    gen = generator(100 + K)
+    h, d, T = [p.to(device) for p in _params(K, gen, dtype)]
+    for shape in [(0,), (7,), (3, 5, 41), (20000,)]:
+        x = _x(shape, gen, dtype).to(device)
+        for mode in (0, 1, 2):
+            y, s, reg = ops.fs_activation(x, h, d, T, mode, mode == 1)
+            ry, rs, rreg = ref.fs_activation_full(x, h, d, T, mode, mode == 1)
+            torch.testing.assert_close(y, ry, rtol=0, atol=0)  # same steps, same order: bitwise
+            assert s.dtype == rs.dtype
+            if mode:
+                assert torch.equal(s, rs)
+            if mode == 1 and x.numel():
+                torch.testing.assert_close(reg, rreg, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-7)
+
+
+@needs_kernels
+def test_forward_non_contiguous_and_nan():
+    gen = generator(3)
+    h, d, T = _params(8, gen)
+    x = _x((6, 9), gen).t()
+    torch.testing.assert_close(fs.fs_activation(x, h, d, T), ref.fs_activation(x, h, d, T), rtol=0, atol=0)
+    ttfs_ext.set_input_checks(False)
+    try:
+        x = x.contiguous()
+        x[1, 2] = float("nan")
+        y = fs.fs_activation(x, h, d, T)
+        assert torch.isnan(y[1, 2]) and torch.isnan(ref.fs_activation(x, h, d, T)[1, 2])
+    finally:
+        ttfs_ext.set_input_checks(True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_relu_closed_form_quantiser(device, dtype):
+    """FS-ReLU (K=10, alpha=25) is alpha 2^-K floor(x 2^K / alpha), saturating at alpha (1 - 2^-K),
+    0 for x <= 0: within one LSB on a dense grid, and CPU kernel = reference bitwise."""
+    K, alpha = 10, 25.0
+    act = fs.FSActivation.relu(K, alpha).to(device)
+    x = torch.linspace(-5.0, 40.0, 400_001, dtype=dtype, device=device)
+    y = act(x)
+    lsb = alpha * 2.0 ** -K
+    q = (lsb * torch.floor(x.double() * 2 ** K / alpha)).clamp(0.0, alpha * (1 - 2.0 ** -K))
+    assert float((y.double() - q).abs().max()) <= lsb * (1 + 1e-6)
+    assert bool((y[x <= 0] == 0).all()) and float(y.max()) == pytest.approx(alpha * (1 - 2.0 ** -K))
+    torch.testing.assert_close(y, ref.fs_activation(x, *[p.to(dtype) for p in (act.h, act.d, act.T)]),
+                               rtol=0, atol=0)
+    _, spikes = fs.fs_activation(x, act.h, act.d, act.T, return_spikes=True)
+    _, masks = fs.fs_activation(x, act.h, act.d, act.T, return_spikes="mask")
+    bits = torch.stack([(masks >> t) & 1 for t in range(K)]).sum(0)
+    assert torch.equal(bits.to(torch.uint8), spikes)
+
+
+# --- backward --------------------------------------------------------------------------------
+
+def _loss_grads(fn, x, params, g, greg):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, *params)]
+    y, _, reg = fn(leaves[0], *leaves[1:], 0, greg is not None)
+    loss = (g * y).sum() + ((greg * reg).sum() if greg is not None else 0)
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)  # K = 1: h is unused
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("K", [1, 4, 12, 16, 32])
+@pytest.mark.parametrize("with_reg", [False, True])
+def test_backward_matches_reference_autograd(device, K, with_reg):
+    """The kernels' surrogate gradients (x, h, d, T; y and the regulariser) against autograd of
+    the float64 reference loop."""
+    gen = generator(200 + K + 50 * with_reg)
+    params = [p.to(device) for p in _params(K, gen)]
+    x = _x((3, 20011), gen).to(device)  # several partial rows
+    g = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(device)
+    greg = torch.randn(K, generator=gen, dtype=torch.float64).to(device) if with_reg else None
+    got = _loss_grads(ops.fs_activation, x, params, g, greg)
+    want = _loss_grads(ref.fs_activation_full, x, params, g, greg)
+    for name, a, b in zip("xhdT", got, want):
+        scale = max(1.0, float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * scale, msg=lambda m: f"grad {name}: {m}")
+
+
+@needs_kernels
+def test_backward_float32_and_masks():
+    gen = generator(7)
+    params = _params(10, gen)
+    x = _x((5000,), gen)
+    g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    want = _loss_grads(ref.fs_activation_full, x, params, g, None)
+    got = _loss_grads(ops.fs_activation, x.float(), [p.float() for p in params], g.float(), None)
+    for a, b in zip(got, want):
+        assert float((a.double() - b).abs().max()) <= 1e-3 * max(1.0, float(b.abs().max()))
+    for mask in ([True, False, False, False], [False, True, True, True], [False, False, True, False]):
+        out = ops._fs_activation_backward(g, None, x, *params, mask)
+        for o, m, w in zip(out, mask, want):
+            assert (o is not None and o.numel() > 0) == m or not m
+            if m:
+                torch.testing.assert_close(o, w, rtol=1e-10, atol=1e-10)
+
+
+@needs_kernels
+def test_double_backward_raises():
+    gen = generator(8)
+    h, d, T = [p.requires_grad_() for p in _params(4, gen)]
+    x = _x((10,), gen).requires_grad_()
+    y = fs.fs_activation(x, h, d, T)
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        gx.sum().backward()
+
+
+# --- registration ----------------------------------------------------------------------------
+
+@needs_kernels
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    gen = generator(9)
+    for requires_grad, mode, reg in ((False, 1, True), (True, 0, False), (True, 2, True)):
+        h, d, T = [p.to(device).requires_grad_(requires_grad) for p in _params(6, gen)]
+        x = _x((4, 33), gen).to(device).requires_grad_(requires_grad)
+        opcheck(ops.fs_activation.default, (x, h, d, T, mode, reg))
+    x, g = _x((4, 33), gen).to(device), _x((4, 33), gen).to(device)
+    h, d, T = [p.to(device) for p in _params(6, gen)]
+    for greg in (None, torch.randn(6, generator=gen, dtype=torch.float64).to(device)):
+        for mask in ([True, True, True, True], [False, True, False, True]):
+            opcheck(ops._fs_activation_backward.default, (g, greg, x, h, d, T, mask))
+
+
+@needs_kernels
+def test_compile_fullgraph_parity():
+    gen = generator(10)
+    act = fs.FSActivation.relu()
+    lin = nn.Linear(12, 12).double()
+
+    def f(x):
+        return act(lin(x) * 10).sum(dim=1)
+
+    x = _x((8, 12), gen)
+    eager = f(x)
+    eager_grads = torch.autograd.grad(eager.sum(), list(lin.parameters()))
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    grads = torch.autograd.grad(out.sum(), list(lin.parameters()))
+    torch.testing.assert_close(out, eager, rtol=0, atol=0)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+@needs_kernels
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_bad_input_raises_naming_the_argument(backend):
+    gen = generator(11)
+    h, d, T = _params(5, gen)
+    x = _x((10,), gen)
+    call = lambda *a, **k: fs.fs_activation(*a, backend=backend, **k)  # noqa: E731
+    e = torch.empty(0, dtype=torch.float64)
+    with pytest.raises(ValueError, match="K .* must be in 1..32"):
+        call(x, e, e, e)
+    with pytest.raises(ValueError, match="one length K"):
+        call(x, h, d[:4], T)
+    with pytest.raises(ValueError, match="K .* must be in 1..32"):
+        call(x, *[torch.zeros(33, dtype=torch.float64)] * 3)
+    with pytest.raises(ValueError, match="h must be 1-D"):
+        call(x, h[None], d, T)
+    bad = x.clone()
+    bad[3] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        call(bad, h, d, T)
+    bad_T = T.clone()
+    bad_T[0] = float("inf")
+    with pytest.raises(ValueError, match="T contains NaN or inf"):
+        call(x, h, d, bad_T)
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        call(torch.arange(4), h, d, T)
+    with pytest.raises(ValueError, match="return_spikes"):
+        call(x, h, d, T, return_spikes="bits")
+    with pytest.raises(ValueError, match="spike_mode"):
+        ops.fs_activation(x, h, d, T, 3, False)
+    with pytest.raises(ValueError, match="grad_y has shape"):
+        ops._fs_activation_backward(x[:3], None, x, h, d, T, [True] * 4)
+    with pytest.raises(ValueError, match="grad_reg has shape"):
+        ops._fs_activation_backward(x, h[:2], x, h, d, T, [True] * 4)
+    with pytest.raises(ValueError, match="one length K"):
+        fs.FSActivation(h, d, T[:2])
+
+
+# --- the shipped tables ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,f,rng,bound", [("sigmoid", torch.sigmoid, (-10.0, 10.0), 2e-4),
+                                              ("silu", F.silu, (-8.0, 12.0), 4e-3)])
+def test_shipped_tables(name, f, rng, bound):
+    act = getattr(fs.FSActivation, name)()
+    assert act.K == {"sigmoid": 12, "silu": 16}[name]
+    x = torch.linspace(*rng, 100_001, dtype=torch.float64)
+    mse = float((act(x) - f(x)).square().mean())
+    assert mse <= bound, (name, mse)
+    g = torch.randn(200_000, generator=generator(12), dtype=torch.float64) * 1.5
+    _, spikes = fs.fs_activation(g, act.h, act.d, act.T, return_spikes=True)
+    per_neuron = float(spikes.double().mean())
+    print(f"{name}: MSE {mse:.3e} on {rng}, {per_neuron:.3f} spikes per neuron on N(0, 1.5^2)")
+    assert 0 < per_neuron < act.K
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+def test_fit_coefficients_quick():
+    r = fs.fit_coefficients(torch.sigmoid, 6, (-6.0, 6.0), n_points=2000, restarts=2, max_steps=150, patience=50)
+    first = r.history[0][2]
+    assert r.mse < 0.01 and r.restarts == 2 and r.h.shape == (6,) and r.loss <= first
+    q = fs.fit_coefficients(torch.sigmoid, 4, (-6.0, 6.0), n_points=1000, restarts=1, max_steps=50,
+                            quantize_bits=4, importance=lambda x: 1 + torch.exp(-x.square()))
+    levels = fs.quantize(torch.linspace(-8, 8, 1001, dtype=torch.float64), 4)
+    assert all(bool(torch.isclose(v, levels).any()) for v in torch.cat([q.h, q.d, q.T]))
+    with pytest.raises(ValueError, match="K must be"):
+        fs.fit_coefficients(torch.sigmoid, 0, (-1.0, 1.0))
+
+
+# --- conversion ------------------------------------------------------------------------------
+
+class _Net(nn.Module):
+    def __init__(self, act: str):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 8, 3)
+        self.fc = nn.Linear(8 * 2 * 2, 10)
+        self.act = act
+        self.m = nn.ReLU() if act == "relu" else nn.SiLU()
+
+    def forward(self, x):
+        x = self.m(self.c1(x))
+        x = F.max_pool2d(x, 2)
+        x = F.relu(self.c2(x)) if self.act == "relu" else F.silu(self.c2(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def _quantiser_twin(model: nn.Module, K=10, alpha=25.0) -> nn.Module:
+    """The ANN with each ReLU replaced by the closed-form quantiser (ties aside, what FS-ReLU is)."""
+    class Q(nn.Module):
+        def forward(self, x):
+            return (alpha * 2.0 ** -K * torch.floor(x * 2 ** K / alpha)).clamp(0, alpha * (1 - 2.0 ** -K))
+    twin = torch.fx.symbolic_trace(model)
+    for node in list(twin.graph.nodes):
+        if (node.op == "call_module" and isinstance(twin.get_submodule(node.target), nn.ReLU)) or \
+                node.target in (F.relu, torch.relu):
+            twin.add_submodule(f"q_{node.name}", Q())
+            with twin.graph.inserting_after(node):
+                new = twin.graph.call_module(f"q_{node.name}", (node.args[0],))
+            node.replace_all_uses_with(new)
+            twin.graph.erase_node(node)
+    twin.recompile()
+    return twin
+
+
+@needs_kernels
+@pytest.mark.parametrize("act", ["relu", "silu"])
+def test_convert_random_cnn(act):
+    torch.manual_seed(13)
+    model = _Net(act).double().eval()
+    x = torch.rand(16, 1, 8, 8, generator=generator(13), dtype=torch.float64) * 4
+    net = fs.convert(model)
+    assert net.stats()["fs_layers"] == 2 and not any(isinstance(m, (nn.ReLU, nn.SiLU)) for m in net.modules())
+    with torch.no_grad():
+        out = net(x)
+        ann = model(x)
+    if act == "relu":
+        torch.testing.assert_close(out, _quantiser_twin(model)(x), rtol=1e-9, atol=1e-9)
+        assert float((out - ann).abs().max()) < 1.0
+    else:
+        assert float((out - ann).abs().max()) < 1.0
+    stats = net.stats()
+    # spike counts equal those of the reference loop
+    net.reset_stats()
+    ttfs_ext.set_backend("reference")
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), out, rtol=0, atol=0)
+    finally:
+        ttfs_ext.set_backend(None)
+    assert net.stats()["spikes_per_neuron"] == stats["spikes_per_neuron"]
+    K = 10 if act == "relu" else 16
+    assert stats["latency_steps"] == 2 * K and stats["throughput_steps_per_image"] == K
+    assert stats["fs_neurons_per_image"] == 6 * 8 * 8 + 8 * 2 * 2
+    assert stats["images"] == 16 and 0 < stats["spikes_per_neuron"] < K
+    # keeping an activation: activations={'silu': None}
+    kept = fs.convert(model, activations={"relu": None, "silu": None})
+    assert kept.stats()["fs_layers"] == 0
+    with torch.no_grad():
+        torch.testing.assert_close(kept(x), ann, rtol=0, atol=0)
+
+
+@needs_kernels
+def test_convert_trained_cnn_agrees():
+    from ttfs_ext.cli import fs as fs_cli
+    from ttfs_ext import data
+    torch.manual_seed(0)
+    ds = data.load_digits()
+    ds = data.subset(ds, 600, None)
+    model = fs_cli.build_model("relu", ds.input_shape, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    for _ in range(3):
+        for idx in torch.randperm(ds.n_train, generator=generator(0)).split(100):
+            opt.zero_grad()
+            F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx]).backward()
+            opt.step()
+    model.eval()
+    net = fs.convert(model)
+    with torch.no_grad():
+        a, b = model(ds.x_test), net(ds.x_test)
+    assert float((a.argmax(1) == ds.y_test).double().mean()) >= 0.5  # briefly trained
+    assert float((a.argmax(1) == b.argmax(1)).double().mean()) >= 0.97
+    assert float((a - b).abs().max()) < 0.5
+
+
+def test_cli_fs_json():
+    cmd = [sys.executable, "-m", "ttfs_ext.cli", "fs", "--json", "--epochs", "1", "--n-train", "300",
+           "--n-test", "100"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("ann_accuracy", "fs_accuracy", "agreement", "spikes_per_neuron", "latency_steps"):
+        assert key in result
+    assert result["latency_steps"] == 30 and math.isfinite(result["spikes_per_neuron"])
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_low_precision_and_autocast(dtype):
+    """float16/bfloat16 x: the steps in float32 (float32 h, d, T), y in x's dtype; under autocast
+    x keeps its dtype and a float64 table is cast."""
+    gen = generator(14)
+    h, d, T = [p.float().cuda() for p in _params(12, gen)]
+    x = _x((3, 1000), gen).to(dtype).cuda()
+    y = fs.fs_activation(x, h, d, T)
+    assert y.dtype == dtype
+    torch.testing.assert_close(y, ref.fs_activation(x, h, d, T), rtol=0, atol=0)
+    torch.testing.assert_close(y, fs.fs_activation(x.float(), h, d, T).to(dtype), rtol=0, atol=0)
+    with torch.autocast("cuda", dtype=dtype):
+        y2, _, _ = ops.fs_activation(x, h.double(), d.double(), T.double(), 0, False)
+    torch.testing.assert_close(y2, y, rtol=0, atol=0)
+    xg = x.detach().requires_grad_()
+    fs.fs_activation(xg, h, d, T).float().sum().backward()
+    assert xg.grad.dtype == dtype and torch.isfinite(xg.grad.float()).all()
+
+
+@needs_kernels
+def test_cpu_autocast_bfloat16():
+    """Under CPU autocast a bfloat16 x runs the float32 kernel and returns bfloat16."""
+    gen = generator(15)
+    h, d, T = [p.float() for p in _params(10, gen)]
+    x = _x((2, 500), gen).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, _, _ = ops.fs_activation(x, h.double(), d.double(), T.double(), 0, False)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, ref.fs_activation(x, h, d, T), rtol=0, atol=0)

@@ -385,7 +385,8 @@ def _run(args: argparse.Namespace, ctx: dd.Context, out: Path, decision: dict) -
     else:
         v = last.get("val") or {}
         print(f"\nsummary: top-1 {jobs._percent(v.get('top1'))} (ReLU twin {jobs._percent(v.get('relu_top1'))}, "
-              f"agreement {jobs._percent(v.get('agreement'))}); spikes per neuron {v.get('spikes_per_neuron')}; "
+              f"agreement {jobs._percent(v.get('agreement'))}); spikes per neuron "
+              f"{jobs._fmt(v.get('spikes_per_neuron'), 0, '.3f')}; "
               f"{last['images_per_s'] or 0:.1f} images/s on {ctx.world_size} process(es); wrote {out}")
     return 0
 
@@ -451,7 +452,8 @@ def validate_main(args: argparse.Namespace) -> int:
                       f"  SNN top-1 {jobs._percent(report['top1'])}, top-5 {jobs._percent(report['top5'])}; "
                       f"ReLU twin top-1 {jobs._percent(report['relu_top1'])}, top-5 "
                       f"{jobs._percent(report['relu_top5'])}; agreement {jobs._percent(report['agreement'])}\n"
-                      f"  spikes per neuron {report['spikes_per_neuron']}, latency {report['latency']:.4g}, "
+                      f"  spikes per neuron {jobs._fmt(report['spikes_per_neuron'], 0, '.3f')}, "
+                      f"latency {report['latency']:.4g}, "
                       f"{report['images']} images ({report['unreadable']} unreadable) in {report['seconds']:.1f} s")
         return 0
     finally:

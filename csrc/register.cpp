@@ -39,6 +39,7 @@ struct Cpu {
     k.fs_partials = fs_partials_cpu;
     k.spide_forward_step = spide_forward_step_cpu;
     k.spide_backward_step = spide_backward_step_cpu;
+    k.spike_conv = spike_conv_cpu;
     return k;
   }
 };
@@ -102,6 +103,7 @@ void register_kernels(torch::Library& m) {
   TTFS_KERNEL("_fs_activation_backward", fs_activation_backward, 2);
   TTFS_KERNEL("spide_forward_step", spide_forward_step_impl, 0);
   TTFS_KERNEL("spide_backward_step", spide_backward_step_impl, 0);
+  TTFS_KERNEL("spike_conv2d", spike_conv2d_impl, 0);
 }
 
 #undef TTFS_KERNEL

@@ -79,4 +79,11 @@ at::Tensor spide_backward_step(const at::Tensor& u, const at::Tensor& rate, cons
                                const std::optional<at::Tensor>& gate, double v_th, double reset, double amplitude,
                                double leak);
 
+// ops/spike_conv.cpp: conv2d (transposed false) or conv_transpose2d of a mostly-zero input,
+// event-driven; weight packed [c_in, kh, kw, c_out]; CPU only.
+at::Tensor spike_conv2d(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool transposed,
+                        at::IntArrayRef output_size);
+
 }  // namespace ttfs_ext
+

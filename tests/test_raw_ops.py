@@ -62,12 +62,16 @@ _SCRIPT = textwrap.dedent(r'''
                                                                              0.9]),
         "spide_backward_step": ("u rate current current_gate inject gate v_th reset amplitude leak",
                                 [*(r(4, 5) for _ in range(6)), 0.5, 1.0, 1.0, 0.9]),
+        "spike_conv2d": ("input weight bias stride padding dilation transposed output_size",
+                         [r(2, 4, 6, 6), r(4, 3, 3, 5), r(5), [1, 1], [1, 1], [1, 1], False, [6, 6]]),
     }
 
     # Shapes that no op accepts, per argument (every tensor argument of every op has some).
     def bad_shapes(op, name, x):
         conv = x.dim() == 4 or op in ("conv2d", "_conv2d_backward", "first_spike_conv2d",
                                       "_first_spike_conv2d_backward")
+        if name == "input":  # spike_conv2d's
+            return {"fewer channels": x[:, :-1], "3-D": x[0]}
         if name == "t_in":
             return {"fewer features": x[..., :-1]} if not conv else {"fewer channels": x[:, :-1],
                                                                      "3-D": x[0, 0][None]}
@@ -92,9 +96,12 @@ _SCRIPT = textwrap.dedent(r'''
                         yield op, name, what, variant(y), False, name
                     if torch.cuda.is_available():  # the CUDA kernel gets a foreign pointer
                         on_cuda = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
-                        yield op, name, "cpu among cuda", on_cuda[:i] + [x] + on_cuda[i + 1:], False, name
+                        # the device guard names the first argument "t_in"
+                        yield op, name, "cpu among cuda", on_cuda[:i] + [x] + on_cuda[i + 1:], False, (
+                            "t_in" if i == 0 else name)
                         # The CUDA kernel runs, with t_in on the CPU: the op follows t_in's device.
-                        yield op, name, "cuda among cpu", variant(x.cuda()), False, "t_in"
+                        yield op, name, "cuda among cpu", variant(x.cuda()), False, (
+                            names[0] if i == 0 else "t_in")
                 elif name in ("t_min", "t_max", "t_start", "t_origin"):
                     yield op, name, "nan", variant(float("nan")), False, name
                     yield op, name, "inf", variant(float("inf")), False, name
@@ -106,6 +113,9 @@ _SCRIPT = textwrap.dedent(r'''
                     yield op, name, "zero", variant([0, 1]), False, name
                 elif name == "padding":
                     yield op, name, "negative", variant([1, -1]), False, name
+                elif name == "output_size":
+                    yield op, name, "not the output's", variant([5, 6]), False, name
+                    yield op, name, "one entry", variant([6]), False, name
                 elif name == "groups":
                     yield op, name, "zero", variant(0), False, name
                     yield op, name, "not a divisor", variant(5), False, name
@@ -141,7 +151,7 @@ def results():
 
 OPS = ["linear", "_linear_backward", "readout", "_readout_backward", "conv2d", "_conv2d_backward",
        "first_spike_linear", "_first_spike_linear_backward", "first_spike_conv2d", "_first_spike_conv2d_backward",
-       "spide_forward_step", "spide_backward_step"]
+       "spide_forward_step", "spide_backward_step", "spike_conv2d"]
 
 
 @pytest.mark.parametrize("op", OPS)

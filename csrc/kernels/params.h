@@ -220,7 +220,7 @@ int64_t fs_partials_cuda(int64_t numel);
 // --- the neurons of feedback SNNs (spide_forward_step, spide_backward_step) -------------------
 // One time step of a population of IDE/SPIDE neurons (Xiao et al. 2021, 2023), element-wise
 // over n neurons, in place on the membrane potential u and the accumulated rate; every tensor
-// is contiguous with n elements of one dtype (float64 or float32).
+// has n elements in one memory layout (the layer code's) and one dtype (float64 or float32).
 //   forward (IF/LIF, binary spikes):
 //     v = u + current [+ extra];  s = [v >= v_th];  u = (v - reset s) * leak;
 //     rate = leak * rate + s;     out = s [* gate]
@@ -244,6 +244,25 @@ struct SpideStepParams {
   double leak = 1.0;
 };
 
+// --- event-driven products with spike tensors (spike_conv2d) ---------------------------------
+// conv2d or conv_transpose2d (groups 1) of a mostly-zero input, by scattering each nonzero
+// input element's weight rows: cost proportional to the nonzeros, not to the input's size.
+//   input [n, h_in, w_in, c_in] and out [n, h_out, w_out, c_out] (channels last; out: bias or
+//   0, plus the sums); weight packed [c_in, kh, kw, c_out] (contiguous);
+//   direct:     out[oy, ox] += in[c, iy, ix] w[c, ky, kx] where oy stride - pad + ky dil = iy;
+//   transposed: out[oy, ox] += in[c, iy, ix] w[c, ky, kx] where oy = iy stride - pad + ky dil.
+struct SpikeConvParams {
+  const void* input = nullptr;
+  const void* weight = nullptr;
+  const void* bias = nullptr;  // [c_out] or nullptr
+  void* out = nullptr;
+  Dtype dtype = Dtype::Float32;
+  int64_t n = 0, c_in = 0, h_in = 0, w_in = 0, c_out = 0, h_out = 0, w_out = 0;
+  int64_t kh = 1, kw = 1;
+  int64_t stride[2] = {1, 1}, pad[2] = {0, 0}, dil[2] = {1, 1};
+  bool transposed = false;
+};
+
 // --- one device's kernels ------------------------------------------------------------------
 // Launchers return nullptr on success, else a message (the CUDA error string, or an
 // unsupported dtype); the layer code turns it into an exception.
@@ -256,6 +275,7 @@ using FirstSpikeForwardFn = const char* (*)(const FirstSpikeForwardParams&, void
 using FirstSpikeGradInputFn = const char* (*)(const FirstSpikeGradInputParams&, void* stream);
 using FirstSpikeGradWeightFn = const char* (*)(const FirstSpikeGradWeightParams&, void* stream);
 using SpideStepFn = const char* (*)(const SpideStepParams&, void* stream);
+using SpikeConvFn = const char* (*)(const SpikeConvParams&, void* stream);
 
 // Built per call by register.cpp (the stream is the current one).
 struct KernelTable {
@@ -283,6 +303,8 @@ struct KernelTable {
   // The feedback-SNN neuron steps (register.cpp sets them on every device).
   SpideStepFn spide_forward_step = nullptr;
   SpideStepFn spide_backward_step = nullptr;
+  // Event-driven spike products: CPU only (on CUDA the dense cuDNN convolution is the fast one).
+  SpikeConvFn spike_conv = nullptr;
 };
 
 // Defined in cpu/*_kernel.cpp and cuda/*_kernel.cu.
@@ -300,6 +322,7 @@ const char* first_spike_grad_input_cuda(const FirstSpikeGradInputParams& p, void
 const char* first_spike_grad_weight_cuda(const FirstSpikeGradWeightParams& p, void* stream);
 const char* spide_forward_step_cpu(const SpideStepParams& p, void* stream);
 const char* spide_backward_step_cpu(const SpideStepParams& p, void* stream);
+const char* spike_conv_cpu(const SpikeConvParams& p, void* stream);
 const char* spide_forward_step_cuda(const SpideStepParams& p, void* stream);
 const char* spide_backward_step_cuda(const SpideStepParams& p, void* stream);
 

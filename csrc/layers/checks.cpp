@@ -1,5 +1,6 @@
 #include "layers/checks.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <utility>
@@ -316,13 +317,18 @@ void check_fs_activation_backward(const char* op, const at::Tensor& grad_y, cons
 
 namespace ttfs_ext {
 
+at::MemoryFormat spide_memory_format(const at::Tensor& u) {
+  return u.is_contiguous() ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+}
+
 void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rate,
                       std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs, double v_th,
                       double reset, double amplitude, double leak) {
   const auto us = u.scalar_type();
   TORCH_CHECK_TYPE(us == at::kDouble || us == at::kFloat, op,
                    ": u (the membrane potential) must be float32 or float64, got ", us);
-  TORCH_CHECK_VALUE(u.is_contiguous(), op, ": u (updated in place) must be contiguous");
+  TORCH_CHECK_VALUE(u.is_contiguous() || (u.dim() == 4 && u.is_contiguous(at::MemoryFormat::ChannelsLast)), op,
+                    ": u (updated in place) must be contiguous, or channels last");
   auto like_u = [&](const char* name, const at::Tensor& x) {
     TORCH_CHECK_TYPE(x.scalar_type() == us, op, ": ", name, " must have the dtype of u (", us, "), got ",
                      x.scalar_type());
@@ -331,7 +337,9 @@ void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rat
                       u.sizes());
   };
   like_u("rate", rate);
-  TORCH_CHECK_VALUE(rate.is_contiguous(), op, ": rate (updated in place) must be contiguous");
+  TORCH_CHECK_VALUE(rate.numel() == 0 || rate.strides() == u.strides(), op,
+                    ": rate (updated in place) must have the memory layout of u (strides ", u.strides(), "), got ",
+                    rate.strides());
   TORCH_CHECK_VALUE(u.numel() == 0 || !rate.is_same(u), op, ": rate and u must be different tensors");
   for (const auto& [name, x] : inputs) {
     if (x != nullptr && x->defined()) like_u(name, *x);
@@ -340,6 +348,57 @@ void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rat
   TORCH_CHECK_VALUE(std::isfinite(reset) && reset >= 0, op, ": reset must be finite and >= 0, got ", reset);
   TORCH_CHECK_VALUE(std::isfinite(amplitude), op, ": amplitude must be finite, got ", amplitude);
   TORCH_CHECK_VALUE(leak > 0 && leak <= 1, op, ": leak must lie in (0, 1], got ", leak);
+}
+
+}  // namespace ttfs_ext
+
+namespace ttfs_ext {
+
+void check_spike_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                        at::IntArrayRef dilation, bool transposed, at::IntArrayRef output_size) {
+  const auto dt = input.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kDouble || dt == at::kFloat, op, ": input must be float32 or float64, got ", dt);
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be 4-D (N, C_in, H, W), got shape ", input.sizes());
+  TORCH_CHECK_TYPE(weight.scalar_type() == dt, op, ": weight must have the dtype of input (", dt, "), got ",
+                   weight.scalar_type());
+  TORCH_CHECK_VALUE(weight.device() == input.device(), op, ": weight is on ", weight.device(), " but input is on ",
+                    input.device());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == input.size(1), op,
+                    ": weight must be packed (C_in, kH, kW, C_out) with C_in = input.size(1) = ", input.size(1),
+                    " (ttfs_ext.functional.spike_conv_weight), got shape ", weight.sizes());
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_TYPE(bias->scalar_type() == dt, op, ": bias must have the dtype of input (", dt, "), got ",
+                     bias->scalar_type());
+    TORCH_CHECK_VALUE(bias->device() == input.device(), op, ": bias is on ", bias->device(), " but input is on ",
+                      input.device());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(3), op, ": bias must have shape (",
+                      weight.size(3), ",), got ", bias->sizes());
+  }
+  const std::pair<const char*, at::IntArrayRef> lists[] = {
+      {"stride", stride}, {"padding", padding}, {"dilation", dilation}, {"output_size", output_size}};
+  for (const auto& [name, v] : lists) {
+    TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must have 2 entries, got ", v);
+  }
+  for (int i = 0; i < 2; ++i) {
+    TORCH_CHECK_VALUE(stride[i] >= 1, op, ": stride must be >= 1, got ", stride);
+    TORCH_CHECK_VALUE(padding[i] >= 0, op, ": padding must be >= 0, got ", padding);
+    TORCH_CHECK_VALUE(dilation[i] >= 1, op, ": dilation must be >= 1, got ", dilation);
+    const int64_t in = input.size(2 + i), span = dilation[i] * (weight.size(1 + i) - 1) + 1;
+    if (transposed) {
+      // conv_transpose2d's sizes: the smallest plus an output_padding below max(stride, dilation).
+      const int64_t lo = (in - 1) * stride[i] - 2 * padding[i] + span;
+      const int64_t hi = lo + std::max(stride[i], dilation[i]) - 1;
+      TORCH_CHECK_VALUE(output_size[i] >= std::max<int64_t>(lo, 0) && output_size[i] <= hi, op, ": output_size ",
+                        output_size, " is not a size conv_transpose2d gives for input ", input.sizes(),
+                        " (dimension ", i, ": ", lo, " to ", hi, ")");
+    } else {
+      const int64_t expect = (in + 2 * padding[i] - span) / stride[i] + 1;
+      TORCH_CHECK_VALUE(in + 2 * padding[i] >= span && output_size[i] == expect, op, ": output_size ",
+                        output_size, " is not the conv2d output size of input ", input.sizes(), " (dimension ", i,
+                        ": ", expect, ")");
+    }
+  }
 }
 
 }  // namespace ttfs_ext

@@ -83,10 +83,18 @@ void check_fs_activation_backward(const char* op, const at::Tensor& grad_y, cons
 
 namespace ttfs_ext {
 
+// spike_conv2d: input (N, C_in, H, W); weight packed (C_in, kH, kW, C_out); output_size the
+// (H_out, W_out) that conv2d gives (direct) or that conv_transpose2d can give (transposed).
+void check_spike_conv2d(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                        at::IntArrayRef dilation, bool transposed, at::IntArrayRef output_size);
+
 // spide_forward_step and spide_backward_step: u (the state, updated in place) float32 or
-// float64 and contiguous; rate the same; every other tensor of u's shape, dtype and device
-// (`inputs`: the optional ones may be undefined); v_th > 0, reset >= 0, leak in (0, 1],
-// amplitude finite.
+// float64, contiguous or channels last; rate the same, in u's layout; every other tensor of
+// u's shape, dtype and device (`inputs`: the optional ones may be undefined; the kernels read
+// them in u's layout, spide_memory_format); v_th > 0, reset >= 0, leak in (0, 1], amplitude
+// finite.
+at::MemoryFormat spide_memory_format(const at::Tensor& u);
 void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rate,
                       std::initializer_list<std::pair<const char*, const at::Tensor*>> inputs, double v_th,
                       double reset, double amplitude, double leak);

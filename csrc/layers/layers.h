@@ -117,4 +117,10 @@ at::Tensor spide_backward_step_impl(const KernelTable& k, const at::Tensor& u, c
                                     const std::optional<at::Tensor>& inject, const std::optional<at::Tensor>& gate,
                                     double v_th, double reset, double amplitude, double leak);
 
+// layers/spike_conv.cpp: the event-driven conv2d / conv_transpose2d of a spike tensor
+// (kernels/params.h, SpikeConvParams).
+at::Tensor spike_conv2d_impl(const KernelTable& k, const at::Tensor& input, const at::Tensor& weight,
+                             const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
+                             at::IntArrayRef dilation, bool transposed, at::IntArrayRef output_size);
+
 }  // namespace ttfs_ext

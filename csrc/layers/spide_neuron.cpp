@@ -1,6 +1,7 @@
 // The feedback-SNN neuron steps (kernels/params.h, SpideStepParams): checks, then one kernel
-// pass over the population, in place on u and rate. The convolutions between steps stay
-// ATen calls of the Python network (ttfs_ext.spide).
+// pass over the population in memory order (u contiguous or channels last, every other tensor
+// read in u's layout), in place on u and rate. The products between steps are the Python
+// network's (ttfs_ext.spide).
 #include "layers/checks.h"
 #include "layers/layers.h"
 
@@ -9,8 +10,11 @@ namespace {
 
 const void* ptr_or_null(const at::Tensor& x) { return x.defined() ? x.const_data_ptr() : nullptr; }
 
-at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& x) {
-  return x.has_value() && x->defined() ? x->contiguous() : at::Tensor();
+const at::Tensor* opt(const std::optional<at::Tensor>& x) { return x.has_value() ? &*x : nullptr; }
+
+// x in the memory layout of the state u (the kernels run over the neurons in memory order).
+at::Tensor in_layout_or_undefined(const std::optional<at::Tensor>& x, at::MemoryFormat layout) {
+  return x.has_value() && x->defined() ? x->contiguous(layout) : at::Tensor();
 }
 
 }  // namespace
@@ -19,10 +23,12 @@ at::Tensor spide_forward_step_impl(const KernelTable& k, const at::Tensor& u, co
                                    const at::Tensor& current, const std::optional<at::Tensor>& extra,
                                    const std::optional<at::Tensor>& gate, double v_th, double reset, double leak) {
   const char* op = "ttfs_ext.spide_forward_step";
-  const at::Tensor e = contiguous_or_undefined(extra), g = contiguous_or_undefined(gate);
-  check_spide_step(op, u, rate, {{"current", &current}, {"extra", &e}, {"gate", &g}}, v_th, reset, 1.0, leak);
-  const at::Tensor c = current.contiguous();
-  at::Tensor out = at::empty_like(u, at::MemoryFormat::Contiguous);
+  check_spide_step(op, u, rate, {{"current", &current}, {"extra", opt(extra)}, {"gate", opt(gate)}}, v_th, reset, 1.0,
+                   leak);
+  const auto layout = spide_memory_format(u);
+  const at::Tensor e = in_layout_or_undefined(extra, layout), g = in_layout_or_undefined(gate, layout);
+  const at::Tensor c = current.contiguous(layout);
+  at::Tensor out = at::empty_like(u, layout);
   SpideStepParams p;
   p.u = u.data_ptr();
   p.rate = rate.data_ptr();
@@ -44,12 +50,13 @@ at::Tensor spide_backward_step_impl(const KernelTable& k, const at::Tensor& u, c
                                     const std::optional<at::Tensor>& inject, const std::optional<at::Tensor>& gate,
                                     double v_th, double reset, double amplitude, double leak) {
   const char* op = "ttfs_ext.spide_backward_step";
-  const at::Tensor cg = contiguous_or_undefined(current_gate), inj = contiguous_or_undefined(inject);
-  const at::Tensor g = contiguous_or_undefined(gate);
-  check_spide_step(op, u, rate, {{"current", &current}, {"current_gate", &cg}, {"inject", &inj}, {"gate", &g}},
-                   v_th, reset, amplitude, leak);
-  const at::Tensor c = current.contiguous();
-  at::Tensor out = at::empty_like(u, at::MemoryFormat::Contiguous);
+  check_spide_step(op, u, rate, {{"current", &current}, {"current_gate", opt(current_gate)},
+                   {"inject", opt(inject)}, {"gate", opt(gate)}}, v_th, reset, amplitude, leak);
+  const auto layout = spide_memory_format(u);
+  const at::Tensor cg = in_layout_or_undefined(current_gate, layout), inj = in_layout_or_undefined(inject, layout);
+  const at::Tensor g = in_layout_or_undefined(gate, layout);
+  const at::Tensor c = current.contiguous(layout);
+  at::Tensor out = at::empty_like(u, layout);
   SpideStepParams p;
   p.u = u.data_ptr();
   p.rate = rate.data_ptr();

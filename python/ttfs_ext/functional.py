@@ -438,7 +438,8 @@ def spide_forward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tenso
 
     reset is the quantum V_th - u_rest: v_th for IDE's reset to 0, 2 v_th for SPIDE's modified
     reset u_rest = -V_th. Returns s (0/1 in u's dtype), times gate when given (a dropout mask).
-    Every tensor has u's shape, dtype (float32 or float64) and device; u and rate are contiguous.
+    Every tensor has u's shape, dtype (float32 or float64) and device; u is contiguous or
+    channels last, rate in u's layout (the result has it too).
     Not differentiable."""
     op = "ttfs_ext.spide_forward_step"
     v_th, reset, leak = (_spide_scalar(op, n, x) for n, x in (("v_th", v_th), ("reset", reset), ("leak", leak)))
@@ -471,12 +472,67 @@ def spide_backward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tens
 
 @_fake("spide_forward_step", "_spide_forward_step_check")
 def _spide_forward_step_fake(u, rate, current, extra, gate, v_th, reset, leak):
-    return torch.empty_like(u, memory_format=torch.contiguous_format)
+    return _spide_like(u)
 
 
 @_fake("spide_backward_step", "_spide_backward_step_check")
 def _spide_backward_step_fake(u, rate, current, current_gate, inject, gate, v_th, reset, amplitude, leak):
-    return torch.empty_like(u, memory_format=torch.contiguous_format)
+    return _spide_like(u)
+
+
+def _spide_like(u: torch.Tensor) -> torch.Tensor:
+    """The steps' result: u's shape in u's layout (contiguous, else channels last)."""
+    return torch.empty_like(u, memory_format=torch.contiguous_format if u.is_contiguous() else torch.channels_last)
 
 
 __all__ += ["spide_forward_step", "spide_backward_step"]
+
+
+# --- event-driven products with spike tensors -------------------------------------------------
+
+def spike_conv_weight(weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """A convolution weight packed for spike_conv2d: (C_in, kH, kW, C_out), where C_in counts
+    the channels of the product's input. weight is conv2d's (C_out, C_in, kH, kW), or with
+    transposed=True conv_transpose2d's (C_in, C_out, kH, kW). Pack once, use for many steps."""
+    if weight.dim() != 4:
+        raise ValueError(f"ttfs_ext.spike_conv_weight: weight must be 4-D, got shape {tuple(weight.shape)}")
+    return (weight.permute(0, 2, 3, 1) if transposed else weight.permute(1, 2, 3, 0)).contiguous()
+
+
+def spike_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                 stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1, *, transposed: bool = False,
+                 output_size: Optional[IntPair] = None, backend: Optional[str] = None) -> torch.Tensor:
+    """conv2d, or with transposed=True conv_transpose2d (groups 1), of a spike tensor: input
+    (N, C_in, H, W) mostly zeros (any values: ternary, gated), event-driven on the CPU, so the
+    work is (nonzeros) x kH x kW x C_out multiply-adds instead of the dense product's (all
+    inputs) x the same. weight: packed by spike_conv_weight. output_size: (H_out, W_out),
+    default conv2d's size, or conv_transpose2d's without output padding. Returns
+    (N, C_out, H_out, W_out) in channels-last memory (the input is read in it too: a
+    channels-last input costs no copy). A zero input adds nothing, even against a
+    non-finite weight. CPU only (on CUDA the dense convolution is the fast one); the reference
+    is the dense convolution. Not differentiable."""
+    op = "ttfs_ext.spike_conv2d"
+    stride, padding, dilation = (_pair(op, n, v, m) for n, v, m in (("stride", stride, 1), ("padding", padding, 0),
+                                                                      ("dilation", dilation, 1)))
+    if output_size is None:
+        if input.dim() != 4 or weight.dim() != 4:
+            raise ValueError(f"{op}: input and weight must be 4-D, got shapes {tuple(input.shape)} and "
+                             f"{tuple(weight.shape)}")
+        span = [dilation[i] * (weight.shape[1 + i] - 1) + 1 for i in range(2)]
+        output_size = [(input.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + span[i] if transposed else
+                       (input.shape[2 + i] + 2 * padding[i] - span[i]) // stride[i] + 1 for i in range(2)]
+    else:
+        output_size = _pair(op, "output_size", output_size, 0)
+    if _backend.use_kernel(op, input, backend):
+        return _ops.spike_conv2d(input, weight, bias, stride, padding, dilation, bool(transposed), output_size)
+    _check("_spike_conv2d_check", input, weight, bias, stride, padding, dilation, bool(transposed), output_size)
+    return reference.spike_conv2d(input, weight, bias, stride, padding, dilation, bool(transposed), output_size)
+
+
+@_fake("spike_conv2d", "_spike_conv2d_check")
+def _spike_conv2d_fake(input, weight, bias, stride, padding, dilation, transposed, output_size):
+    shape = (input.shape[0], weight.shape[3], *output_size)
+    return torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=torch.channels_last)
+
+
+__all__ += ["spike_conv_weight", "spike_conv2d"]

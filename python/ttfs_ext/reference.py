@@ -217,3 +217,25 @@ def spide_backward_step(u: torch.Tensor, rate: torch.Tensor, current: torch.Tens
 
 
 __all__ += ["spide_forward_step", "spide_backward_step"]
+
+
+# --- event-driven products with spike tensors (spike_conv2d) ----------------------------------
+
+def spike_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride, padding, dilation,
+                 transposed: bool, output_size) -> torch.Tensor:
+    """The dense product the event-driven kernel computes: weight packed (C_in, kH, kW, C_out),
+    conv2d (transposed False) or conv_transpose2d with the output_size's output padding."""
+    if transposed:
+        w = weight.permute(0, 3, 1, 2)  # conv_transpose2d's (C_in, C_out, kH, kW)
+        base = [(input.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (weight.shape[1 + i] - 1) + 1
+                for i in range(2)]
+        pad = [output_size[i] - base[i] for i in range(2)]
+        out = torch.nn.functional.conv_transpose2d(input, w, bias, list(stride), list(padding), pad, 1,
+                                                   list(dilation))
+    else:
+        w = weight.permute(3, 0, 1, 2)  # conv2d's (C_out, C_in, kH, kW)
+        out = torch.nn.functional.conv2d(input, w, bias, list(stride), list(padding), list(dilation))
+    return out.contiguous(memory_format=torch.channels_last)  # the kernel's layout
+
+
+__all__ += ["spike_conv2d"]

@@ -91,6 +91,84 @@ class Connection(nn.Module):
         return g
 
 
+    def spike_product(self, adjoint: bool, in_shape: Sequence[int], out_shape: Sequence[int], products: str,
+                      backend: Optional[str]) -> "_SpikeProduct":
+        """forward (adjoint False: the module, bias included) or adjoint (out_shape, in_shape:
+        its output's and input's population shapes) as a product with spike tensors for one
+        simulation (products: FeedbackSNN's)."""
+        return _SpikeProduct(self, adjoint, in_shape, out_shape, products, backend)
+
+    def event_form(self, adjoint: bool) -> Optional[tuple]:
+        """The forward (with bias) or adjoint product as ttfs_ext.functional.spike_conv2d's
+        (packed weight, bias, stride, padding, dilation, transposed), or None where it has no
+        such form (pooling, groups, padding modes)."""
+        m = self.module
+        if isinstance(m, nn.Linear):
+            if adjoint:  # y @ W: the (out, in) weight is already (C_in = out, 1, 1, C_out = in)
+                return m.weight.detach()[:, None, None, :], None, (1, 1), (0, 0), (1, 1), False
+            return m.weight.detach().t()[:, None, None, :].contiguous(), _detached(m.bias), (1, 1), (0, 0), (1, 1), False
+        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or m.groups != 1 or isinstance(m.padding, str) \
+                or m.padding_mode != "zeros":
+            return None
+        w = m.weight.detach()
+        geometry = (tuple(m.stride), tuple(m.padding), tuple(m.dilation))
+        transposed = isinstance(m, nn.ConvTranspose2d) != adjoint  # the adjoint of a conv2d is a conv_transpose2d
+        # conv2d's weight is (out, in, ...), conv_transpose2d's (in, out, ...): the adjoint reads
+        # the module's weight as the other kind
+        packed = TF.spike_conv_weight(w, transposed=isinstance(m, nn.ConvTranspose2d) == (not adjoint))
+        return (packed, None if adjoint else _detached(m.bias), *geometry, transposed)
+
+
+def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return t.detach() if t is not None else None
+
+
+# Above this fraction of nonzero inputs the dense convolution is faster than the event-driven
+# one (benchmarks/bench_spide.py --products: about 10 % on ConvNet-F's convolutions, AVX-512).
+EVENT_DENSITY = 0.05
+
+
+def _density(s: torch.Tensor) -> float:
+    """The fraction of nonzeros, from every 16th element of a large tensor (a decision of
+    speed, not of value: cheaper than counting them all)."""
+    flat = (s.permute(0, 2, 3, 1) if s.dim() == 4 and not s.is_contiguous() else s).reshape(-1)  # a view
+    if flat.numel() >= 1 << 14:
+        flat = flat[::16]
+    return int(torch.count_nonzero(flat)) / max(flat.numel(), 1)
+
+
+class _SpikeProduct:
+    """One connection's forward or adjoint product with the spike tensors of one simulation:
+    event-driven (spike_conv2d, the weight packed once here) on the CPU while at most
+    EVENT_DENSITY of the inputs are nonzero ("auto"), always ("events"), or never ("dense")."""
+
+    def __init__(self, conn: Connection, adjoint: bool, in_shape, out_shape, products: str,
+                 backend: Optional[str]):
+        self.conn, self.adjoint, self.in_shape, self.out_shape = conn, adjoint, tuple(in_shape), tuple(out_shape)
+        self.backend = backend
+        weight = next(conn.module.parameters(), None)
+        device = weight.device if weight is not None else torch.device("cpu")
+        if products == "events" and device.type != "cpu":
+            raise ValueError(f"ttfs_ext.spide: products='events' runs on the CPU only, the network is on {device}")
+        kernel = backend != "reference" and device.type == "cpu"
+        self.form = conn.event_form(adjoint) if products == "events" or (products == "auto" and kernel) else None
+        self.max_nonzero = None if products == "events" else EVENT_DENSITY
+
+    def dense(self, s: torch.Tensor) -> torch.Tensor:
+        return self.conn.adjoint(s, self.in_shape) if self.adjoint else self.conn(s)
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        if self.form is None or (self.max_nonzero is not None and _density(s) > self.max_nonzero):
+            return self.dense(s)
+        weight, bias, stride, padding, dilation, transposed = self.form
+        dst = self.in_shape if self.adjoint else self.out_shape
+        linear = isinstance(self.conn.module, nn.Linear)  # as a 1 x 1 convolution
+        out = TF.spike_conv2d(s.reshape(s.shape[0], -1, 1, 1) if linear else s, weight, bias, stride, padding,
+                              dilation, transposed=transposed, output_size=(1, 1) if linear else dst[2:],
+                              backend=self.backend)
+        return out if linear is False else out.reshape(s.shape[0], *dst[1:])
+
+
 def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -138,6 +216,11 @@ class FeedbackSNN(nn.Module):
     projections, kept <= r) or ("spectral", r) (IDE: its largest singular value by power
     iteration, <= r), enforced on the feedback weight at each training forward.
     backend: the neuron steps' ('cpu', 'cuda', 'reference' or None: automatic).
+    products: how the connections multiply spike tensors inside the simulations: "auto"
+    (event-driven, ttfs_ext.functional.spike_conv2d, on the CPU while at most EVENT_DENSITY of
+    a step's spikes are nonzero, else the dense module; dense on CUDA and with the reference
+    backend), "events" (always event-driven; CPU only) or "dense". Linear, Conv2d and
+    ConvTranspose2d connections have the event-driven form; pooling stays dense.
     forward_mode: "spiking" (the simulation) or "equilibrium" (the continuous map's fixed point,
     solved to solver_tol: an oracle for tests).
     """
@@ -147,12 +230,15 @@ class FeedbackSNN(nn.Module):
                  leak: float = 1.0, v_th: float = 1.0, reset: str = "modified", v_th_b: float = 0.5,
                  loss_scale: float = 100.0, dropout: float = 0.0, fb_norm: Optional[tuple] = None,
                  solver: str = "anderson", solver_tol: float = 1e-6, solver_max_iter: int = 50,
-                 strict: bool = False, backend: Optional[str] = None, forward_mode: str = "spiking"):
+                 strict: bool = False, backend: Optional[str] = None, forward_mode: str = "spiking",
+                 products: str = "auto"):
         super().__init__()
         if backward not in ("spide", "ide"):
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: backward must be 'spide' or 'ide', got {backward!r}")
         if reset not in ("modified", "zero"):
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: reset must be 'modified' or 'zero', got {reset!r}")
+        if products not in ("auto", "events", "dense"):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: products must be 'auto', 'events' or 'dense', got {products!r}")
         if forward_mode not in ("spiking", "equilibrium"):
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: forward_mode must be 'spiking' or 'equilibrium', "
                              f"got {forward_mode!r}")
@@ -180,14 +266,14 @@ class FeedbackSNN(nn.Module):
         self.q_b = 2.0 * self.v_th_b  # the modified reset of the backward neurons; amplitude 1
         self.loss_scale, self.dropout, self.fb_norm = float(loss_scale), float(dropout), fb_norm
         self.solver, self.solver_tol, self.solver_max_iter, self.strict = solver, solver_tol, solver_max_iter, strict
-        self.backend, self.forward_mode = backend, forward_mode
+        self.backend, self.forward_mode, self.products = backend, forward_mode, products
         self.last_stats: dict = {}
         self._shapes: Optional[tuple] = None  # (input shape, the populations' shapes at batch 1)
 
     def extra_repr(self) -> str:
         return (f"backward={self.backward_mode!r}, T={self.T}, T_b={self.T_b}, leak={self.leak}, v_th={self.v_th}, "
                 f"reset={self.reset!r}, q={self.q}, v_th_b={self.v_th_b}, loss_scale={self.loss_scale}, "
-                f"dropout={self.dropout}, fb_norm={self.fb_norm}")
+                f"dropout={self.dropout}, fb_norm={self.fb_norm}, products={self.products!r}")
 
     # --- structure ---------------------------------------------------------------------------
 
@@ -212,11 +298,16 @@ class FeedbackSNN(nn.Module):
     def _drops(self, x: torch.Tensor) -> Optional[list]:
         if not (self.training and self.dropout > 0):
             return None
-        if self._shapes is None or self._shapes[0] != tuple(x.shape[1:]):
-            self._shapes = (tuple(x.shape[1:]), self._population_shapes(x))
         keep = 1 - self.dropout
-        return [torch.empty((x.shape[0], *s[1:]), dtype=x.dtype, device=x.device).bernoulli_(keep) / keep
-                for s in self._shapes[1]]
+        # drawn in NCHW order whatever the layout: the same seed, the same masks
+        return [torch.empty(s, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
+                .contiguous(memory_format=self._layout(x, s)) for s in self._batch_shapes(x)]
+
+    def _layout(self, x: torch.Tensor, shape) -> torch.memory_format:
+        """A population's memory layout: channels last where the event-driven products run
+        (they read and write it: no copies between them and the neuron steps), else contiguous."""
+        events = self.products != "dense" and self.backend != "reference" and x.device.type == "cpu"
+        return torch.channels_last if events and len(shape) == 4 else torch.contiguous_format
 
     def _population_shapes(self, x: torch.Tensor) -> list:
         with torch.no_grad():
@@ -232,7 +323,12 @@ class FeedbackSNN(nn.Module):
     def _simulate(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
         """The T-step simulation; the populations' average firing rates a^1..a^N."""
         n, T = self.num_populations, self.T
-        c = self.input(x)
+        shapes = self._batch_shapes(x)
+        c = self.input(x).contiguous(memory_format=self._layout(x, shapes[0]))
+        layers = [conn.spike_product(False, shapes[l], shapes[l + 1], self.products, self.backend)
+                  for l, conn in enumerate(self.layers)]
+        feedback = (self.feedback.spike_product(False, shapes[-1], shapes[0], self.products, self.backend)
+                    if self.feedback is not None else None)
         u: list = [None] * n
         rate: list = [None] * n
         s_last = None
@@ -242,19 +338,26 @@ class FeedbackSNN(nn.Module):
             s = None
             for l in range(n):
                 if l == 0:
-                    if t == 0 or self.feedback is None:
+                    if t == 0 or feedback is None:
                         cur, extra = c, None
                     else:
-                        cur, extra = self.feedback(s_last), c
+                        cur, extra = feedback(s_last), c
                 else:
-                    cur, extra = self.layers[l - 1](s), None
+                    cur, extra = layers[l - 1](s), None
                 if t == 0:
-                    u[l] = torch.zeros_like(cur, memory_format=torch.contiguous_format)
+                    u[l] = torch.empty(shapes[l], dtype=c.dtype, device=c.device,
+                                       memory_format=self._layout(x, shapes[l])).zero_()
                     rate[l] = torch.zeros_like(u[l])
                 s = step(u[l], rate[l], cur, extra, drops[l] if drops is not None else None, **kw)
             s_last = s
         norm = self._rate_norm(T)
         return [r.mul_(norm) for r in rate]
+
+    def _batch_shapes(self, x: torch.Tensor) -> list:
+        """The populations' shapes at x's batch size."""
+        if self._shapes is None or self._shapes[0] != tuple(x.shape[1:]):
+            self._shapes = (tuple(x.shape[1:]), self._population_shapes(x))
+        return [(x.shape[0], *s[1:]) for s in self._shapes[1]]
 
     def equilibrium_map(self, x: torch.Tensor, a_last: torch.Tensor, drops: Optional[list] = None,
                         c: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
@@ -351,22 +454,26 @@ class FeedbackSNN(nn.Module):
         shapes = [r.shape for r in rates]
         masks = [((r > 0) & (r < 1)).to(r.dtype) for r in rates]
         gates = [m / self.q for m in masks]  # the 1/q of the transposed products, folded in
-        inject = (g * self.loss_scale).contiguous()
+        inject = torch.empty_like(rates[-1]).copy_(g).mul_(self.loss_scale)  # in the populations' layout
         u = [torch.zeros_like(r) for r in rates]
         beta = [torch.zeros_like(r) for r in rates]
         out: list = [None] * n
+        layers = [conn.spike_product(True, shapes[l], shapes[l + 1], self.products, self.backend)
+                  for l, conn in enumerate(self.layers)]
+        feedback = (self.feedback.spike_product(True, shapes[-1], shapes[0], self.products, self.backend)
+                    if self.feedback is not None else None)
         step = TF.spide_backward_step
         kw = dict(v_th=self.v_th_b, reset=self.q_b, amplitude=1.0, leak=self.leak, backend=self.backend)
         for t in range(T_b):
             for l in reversed(range(n)):
                 cg = drops[l] if drops is not None else None
                 if l == n - 1:
-                    if t == 0 or self.feedback is None:
+                    if t == 0 or feedback is None:
                         cur, cg_l, inj = inject, None, None
                     else:
-                        cur, cg_l, inj = self.feedback.adjoint(out[0], shapes[-1]), cg, inject
+                        cur, cg_l, inj = feedback(out[0]), cg, inject
                 else:
-                    cur, cg_l, inj = self.layers[l].adjoint(out[l + 1], shapes[l]), cg, None
+                    cur, cg_l, inj = layers[l](out[l + 1]), cg, None
                 out[l] = step(u[l], beta[l], cur, cg_l, inj, gates[l], **kw)
         return beta, masks
 

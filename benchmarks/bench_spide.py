@@ -48,10 +48,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _build(case, batch, device, backend, T=None, T_b=None):
+# The variants timed side by side: (neuron-step backend, products); "port" is the authors' loop.
+VARIANTS = {"kernels": (None, "auto"), "dense_products": (None, "dense"), "reference": ("reference", "dense"),
+            "port": (None, "dense")}
+
+
+def _build(case, batch, device, backend, T=None, T_b=None, products="auto"):
     builder, shape, _, T0, Tb0 = CASES[case]
     torch.manual_seed(0)
-    net = builder(T=T or T0, T_b=T_b or Tb0, dropout=0.0, backend=backend).to(device)
+    net = builder(T=T or T0, T_b=T_b or Tb0, dropout=0.0, backend=backend, products=products).to(device)
     net.train()
     x = torch.rand((batch, *shape), generator=torch.Generator().manual_seed(1)).to(device)
     y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(2)).to(device)
@@ -140,16 +145,49 @@ def _iteration(net, x, y, device, port=False):
 
 def _check(case, batch, device, T, T_b):
     grads = {}
-    for backend in (None, "reference", "port"):
-        net, x, y = _build(case, batch, device, None if backend == "port" else backend, T, T_b)
-        F.cross_entropy(_port_net_forward(net, x) if backend == "port" else net(x), y).backward()
-        grads[backend] = torch.cat([p.grad.flatten() for p in net.parameters()])
-    diff = float((grads[None] - grads["reference"]).abs().max())
-    # the port scales by 1/q after the transposed products (the kernels fold it into the mask):
-    # float32 rounding may flip a rare backward spike
-    port = float((grads[None] - grads["port"]).norm() / grads[None].norm())
+    for name, (backend, products) in VARIANTS.items():
+        net, x, y = _build(case, batch, device, backend, T, T_b, products)
+        F.cross_entropy(_port_net_forward(net, x) if name == "port" else net(x), y).backward()
+        grads[name] = torch.cat([p.grad.flatten() for p in net.parameters()])
+    # the same ATen products in the same order: equal to rounding
+    diff = float((grads["dense_products"] - grads["reference"]).abs().max())
     scale = float(grads["reference"].abs().max())
-    return diff, scale, port
+    # the port scales by 1/q after the transposed products (the kernels fold it into the mask),
+    # and the event-driven products sum in another order: float32 rounding may flip a rare spike
+    rel = {name: float((grads["kernels"] - grads[name]).norm() / grads["kernels"].norm())
+           for name in ("port", "reference")}
+    return diff, scale, rel
+
+
+def _products_sweep(net, x, densities=(0.005, 0.02, 0.05, 0.1, 0.2), repeats=5):
+    """Milliseconds of each connection's event-driven and dense product (forward and adjoint)
+    on random spikes of the given densities: where the events stop paying (EVENT_DENSITY)."""
+    shapes = net._batch_shapes(x)
+    conns = [(f"layer{l}", c, shapes[l], shapes[l + 1]) for l, c in enumerate(net.layers)]
+    if net.feedback is not None:
+        conns.append(("feedback", net.feedback, shapes[-1], shapes[0]))
+    rows = []
+    gen = torch.Generator().manual_seed(3)
+    for name, conn, in_shape, out_shape in conns:
+        for adjoint in (False, True):
+            product = conn.spike_product(adjoint, in_shape, out_shape, "events", None)
+            if product.form is None:
+                continue
+            src = out_shape if adjoint else in_shape
+            for density in densities:
+                s = (torch.rand(src, generator=gen) < density).float().to(x.device)
+                if len(src) == 4:
+                    s = s.contiguous(memory_format=torch.channels_last)
+                times = {}
+                for kind, fn in (("events", product), ("dense", product.dense)):
+                    fn(s)
+                    t0 = time.perf_counter()
+                    for _ in range(repeats):
+                        fn(s)
+                    times[kind] = (time.perf_counter() - t0) / repeats * 1e3
+                rows.append(dict(connection=name, adjoint=adjoint, density=density, events_ms=times["events"],
+                                 dense_ms=times["dense"], dense_over_events=times["dense"] / times["events"]))
+    return rows
 
 
 def _neuron_steps(net, x, steps, repeats):
@@ -179,51 +217,54 @@ def _neuron_steps(net, x, steps, repeats):
     return out
 
 
-def run_case(case, batch, device, repeats, T=None, T_b=None):
-    diff, scale, port_diff = _check(case, min(batch, 2), device, T, T_b)
+def run_case(case, batch, device, repeats, T=None, T_b=None, sweep=True):
+    diff, scale, rel = _check(case, min(batch, 2), device, T, T_b)
     if not diff <= 1e-5 * max(scale, 1.0):
         raise SystemExit(f"{case}: the kernel and reference gradients differ by {diff:g} (scale {scale:g})")
-    if not port_diff <= 0.05:
-        raise SystemExit(f"{case}: the kernel and port gradients differ by {port_diff:g} (relative)")
-    nets = {b: _build(case, batch, device, None if b == "port" else b, T, T_b) for b in (None, "reference", "port")}
-    for b in nets:  # warm-up
-        _iteration(*nets[b], device, port=b == "port")
-    times = {b: {"forward": [], "backward": []} for b in nets}
+    if not max(rel.values()) <= 0.05:
+        raise SystemExit(f"{case}: the kernel and port/reference gradients differ by {rel} (relative)")
+    nets = {name: _build(case, batch, device, backend, T, T_b, products)
+            for name, (backend, products) in VARIANTS.items()}
+    for name in nets:  # warm-up
+        _iteration(*nets[name], device, port=name == "port")
+    times = {name: {"forward": [], "backward": []} for name in nets}
     for rep in range(repeats):
-        order = [None, "reference", "port"] if rep % 2 == 0 else ["port", "reference", None]
-        for b in order:
-            f, bw = _iteration(*nets[b], device, port=b == "port")
-            times[b]["forward"].append(f)
-            times[b]["backward"].append(bw)
-    med = {b: {k: statistics.median(v) for k, v in times[b].items()} for b in times}
-    k, r, pt = med[None], med["reference"], med["port"]
-    net, x, _ = nets[None]
+        order = list(nets) if rep % 2 == 0 else list(nets)[::-1]
+        for name in order:
+            f, bw = _iteration(*nets[name], device, port=name == "port")
+            times[name]["forward"].append(f)
+            times[name]["backward"].append(bw)
+    med = {name: {k: statistics.median(v) for k, v in times[name].items()} for name in times}
+    k = med["kernels"]
+    net, x, _ = nets["kernels"]
     row = dict(case=case, batch=batch, T=net.T, T_b=net.T_b, repeats=repeats,
-               kernel_forward_s=k["forward"], kernel_backward_s=k["backward"],
-               reference_forward_s=r["forward"], reference_backward_s=r["backward"],
-               forward_speedup=r["forward"] / k["forward"], backward_speedup=r["backward"] / k["backward"],
-               iteration_speedup=(r["forward"] + r["backward"]) / (k["forward"] + k["backward"]),
-               port_forward_s=pt["forward"], port_backward_s=pt["backward"],
-               port_forward_speedup=pt["forward"] / k["forward"], port_backward_speedup=pt["backward"] / k["backward"],
-               port_iteration_speedup=(pt["forward"] + pt["backward"]) / (k["forward"] + k["backward"]),
-               check_max_grad_diff=diff, check_grad_scale=scale, check_port_relative_grad_diff=port_diff,
+               kernel_forward_s=k["forward"], kernel_backward_s=k["backward"])
+    for name in ("reference", "port", "dense_products"):
+        m = med[name]
+        row.update({f"{name}_forward_s": m["forward"], f"{name}_backward_s": m["backward"],
+                    f"{name}_forward_speedup": m["forward"] / k["forward"],
+                    f"{name}_backward_speedup": m["backward"] / k["backward"],
+                    f"{name}_iteration_speedup": (m["forward"] + m["backward"]) / (k["forward"] + k["backward"])})
+    row.update(check_max_grad_diff=diff, check_grad_scale=scale, check_relative_grad_diff=rel,
                forward_rate=net.last_stats.get("forward_rate"), backward_rate=net.last_stats.get("backward_rate"),
                neuron_steps=_neuron_steps(net, x, net.T, max(3, repeats)),
-               all_forward_s=times[None]["forward"], all_reference_forward_s=times["reference"]["forward"])
+               products_sweep=_products_sweep(net, x) if sweep and device.type == "cpu" else [],
+               all_forward_s=times["kernels"]["forward"], all_reference_forward_s=times["reference"]["forward"])
     print(f"{case} (batch {batch}, T {net.T}, T_b {net.T_b}): forward {k['forward']*1e3:.1f} ms vs reference "
-          f"{r['forward']*1e3:.1f} ms ({row['forward_speedup']:.2f}x); backward {k['backward']*1e3:.1f} ms vs "
-          f"{r['backward']*1e3:.1f} ms ({row['backward_speedup']:.2f}x); iteration {row['iteration_speedup']:.2f}x; "
-          f"against the port of the authors' loop: forward {row['port_forward_speedup']:.2f}x, backward "
-          f"{row['port_backward_speedup']:.2f}x, iteration {row['port_iteration_speedup']:.2f}x; "
-          f"neuron steps alone: forward {row['neuron_steps']['forward_speedup']:.2f}x, backward "
-          f"{row['neuron_steps']['backward_speedup']:.2f}x", flush=True)
+          f"{med['reference']['forward']*1e3:.1f} ms ({row['reference_forward_speedup']:.2f}x); backward "
+          f"{k['backward']*1e3:.1f} ms vs {med['reference']['backward']*1e3:.1f} ms "
+          f"({row['reference_backward_speedup']:.2f}x); iteration {row['reference_iteration_speedup']:.2f}x; "
+          f"against the port of the authors' loop {row['port_iteration_speedup']:.2f}x; the same kernels with "
+          f"dense products {row['dense_products_iteration_speedup']:.2f}x; neuron steps alone: forward "
+          f"{row['neuron_steps']['forward_speedup']:.2f}x, backward {row['neuron_steps']['backward_speedup']:.2f}x; "
+          f"rates forward {row['forward_rate']:.4f}, backward {row['backward_rate']:.4f}", flush=True)
     return row
 
 
 def run_cuda_graphs(case, batch, repeats):
     """GPU: the T-step forward simulation and the T_b-step ternary loop, each captured once as
     a CUDA graph and replayed, against eager launches (the kernel path both times)."""
-    net, x, _ = _build(case, batch, torch.device("cuda"), None)
+    net, x, _ = _build(case, batch, torch.device("cuda"), None)  # products: dense on CUDA
     net.eval()
     static_x = x.clone()
     with torch.no_grad():

@@ -11,6 +11,7 @@ the same calls in all three. Before timing, all must give the same gradients. Th
 alone (T steps on the populations' shapes) are timed too.
 
     python benchmarks/bench_spide.py                    # CPU: ConvNet-F (MNIST) and AlexNet-F (CIFAR)
+    python benchmarks/bench_spide.py --state convnet_f-mnist=run.pt   # a trained ConvNet-F
     python benchmarks/bench_spide.py --device cuda --cuda-graphs   # on a GPU (benchmarks/run_gpu_spide.sh)
 
 JSON: benchmarks/results/spide_<device>.json (host, versions, commit).
@@ -53,14 +54,34 @@ VARIANTS = {"kernels": (None, "auto"), "dense_products": (None, "dense"), "refer
             "port": (None, "dense")}
 
 
+# --state CASE=FILE: a `ttfs spide --checkpoint` of that case's model, timed on test images
+# of the dataset it was trained on (a trained network fires at its own rates, not at init's).
+STATES: dict = {}
+
+
 def _build(case, batch, device, backend, T=None, T_b=None, products="auto"):
     builder, shape, _, T0, Tb0 = CASES[case]
     torch.manual_seed(0)
     net = builder(T=T or T0, T_b=T_b or Tb0, dropout=0.0, backend=backend, products=products).to(device)
     net.train()
+    if case in STATES:
+        state, data = STATES[case]
+        net.load_state_dict(state["model"])
+        x, y = data.x_test[:batch].to(device), data.y_test[:batch].to(device)
+        return net, x, y
     x = torch.rand((batch, *shape), generator=torch.Generator().manual_seed(1)).to(device)
     y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(2)).to(device)
     return net, x, y
+
+
+def _load_state(spec: str) -> None:
+    from ttfs_ext import data
+    from ttfs_ext.train.checkpoints import load_checkpoint
+    case, path = spec.split("=", 1)
+    if case not in CASES:
+        raise SystemExit(f"--state: unknown case {case!r}; one of {', '.join(CASES)}")
+    state = load_checkpoint(path)
+    STATES[case] = (state, data.load_dataset(state["config"]["dataset"]))
 
 
 # --- a port of the authors' time loops (written from ../shared/docs/fs_spide.md B1 and B4, not
@@ -159,7 +180,7 @@ def _check(case, batch, device, T, T_b):
     return diff, scale, rel
 
 
-def _products_sweep(net, x, densities=(0.005, 0.02, 0.05, 0.1, 0.2), repeats=5):
+def _products_sweep(net, x, densities=(0.005, 0.02, 0.05, 0.1, 0.2, 0.3), repeats=5):
     """Milliseconds of each connection's event-driven and dense product (forward and adjoint)
     on random spikes of the given densities: where the events stop paying (EVENT_DENSITY)."""
     shapes = net._batch_shapes(x)
@@ -238,6 +259,9 @@ def run_case(case, batch, device, repeats, T=None, T_b=None, sweep=True):
     k = med["kernels"]
     net, x, _ = nets["kernels"]
     row = dict(case=case, batch=batch, T=net.T, T_b=net.T_b, repeats=repeats,
+               weights="initial (uniform random inputs)" if case not in STATES else dict(
+                   source="checkpoint (its dataset's first test images)", config=STATES[case][0]["config"],
+                   last_epoch=STATES[case][0]["history"][-1]),
                kernel_forward_s=k["forward"], kernel_backward_s=k["backward"])
     for name in ("reference", "port", "dense_products"):
         m = med[name]
@@ -328,8 +352,12 @@ def main():
     ap.add_argument("--T-b", type=int)
     ap.add_argument("--cuda-graphs", action="store_true", help="also time the forward captured as a CUDA graph")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the shared 2-core machine)")
+    ap.add_argument("--state", action="append", default=[], metavar="CASE=FILE",
+                    help="time that case with the weights of a `ttfs spide --checkpoint` file, on its test images")
     ap.add_argument("--out", help="JSON file (default benchmarks/results/spide_<device>.json)")
     args = ap.parse_args()
+    for spec in args.state:
+        _load_state(spec)
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,12 +1,13 @@
 // CPU kernel of spike_conv2d (kernels/params.h, SpikeConvParams): an event-driven convolution.
-// A spike tensor is mostly zeros (feedback SNNs: 0.1-10 % of the forward neurons fire per step,
-// under 1 % of SPIDE's backward neurons), so instead of a dense GEMM over every input element
-// each nonzero element adds its c_out weights to the kh x kw output positions it reaches: a
-// vectorised axpy over the contiguous c_out of the packed weight and of the channels-last
-// output. The work is nonzeros x taps x c_out; zeros cost a vector test per block of channels.
-// Samples run in parallel, each in a fixed order: the results do not depend on the thread
-// count (nor, without fused multiply-adds, on the ISA). No CUDA twin: on GPUs the dense cuDNN
-// convolution is the fast one at these sizes.
+// A spike tensor is mostly zeros (feedback SNNs: 0.1-15 % of the neurons fire per step), so
+// instead of a dense GEMM over every input element the kernel first lists each input
+// position's nonzero channels (one pass; a block of zero channels costs a vector test), then
+// computes each output position from the nonzeros in its receptive field only: c_out sums in
+// registers, each nonzero adding its packed weight row (contiguous over c_out). The work is
+// nonzeros x taps x c_out multiply-adds and one store per output. Samples run in parallel, each
+// in a fixed order: the results do not depend on the thread count, nor (no fused multiply-adds,
+// -ffp-contract=off) on the ISA. No CUDA twin: on GPUs the dense cuDNN convolution is the fast
+// one at these sizes.
 #include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 #include "kernels/static_switch.h"
@@ -17,20 +18,12 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 namespace ttfs_ext {
 namespace {
 
-// One output position: out[0:c] += v w[0:c] (GCC vectorises it; -ffp-contract=off: a multiply
-// and an add, the same bits for every ISA).
-template <typename T>
-TTFS_INLINE void axpy(T* __restrict out, const T* __restrict w, T v, int64_t c) {
-  for (int64_t o = 0; o < c; ++o) out[o] += v * w[o];
-}
-
-constexpr int64_t kBlock = 32;  // input elements tested for zero at once
+constexpr int64_t kBlock = 32;  // input channels tested for zero at once
 
 // Whether x[0:n] are all +0 or -0 (an OR of the bits without the sign, which GCC vectorises).
 template <typename T>
@@ -46,62 +39,142 @@ TTFS_INLINE bool all_zero(const T* __restrict x, int64_t n) {
   return any == 0;
 }
 
-// Where each input row (or column) lands: for input index i, the (kernel tap, output index)
-// pairs taps[start[i]] .. taps[start[i + 1]] - 1. Built once per call, so that the loop over
-// the nonzeros does no integer division.
+// Which inputs each output row (or column) reads: for output index o, the (kernel tap, input
+// index) pairs taps[start[o]] .. taps[start[o + 1]] - 1. Built once per call, so that the
+// loops over the nonzeros do no integer division.
+//   direct:     i = o stride - pad + k dil;
+//   transposed: o = i stride - pad + k dil, so i = (o + pad - k dil) / stride where it divides.
 struct TapTable {
   std::vector<int64_t> start;
   std::vector<std::pair<int64_t, int64_t>> taps;
 
-  TapTable(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t size, bool transposed) {
-    start.reserve(in + 1);
-    for (int64_t i = 0; i < in; ++i) {
+  TapTable(int64_t out, int64_t k, int64_t stride, int64_t pad, int64_t dil, int64_t in, bool transposed) {
+    start.reserve(out + 1);
+    for (int64_t o = 0; o < out; ++o) {
       start.push_back(static_cast<int64_t>(taps.size()));
       for (int64_t kk = 0; kk < k; ++kk) {
-        int64_t o;
+        int64_t i;
         if (transposed) {
-          o = i * stride - pad + kk * dil;
-        } else {
-          const int64_t t = i + pad - kk * dil;  // o stride = t
+          const int64_t t = o + pad - kk * dil;
           if (t < 0 || t % stride != 0) continue;
-          o = t / stride;
+          i = t / stride;
+        } else {
+          i = o * stride - pad + kk * dil;
         }
-        if (o >= 0 && o < size) taps.emplace_back(kk, o);
+        if (i >= 0 && i < in) taps.emplace_back(kk, i);
       }
     }
     start.push_back(static_cast<int64_t>(taps.size()));
   }
 };
 
+// One sample's nonzero inputs, listed per input position (CSR): channels and values.
 template <typename T>
-struct ScatterSample {
-  static TTFS_INLINE int run(const SpikeConvParams& p, const TapTable* rows, const TapTable* cols,
-                             const T* __restrict in, const T* __restrict weight, const T* __restrict bias,
-                             T* __restrict out) {
-    const int64_t c_in = p.c_in, c_out = p.c_out, taps = p.kh * p.kw;
-    const int64_t positions = p.h_out * p.w_out;
-    for (int64_t q = 0; q < positions; ++q) {
-      T* row = out + q * c_out;
-      for (int64_t o = 0; o < c_out; ++o) row[o] = bias != nullptr ? bias[o] : T(0);
+struct Nonzeros {
+  std::vector<int64_t> start;
+  std::vector<int32_t> channel;
+  std::vector<T> value;
+};
+
+template <typename T>
+struct ListNonzeros {
+  static TTFS_INLINE int run(const T* __restrict in, int64_t positions, int64_t c_in, Nonzeros<T>* nz) {
+    // room for every input (allocated once per task, touched only where there are nonzeros)
+    nz->start.resize(positions + 1);
+    if (static_cast<int64_t>(nz->channel.size()) < positions * c_in) {
+      nz->channel.resize(positions * c_in);
+      nz->value.resize(positions * c_in);
     }
-    for (int64_t iy = 0; iy < p.h_in; ++iy) {
-      for (int64_t ix = 0; ix < p.w_in; ++ix) {
-        const T* in_q = in + (iy * p.w_in + ix) * c_in;  // the position's c_in inputs
-        for (int64_t c0 = 0; c0 < c_in; c0 += kBlock) {
-          const int64_t c1 = std::min(c_in, c0 + kBlock);
-          if (all_zero(in_q + c0, c1 - c0)) continue;  // the point: a block of zeros costs a vector test
-          for (int64_t c = c0; c < c1; ++c) {
-            const T v = in_q[c];
-            if (v == T(0)) continue;
-            const T* w_c = weight + c * taps * c_out;
-            for (int64_t a = rows->start[iy]; a < rows->start[iy + 1]; ++a) {
-              const auto [ky, oy] = rows->taps[a];
-              for (int64_t b = cols->start[ix]; b < cols->start[ix + 1]; ++b) {
-                const auto [kx, ox] = cols->taps[b];
-                axpy(out + (oy * p.w_out + ox) * c_out, w_c + (ky * p.kw + kx) * c_out, v, c_out);
+    int64_t* __restrict start = nz->start.data();
+    int32_t* __restrict channel = nz->channel.data();
+    T* __restrict value = nz->value.data();
+    int64_t n = 0;
+    for (int64_t q = 0; q < positions; ++q) {
+      start[q] = n;
+      const T* in_q = in + q * c_in;
+      for (int64_t c0 = 0; c0 < c_in; c0 += kBlock) {
+        const int64_t c1 = std::min(c_in, c0 + kBlock);
+        if (all_zero(in_q + c0, c1 - c0)) continue;
+        for (int64_t c = c0; c < c1; ++c) {
+          channel[n] = static_cast<int32_t>(c);  // written always, kept where nonzero: no branch
+          value[n] = in_q[c];
+          n += in_q[c] != T(0);
+        }
+      }
+    }
+    start[positions] = n;
+    return 0;
+  }
+};
+
+// The sums of one sample: for every output position and tile of kVecs x kLanes output
+// channels, the accumulators stay in registers over every nonzero of the receptive field
+// (explicit GCC vectors of 64 bytes, lowered to the ISA's width by run_for_isa).
+template <typename T>
+struct GatherSample {
+  static constexpr int kLanes = 64 / sizeof(T);
+  static constexpr int kVecs = 4;
+  static constexpr int64_t kTile = kLanes * kVecs;
+  typedef T vec __attribute__((vector_size(64)));
+
+  static TTFS_INLINE int run(const SpikeConvParams& p, const TapTable* rows, const TapTable* cols,
+                             const Nonzeros<T>* nz, const T* __restrict weight, const T* __restrict bias,
+                             T* __restrict out) {
+    const int64_t c_out = p.c_out, w_in = p.w_in;
+    const int64_t* start = nz->start.data();
+    const int32_t* channel = nz->channel.data();
+    const T* value = nz->value.data();
+    const int64_t row_stride = p.kh * p.kw * c_out;  // weight[c] to weight[c + 1]
+    for (int64_t oy = 0; oy < p.h_out; ++oy) {
+      for (int64_t ox = 0; ox < p.w_out; ++ox) {
+        T* out_q = out + (oy * p.w_out + ox) * c_out;
+        int64_t o0 = 0;
+        for (; o0 + kTile <= c_out; o0 += kTile) {
+          vec acc[kVecs];
+          for (int j = 0; j < kVecs; ++j) {
+            if (bias != nullptr) {
+              std::memcpy(&acc[j], bias + o0 + j * kLanes, sizeof(vec));
+            } else {
+              acc[j] = vec{};
+            }
+          }
+          for (int64_t a = rows->start[oy]; a < rows->start[oy + 1]; ++a) {
+            const auto [ky, iy] = rows->taps[a];
+            for (int64_t b = cols->start[ox]; b < cols->start[ox + 1]; ++b) {
+              const auto [kx, ix] = cols->taps[b];
+              const int64_t q = iy * w_in + ix;
+              const T* w_tap = weight + (ky * p.kw + kx) * c_out + o0;
+              for (int64_t e = start[q]; e < start[q + 1]; ++e) {
+                const T* w = w_tap + channel[e] * row_stride;
+                const vec v = vec{} + value[e];
+                for (int j = 0; j < kVecs; ++j) {
+                  vec wj;
+                  std::memcpy(&wj, w + j * kLanes, sizeof(vec));
+                  acc[j] += v * wj;
+                }
               }
             }
           }
+          std::memcpy(out_q + o0, acc, sizeof(acc));
+        }
+        if (o0 < c_out) {  // the last channels, fewer than a tile
+          T acc[kTile];
+          const int64_t n = c_out - o0;
+          for (int64_t o = 0; o < n; ++o) acc[o] = bias != nullptr ? bias[o0 + o] : T(0);
+          for (int64_t a = rows->start[oy]; a < rows->start[oy + 1]; ++a) {
+            const auto [ky, iy] = rows->taps[a];
+            for (int64_t b = cols->start[ox]; b < cols->start[ox + 1]; ++b) {
+              const auto [kx, ix] = cols->taps[b];
+              const int64_t q = iy * w_in + ix;
+              const T* w_tap = weight + (ky * p.kw + kx) * c_out + o0;
+              for (int64_t e = start[q]; e < start[q + 1]; ++e) {
+                const T* w = w_tap + channel[e] * row_stride;
+                const T v = value[e];
+                for (int64_t o = 0; o < n; ++o) acc[o] += v * w[o];
+              }
+            }
+          }
+          for (int64_t o = 0; o < n; ++o) out_q[o0 + o] = acc[o];
         }
       }
     }
@@ -115,12 +188,16 @@ void spike_conv_impl(const SpikeConvParams& p) {
   const T* weight = static_cast<const T*>(p.weight);
   const T* bias = static_cast<const T*>(p.bias);
   T* out = static_cast<T*>(p.out);
-  const int64_t in_sample = p.c_in * p.h_in * p.w_in, out_sample = p.h_out * p.w_out * p.c_out;
-  const TapTable rows(p.h_in, p.kh, p.stride[0], p.pad[0], p.dil[0], p.h_out, p.transposed);
-  const TapTable cols(p.w_in, p.kw, p.stride[1], p.pad[1], p.dil[1], p.w_out, p.transposed);
+  const int64_t positions = p.h_in * p.w_in, out_sample = p.h_out * p.w_out * p.c_out;
+  const TapTable rows(p.h_out, p.kh, p.stride[0], p.pad[0], p.dil[0], p.h_in, p.transposed);
+  const TapTable cols(p.w_out, p.kw, p.stride[1], p.pad[1], p.dil[1], p.w_in, p.transposed);
   at::parallel_for(0, p.n, 1, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      run_for_isa<ScatterSample<T>>(p, &rows, &cols, in + i * in_sample, weight, bias, out + i * out_sample);
+    Nonzeros<T> nz;  // reused by the task's samples
+    for (int64_t i = b; i < e; ++i) {
+      run_for_isa<ListNonzeros<T>>(in + i * positions * p.c_in, positions, p.c_in, &nz);
+      run_for_isa<GatherSample<T>>(p, &rows, &cols, static_cast<const Nonzeros<T>*>(&nz), weight, bias,
+                                   out + i * out_sample);
+    }
   });
 }
 

@@ -9,8 +9,8 @@ spide_backward_step (reference: ttfs_ext.reference); the training command is `tt
 """
 from .models import MODELS, alexnet_f, build, cifarnet_f, convnet_f, f400, lenet5_f
 from .network import Connection, FeedbackSNN, SaturationWarning, sigma
-from .solvers import ConvergenceError, NonConvergenceWarning, SolveResult, anderson, fixed_point, solve
+from .solvers import ConvergenceError, NonConvergenceWarning, SolveResult, anderson, broyden, fixed_point, solve
 
 __all__ = ["FeedbackSNN", "Connection", "sigma", "SaturationWarning", "ConvergenceError", "NonConvergenceWarning",
-           "SolveResult", "anderson", "fixed_point", "solve", "MODELS", "build", "convnet_f", "lenet5_f", "f400",
+           "SolveResult", "anderson", "broyden", "fixed_point", "solve", "MODELS", "build", "convnet_f", "lenet5_f", "f400",
            "alexnet_f", "cifarnet_f"]

@@ -13,7 +13,7 @@ gives it: dL/dtheta = beta^T df/dtheta with beta = g + J_f^T beta, g = dL/da^N. 
   backward="spide": beta from SPIDE's ternary spiking neurons run T_b steps on the transposed
       network, and the weight gradients from the two-stage rates (1/q) (m beta) a^T, returned
       as the parameters' ordinary gradients by an autograd.Function;
-  backward="ide": the same forward, then beta by a fixed-point solver (Anderson) on autograd
+  backward="ide": the same forward, then beta by a fixed-point solver (Anderson or Broyden) on autograd
       VJPs of one evaluation of f at the spiking rates, and autograd to the parameters.
 """
 from __future__ import annotations
@@ -123,9 +123,10 @@ def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return t.detach() if t is not None else None
 
 
-# Above this fraction of nonzero inputs the dense convolution is faster than the event-driven
-# one (benchmarks/bench_spide.py --products: about 10 % on ConvNet-F's convolutions, AVX-512).
-EVENT_DENSITY = 0.05
+# Up to this fraction of nonzero inputs the event-driven products are used ("auto"): the
+# products sweep of benchmarks/bench_spide.py (ConvNet-F, AlexNet-F, one AVX-512 core) has them
+# 1.6-4x faster than the dense convolutions at 5 %, 0.8-2x at 10 %.
+EVENT_DENSITY = 0.2
 
 
 def _density(s: torch.Tensor) -> float:

@@ -1,5 +1,5 @@
-"""Fixed-point solvers of IDE (Xiao et al. 2021): x = fn(x) by Anderson acceleration or plain
-iteration, with a convergence check that never returns silent garbage: a solve that misses
+"""Fixed-point solvers of IDE (Xiao et al. 2021): x = fn(x) by Anderson acceleration, Broyden's
+method (IDE's own solver) or plain iteration, with a convergence check that never returns silent garbage: a solve that misses
 its tolerance warns (NonConvergenceWarning) or raises (ConvergenceError, strict=True), and
 one that diverges (inf, NaN, residual growing past 1e6 times the start) always raises."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["anderson", "fixed_point", "solve", "SolveResult", "ConvergenceError", "NonConvergenceWarning"]
+__all__ = ["anderson", "broyden", "fixed_point", "solve", "SolveResult", "ConvergenceError", "NonConvergenceWarning"]
 
 
 class ConvergenceError(RuntimeError):
@@ -81,15 +81,64 @@ def anderson(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, m:
     return SolveResult(fs[-1].reshape(shape), res, max_iter + 1, False, float(fs[-1].norm()) / start)
 
 
+def broyden(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, m: int = 30, tol: float = 1e-8,
+            max_iter: int = 100) -> SolveResult:
+    """Broyden's ("good") method on g(x) = fn(x) - x = 0, the whole tensor as one vector: the
+    inverse Jacobian of g starts at -I (fn contractive: its Jacobian is small) and takes
+    rank-one updates (Sherman-Morrison) kept as vector pairs, at most m before it restarts."""
+    shape = x0.shape
+    us: list = []
+    vs: list = []
+
+    def inv(v):  # B v, B = -I + sum u v^T
+        out = -v
+        for u, w in zip(us, vs):
+            out = out + u * (w @ v)
+        return out
+
+    def inv_t(v):  # B^T v
+        out = -v
+        for u, w in zip(us, vs):
+            out = out + w * (u @ v)
+        return out
+
+    x = x0.reshape(-1)
+    fx = fn(x0).reshape(-1)
+    start = max(float(fx.norm()), float(x.norm()), 1e-30)
+    for k in range(1, max_iter + 1):
+        res = _relative(fx, x)
+        if res <= tol or not torch.isfinite(fx).all():
+            return SolveResult(fx.reshape(shape), res, k, res <= tol, float(fx.norm()) / start)
+        gx = fx - x
+        dx = -inv(gx)
+        x_new = x + dx
+        fx_new = fn(x_new.reshape(shape)).reshape(-1)
+        dg = (fx_new - x_new) - gx
+        v = inv_t(dx)  # B^T dx
+        denom = v @ dg
+        if len(us) == m:  # full: start again from -I (dropping the oldest pair can diverge)
+            us.clear()
+            vs.clear()
+        elif float(denom.abs()) > 1e-30 * float(dx.norm() * dg.norm()):
+            us.append((dx - inv(dg)) / denom)
+            vs.append(v)
+        x, fx = x_new, fx_new
+    res = _relative(fx, x)
+    return SolveResult(fx.reshape(shape), res, max_iter + 1, res <= tol, float(fx.norm()) / start)
+
+
 def solve(fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *, method: str = "anderson",
           tol: float = 1e-8, max_iter: int = 100, strict: bool = False, what: str = "fixed point") -> SolveResult:
-    """Runs `method` ('anderson' or 'fixed_point') and checks the result (see the module)."""
+    """Runs `method` ('anderson', 'broyden' or 'fixed_point') and checks the result (see the
+    module)."""
     if method == "anderson":
         result = anderson(fn, x0, tol=tol, max_iter=max_iter)
+    elif method == "broyden":
+        result = broyden(fn, x0, tol=tol, max_iter=max_iter)
     elif method == "fixed_point":
         result = fixed_point(fn, x0, tol=tol, max_iter=max_iter)
     else:
-        raise ValueError(f"ttfs_ext.spide: solver must be 'anderson' or 'fixed_point', got {method!r}")
+        raise ValueError(f"ttfs_ext.spide: solver must be 'anderson', 'broyden' or 'fixed_point', got {method!r}")
     if not torch.isfinite(result.x).all() or not result.growth < 1e6:
         raise ConvergenceError(
             f"ttfs_ext.spide: the {what} solve diverged (the iterate grew {result.growth:.3g}-fold in "

@@ -191,7 +191,7 @@ def _products_sweep(net, x, densities=(0.005, 0.02, 0.05, 0.1, 0.2, 0.3), repeat
     gen = torch.Generator().manual_seed(3)
     for name, conn, in_shape, out_shape in conns:
         for adjoint in (False, True):
-            product = conn.spike_product(adjoint, in_shape, out_shape, "events", None)
+            product = conn.spike_product(adjoint, in_shape, out_shape, True, None, None)
             if product.form is None:
                 continue
             src = out_shape if adjoint else in_shape

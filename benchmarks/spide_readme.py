@@ -19,9 +19,9 @@ def _weights(row) -> str:
     if isinstance(w, str):
         return "initial weights, uniform random inputs"
     c, last = w["config"], w["last_epoch"]
-    return (f"trained: `ttfs spide --dataset {c['dataset']} --model {c['model']}` ({c['epochs']} epochs of at most "
-            f"{row.get('max_steps', '?')} steps; test accuracy {last['test_accuracy']:.1%}), "
-            f"{c['dataset']} test images")
+    steps = f" --max-steps {c['max_steps']}" if c.get("max_steps") else ""
+    return (f"trained by `ttfs spide --dataset {c['dataset']} --model {c['model']} --epochs {c['epochs']}{steps}` "
+            f"(test accuracy {last['test_accuracy']:.1%}); {c['dataset']} test images")
 
 
 def bench_md(device: str) -> str:

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(model=model, dataset=args.dataset, backward=args.backward, epochs=epochs, lr=lr,
                     batch_size=args.batch_size, T=net.T, T_b=net.T_b, loss_scale=net.loss_scale, leak=net.leak,
                     dropout=net.dropout, milestones=list(milestones), warmup=d["warmup"],
-                    reference_scaling=args.reference_scaling, seed=args.seed)
+                    reference_scaling=args.reference_scaling, seed=args.seed, max_steps=args.max_steps)
 
     def show(row):
         if not args.json:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _backend
 from .. import functional as TF
 from .solvers import solve
 
@@ -91,12 +92,13 @@ class Connection(nn.Module):
         return g
 
 
-    def spike_product(self, adjoint: bool, in_shape: Sequence[int], out_shape: Sequence[int], products: str,
-                      backend: Optional[str]) -> "_SpikeProduct":
+    def spike_product(self, adjoint: bool, in_shape: Sequence[int], out_shape: Sequence[int], events: bool,
+                      max_density: Optional[float], backend: Optional[str]) -> "_SpikeProduct":
         """forward (adjoint False: the module, bias included) or adjoint (out_shape, in_shape:
-        its output's and input's population shapes) as a product with spike tensors for one
-        simulation (products: FeedbackSNN's)."""
-        return _SpikeProduct(self, adjoint, in_shape, out_shape, products, backend)
+        its output's and input's population shapes) as a product with the spike tensors of one
+        simulation: event-driven if `events` (while at most max_density of the inputs are
+        nonzero; None: always), else dense."""
+        return _SpikeProduct(self, adjoint, in_shape, out_shape, events, max_density, backend)
 
     def event_form(self, adjoint: bool) -> Optional[tuple]:
         """The forward (with bias) or adjoint product as ttfs_ext.functional.spike_conv2d's
@@ -140,26 +142,21 @@ def _density(s: torch.Tensor) -> float:
 
 class _SpikeProduct:
     """One connection's forward or adjoint product with the spike tensors of one simulation:
-    event-driven (spike_conv2d, the weight packed once here) on the CPU while at most
-    EVENT_DENSITY of the inputs are nonzero ("auto"), always ("events"), or never ("dense")."""
+    event-driven (spike_conv2d, the weight packed once here) where `events` and the
+    connection has that form, while at most max_density of the inputs are nonzero (None:
+    always); else the dense module."""
 
-    def __init__(self, conn: Connection, adjoint: bool, in_shape, out_shape, products: str,
-                 backend: Optional[str]):
+    def __init__(self, conn: Connection, adjoint: bool, in_shape, out_shape, events: bool,
+                 max_density: Optional[float], backend: Optional[str]):
         self.conn, self.adjoint, self.in_shape, self.out_shape = conn, adjoint, tuple(in_shape), tuple(out_shape)
-        self.backend = backend
-        weight = next(conn.module.parameters(), None)
-        device = weight.device if weight is not None else torch.device("cpu")
-        if products == "events" and device.type != "cpu":
-            raise ValueError(f"ttfs_ext.spide: products='events' runs on the CPU only, the network is on {device}")
-        kernel = backend != "reference" and device.type == "cpu"
-        self.form = conn.event_form(adjoint) if products == "events" or (products == "auto" and kernel) else None
-        self.max_nonzero = None if products == "events" else EVENT_DENSITY
+        self.backend, self.max_density = backend, max_density
+        self.form = conn.event_form(adjoint) if events else None
 
     def dense(self, s: torch.Tensor) -> torch.Tensor:
         return self.conn.adjoint(s, self.in_shape) if self.adjoint else self.conn(s)
 
     def __call__(self, s: torch.Tensor) -> torch.Tensor:
-        if self.form is None or (self.max_nonzero is not None and _density(s) > self.max_nonzero):
+        if self.form is None or (self.max_density is not None and _density(s) > self.max_density):
             return self.dense(s)
         weight, bias, stride, padding, dilation, transposed = self.form
         dst = self.in_shape if self.adjoint else self.out_shape
@@ -304,11 +301,29 @@ class FeedbackSNN(nn.Module):
         return [torch.empty(s, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
                 .contiguous(memory_format=self._layout(x, s)) for s in self._batch_shapes(x)]
 
+    def _events(self, device: torch.device) -> bool:
+        """Whether the simulations multiply spikes event-driven (see products)."""
+        if self.products == "events":
+            if device.type != "cpu":
+                raise ValueError(f"ttfs_ext.spide: products='events' runs on the CPU only, the input is on {device}")
+            return True
+        return (self.products == "auto" and self.backend != "reference" and device.type == "cpu"
+                and "cpu" in _backend.kernel_devices())
+
+    def _products(self, x: torch.Tensor, shapes: list, adjoint: bool) -> tuple:
+        """The layers' and the feedback's products of one simulation (forward or adjoint)."""
+        events = self._events(x.device)
+        limit = None if self.products == "events" else EVENT_DENSITY
+        layers = [conn.spike_product(adjoint, shapes[l], shapes[l + 1], events, limit, self.backend)
+                  for l, conn in enumerate(self.layers)]
+        feedback = (self.feedback.spike_product(adjoint, shapes[-1], shapes[0], events, limit, self.backend)
+                    if self.feedback is not None else None)
+        return layers, feedback
+
     def _layout(self, x: torch.Tensor, shape) -> torch.memory_format:
         """A population's memory layout: channels last where the event-driven products run
         (they read and write it: no copies between them and the neuron steps), else contiguous."""
-        events = self.products != "dense" and self.backend != "reference" and x.device.type == "cpu"
-        return torch.channels_last if events and len(shape) == 4 else torch.contiguous_format
+        return torch.channels_last if len(shape) == 4 and self._events(x.device) else torch.contiguous_format
 
     def _population_shapes(self, x: torch.Tensor) -> list:
         with torch.no_grad():
@@ -326,10 +341,7 @@ class FeedbackSNN(nn.Module):
         n, T = self.num_populations, self.T
         shapes = self._batch_shapes(x)
         c = self.input(x).contiguous(memory_format=self._layout(x, shapes[0]))
-        layers = [conn.spike_product(False, shapes[l], shapes[l + 1], self.products, self.backend)
-                  for l, conn in enumerate(self.layers)]
-        feedback = (self.feedback.spike_product(False, shapes[-1], shapes[0], self.products, self.backend)
-                    if self.feedback is not None else None)
+        layers, feedback = self._products(x, shapes, adjoint=False)
         u: list = [None] * n
         rate: list = [None] * n
         s_last = None
@@ -459,10 +471,7 @@ class FeedbackSNN(nn.Module):
         u = [torch.zeros_like(r) for r in rates]
         beta = [torch.zeros_like(r) for r in rates]
         out: list = [None] * n
-        layers = [conn.spike_product(True, shapes[l], shapes[l + 1], self.products, self.backend)
-                  for l, conn in enumerate(self.layers)]
-        feedback = (self.feedback.spike_product(True, shapes[-1], shapes[0], self.products, self.backend)
-                    if self.feedback is not None else None)
+        layers, feedback = self._products(rates[-1], shapes, adjoint=True)
         step = TF.spide_backward_step
         kw = dict(v_th=self.v_th_b, reset=self.q_b, amplitude=1.0, leak=self.leak, backend=self.backend)
         for t in range(T_b):

@@ -1,18 +1,21 @@
 """fs_activation: the fused kernel against the K-step loop of the reference (eager, and
 torch.compile of the same loop) and against a plain copy of the tensor (the memory floor:
 the fused forward reads x once and writes y once, as a copy does). Forward and
-forward+backward, K = 10, 12, 16, 1M to 100M float32 elements; and a converted CNN's
+forward+backward, K = 10, 12, 16, 1M to 100M float32 elements (the copy both into a new
+tensor, as the op writes its result, and into a kept one); and a converted CNN's
 inference time against its ANN. Paired: in each cycle every implementation runs once, in
 alternating order, and the ratios are per cycle (median over cycles), so that load from
 other processes affects both sides. Writes benchmarks/results/fs_<device>.json.
 
     python benchmarks/bench_fs.py [--device cpu] [--sizes 1e6,1e7,1e8] [--ks 10,12,16] [--cycles 5]
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/bench_fs.py ...   # large tensors on 2 MB pages
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -89,8 +92,10 @@ def activation_cases(args, device, dtype) -> list:
             n_check = min(numel, 1 << 20)
             torch.testing.assert_close(ops.fs_activation(x[:n_check], h, d, T, 0, False)[0],
                                        loop_forward(x[:n_check], h, d, T), rtol=0, atol=0)
+            # the floor, twice: a copy into a new tensor (what the op does: allocate y, read x,
+            # write y) and into a kept one (no page faults of a fresh allocation)
             fwd = {"fused": lambda: ops.fs_activation(x, h, d, T, 0, False),
-                   "copy": lambda: y.copy_(x)}
+                   "clone": lambda: x.clone(), "copy": lambda: y.copy_(x)}
             eager_bytes = numel * elem * 8  # the loop's live temporaries, roughly
             if numel <= args.max_eager and eager_bytes < args.memory_budget:
                 fwd["eager_loop"] = lambda: loop_forward(x, h, d, T)
@@ -101,7 +106,8 @@ def activation_cases(args, device, dtype) -> list:
             for name, v in r.items():
                 v["GB_per_s"] = 2 * numel * elem / v["median_s"] / 1e9  # read x, write y
             results.append({"mode": "forward", "numel": numel, "K": K, "dtype": str(dtype).split(".")[-1],
-                            "impls": r})
+                            "fused_over_clone": 1 / r["clone"]["ratio_to_fused"],
+                            "fused_over_copy": 1 / r["copy"]["ratio_to_fused"], "impls": r})
             print(json.dumps(results[-1]), flush=True)
             # forward + backward (x, h, d, T): the fused pair reads x twice, gy once, writes y, gx
             if numel > args.max_backward:
@@ -173,6 +179,8 @@ def main() -> None:
             "torch": torch.__version__, "ttfs_ext": ttfs_ext.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor(), "threads": torch.get_num_threads(),
             "cpu_isa": st["cpu_isa"], "device": args.device, "gpu": st["gpu"], "cycles": args.cycles,
+            # PyTorch's CPU allocator takes 2 MB pages for large tensors when this is 1 (fewer faults)
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
             "note": "paired, alternated cycles; ratio_to_fused = time / fused time in the same cycle (median)"}
     result = {"meta": meta, "activation": activation_cases(args, device, torch.float32)}
     if not args.no_network:

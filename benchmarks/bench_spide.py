@@ -180,6 +180,33 @@ def _check(case, batch, device, T, T_b):
     return diff, scale, rel
 
 
+def _step_densities(net, x, y) -> dict:
+    """The fraction of nonzero spikes per step that each population hands to the products,
+    averaged over one iteration's steps: forward (binary) and backward (ternary)."""
+    seen = {"forward": [], "backward": []}
+    real = {"forward": TF.spide_forward_step, "backward": TF.spide_backward_step}
+
+    def counting(kind):
+        def step(*args, **kwargs):
+            s = real[kind](*args, **kwargs)
+            seen[kind].append(float((s != 0).double().mean()))
+            return s
+        return step
+    TF.spide_forward_step, TF.spide_backward_step = counting("forward"), counting("backward")
+    try:
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+    finally:
+        TF.spide_forward_step, TF.spide_backward_step = real["forward"], real["backward"]
+    n = net.num_populations
+    out = {}
+    for kind, values in seen.items():
+        # forward: population 1..N each step; backward: N..1 each step
+        per = [statistics.mean(values[i::n]) for i in range(n)] if values else []
+        out[kind] = per if kind == "forward" else per[::-1]
+    return out
+
+
 def _products_sweep(net, x, densities=(0.005, 0.02, 0.05, 0.1, 0.2, 0.3), repeats=5):
     """Milliseconds of each connection's event-driven and dense product (forward and adjoint)
     on random spikes of the given densities: where the events stop paying (EVENT_DENSITY)."""
@@ -271,6 +298,7 @@ def run_case(case, batch, device, repeats, T=None, T_b=None, sweep=True):
                     f"{name}_iteration_speedup": (m["forward"] + m["backward"]) / (k["forward"] + k["backward"])})
     row.update(check_max_grad_diff=diff, check_grad_scale=scale, check_relative_grad_diff=rel,
                forward_rate=net.last_stats.get("forward_rate"), backward_rate=net.last_stats.get("backward_rate"),
+               step_densities=_step_densities(net, x, nets["kernels"][2]),
                neuron_steps=_neuron_steps(net, x, net.T, max(3, repeats)),
                products_sweep=_products_sweep(net, x) if sweep and device.type == "cpu" else [],
                all_forward_s=times["kernels"]["forward"], all_reference_forward_s=times["reference"]["forward"])

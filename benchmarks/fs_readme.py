@@ -1,5 +1,6 @@
 """Regenerates the tables of README.md's "Few-spikes neurons (ttfs_ext.fs)" section from
-benchmarks/results/fs_tables.json and fs_<device>.json (numbers from the JSON only).
+benchmarks/results/fs_tables.json, fs_<device>.json and fs_<device>_thp.json (the same
+benchmark under THP_MEM_ALLOC_ENABLE=1): numbers from the JSON only.
 
     python benchmarks/fs_readme.py [--device cpu]
 """
@@ -30,30 +31,36 @@ def tables_md() -> str:
     return "\n".join(rows)
 
 
-def bench_md(device: str) -> str:
-    data = json.loads((RESULTS / f"fs_{device}.json").read_text())
-    rows = ["| mode | elements | K | fused | GB/s | copy GB/s | fused / copy | eager loop / fused | "
-            "compiled loop / fused |", "|---|---|---|---|---|---|---|---|---|"]
+def bench_md(device: str, suffix: str = "") -> str:
+    name = f"fs_{device}{suffix}.json"
+    data = json.loads((RESULTS / name).read_text())
+    rows = ["| mode | elements | K | fused | GB/s | clone GB/s | fused / clone | fused / copy | eager loop / fused | "
+            "compiled loop / fused |", "|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(v):
         return f"{v * 1e3:.2f} ms"
+
+    def over(name):  # fused time / that copy's time, per cycle
+        v = im.get(name)
+        return f"{1 / v['ratio_to_fused']:.2f}x" if v else "–"
     for c in data["activation"]:
         im = c["impls"]
-        f = im["fused"]
-        copy = im.get("copy")
+        f, clone = im["fused"], im.get("clone")
         eager, comp = im.get("eager_loop"), im.get("compiled_loop")
         rows.append(f"| {c['mode']} | {c['numel']:.0e} | {c['K']} | {ms(f['median_s'])} | {f['GB_per_s']:.1f} | "
-                    f"{copy['GB_per_s']:.1f} | {1 / copy['ratio_to_fused']:.2f}x |" if copy else
-                    f"| {c['mode']} | {c['numel']:.0e} | {c['K']} | {ms(f['median_s'])} | {f['GB_per_s']:.1f} | – | – |")
+                    f"{clone['GB_per_s']:.1f} |" if clone else
+                    f"| {c['mode']} | {c['numel']:.0e} | {c['K']} | {ms(f['median_s'])} | {f['GB_per_s']:.1f} | – |")
+        rows[-1] += f" {over('clone')} | {over('copy')} |"
         rows[-1] += (f" {eager['ratio_to_fused']:.1f}x |" if eager else " – |") + \
                     (f" {comp['ratio_to_fused']:.1f}x |" if comp else " – |")
     net = data.get("network", {})
     m = data["meta"]
     rows += ["", f"float32, {device}, {m['threads']} threads ({m['cpu_isa']}), torch {m['torch']}, "
                  f"{m['cycles']} paired cycles (ratios per cycle, medians), commit {(m['git_commit'] or '?')[:7]}, "
-                 f"{m['date']}; `benchmarks/results/fs_{device}.json`. GB/s counts the bytes the fused kernel must "
+                 f"{m['date']}; `benchmarks/results/{name}`. GB/s counts the bytes the fused kernel must "
                  "move (forward: read x, write y; forward+backward: also read x and the gradient, write the "
-                 "input gradient); the copy is `y.copy_(x)` of the same tensor."]
+                 "input gradient); the clone is `x.clone()` (a new tensor, as the op returns one), the copy "
+                 f"`y.copy_(x)` into a kept tensor; THP_MEM_ALLOC_ENABLE={m.get('THP_MEM_ALLOC_ENABLE')}."]
     if net:
         rows += ["", "Converted CNN (the `ttfs fs` network on 1×28×28 inputs, batch 256, inference): " +
                  "; ".join(f"{a}: FS {v['fs_s'] * 1e3:.1f} ms vs ANN {v['ann_s'] * 1e3:.1f} ms "
@@ -84,9 +91,13 @@ def main() -> None:
     ok1 = replace_between_markers(readme, "<!-- fs-tables:begin -->", "<!-- fs-tables:end -->", tables_md())
     ok2 = replace_between_markers(readme, f"<!-- fs-bench-{args.device}:begin -->", f"<!-- fs-bench-{args.device}:end -->",
                                   bench_md(args.device))
+    # the same benchmark with PyTorch's CPU allocator on 2 MB pages (THP_MEM_ALLOC_ENABLE=1)
+    ok_thp = (RESULTS / f"fs_{args.device}_thp.json").exists() and replace_between_markers(
+        readme, f"<!-- fs-bench-{args.device}-thp:begin -->", f"<!-- fs-bench-{args.device}-thp:end -->",
+        bench_md(args.device, "_thp"))
     ok3 = (RESULTS / "fs_cli_digits.json").exists() and replace_between_markers(
         readme, "<!-- fs-cli:begin -->", "<!-- fs-cli:end -->", cli_md())
-    print("README tables updated:", ok1, ok2, ok3)
+    print("README tables updated:", ok1, ok2, ok_thp, ok3)
 
 
 if __name__ == "__main__":

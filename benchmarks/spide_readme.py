@@ -26,9 +26,12 @@ def _weights(row) -> str:
 
 def bench_md(device: str) -> str:
     files = [RESULTS / f"spide_{device}.json", RESULTS / f"spide_{device}_trained.json"]
-    rows = ["| case | weights | batch | T / T_b | forward rate | backward rate | iteration (kernels) | "
+    rows = ["| case | weights | batch | T / T_b | spikes per step, forward | backward | iteration (kernels) | "
             "vs reference | vs port of the authors' loop | vs the kernels with dense products | forward | backward |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def spread(values):  # the populations' range
+        return f"{min(values):.1%}-{max(values):.1%}" if values else "–"
     metas = []
     for path in files:
         if not path.exists():
@@ -38,19 +41,20 @@ def bench_md(device: str) -> str:
         for r in data["cases"]:
             it = (r["kernel_forward_s"] + r["kernel_backward_s"]) * 1e3
             rows.append(
-                f"| {r['case']} | {_weights(r)} | {r['batch']} | {r['T']} / {r['T_b']} | {r['forward_rate']:.4f} | "
-                f"{r['backward_rate']:.4f} | {it:.0f} ms | {r['reference_iteration_speedup']:.2f}x | "
+                f"| {r['case']} | {_weights(r)} | {r['batch']} | {r['T']} / {r['T_b']} | "
+                f"{spread(r['step_densities']['forward'])} | {spread(r['step_densities']['backward'])} | {it:.0f} ms | {r['reference_iteration_speedup']:.2f}x | "
                 f"{r['port_iteration_speedup']:.2f}x | {r['dense_products_iteration_speedup']:.2f}x | "
                 f"{r['reference_forward_speedup']:.2f}x | {r['reference_backward_speedup']:.2f}x |")
     notes = []
     for name, d in metas:
         v, h = d["versions"], d["host"]
-        notes.append(f"`{name}`: `{d['command']}`, commit {(d.get('commit') or '?')[:7]}, {d['time']}, torch "
+        notes.append(f"`{name}`: `{d['command'].strip()}`, commit {(d.get('git_commit') or '?')[:7]}, {d['time']}, torch "
                      f"{v['torch']}, {v['cpu_isa']}, {h['torch_threads']} thread(s), load average "
                      f"{h['load_average'][0]:.1f}")
     rows += ["", "Speedups are the baseline's time over the kernels' (paired, alternated runs; medians); forward "
-                 "and backward against the reference. Rates: the average fraction of neurons spiking per step "
-                 "(backward: ternary spikes). " + "; ".join(notes) + "."]
+                 "and backward against the reference. Spikes per step: the fraction of each population's neurons "
+                 "that spike in a step, averaged over the iteration, from the least to the most active population "
+                 "(backward: ternary spikes, either sign). " + "; ".join(notes) + "."]
     return "\n".join(rows)
 
 

@@ -13,8 +13,9 @@ gives it: dL/dtheta = beta^T df/dtheta with beta = g + J_f^T beta, g = dL/da^N. 
   backward="spide": beta from SPIDE's ternary spiking neurons run T_b steps on the transposed
       network, and the weight gradients from the two-stage rates (1/q) (m beta) a^T, returned
       as the parameters' ordinary gradients by an autograd.Function;
-  backward="ide": the same forward, then beta by a fixed-point solver (Anderson or Broyden) on autograd
-      VJPs of one evaluation of f at the spiking rates, and autograd to the parameters.
+  backward="ide": the same forward, then beta by a fixed-point solver (Anderson or Broyden) on
+      autograd VJPs of one evaluation of f at the spiking rates, and autograd to the parameters.
+On the CPU the connections multiply the spikes event-driven while they are sparse (products).
 """
 from __future__ import annotations
 
@@ -91,7 +92,6 @@ class Connection(nn.Module):
             (g,) = torch.autograd.grad(m(x), x, y)
         return g
 
-
     def spike_product(self, adjoint: bool, in_shape: Sequence[int], out_shape: Sequence[int], events: bool,
                       max_density: Optional[float], backend: Optional[str]) -> "_SpikeProduct":
         """forward (adjoint False: the module, bias included) or adjoint (out_shape, in_shape:
@@ -164,7 +164,7 @@ class _SpikeProduct:
         out = TF.spike_conv2d(s.reshape(s.shape[0], -1, 1, 1) if linear else s, weight, bias, stride, padding,
                               dilation, transposed=transposed, output_size=(1, 1) if linear else dst[2:],
                               backend=self.backend)
-        return out if linear is False else out.reshape(s.shape[0], *dst[1:])
+        return out.reshape(s.shape[0], *dst[1:]) if linear else out
 
 
 def _pair(v) -> tuple[int, int]:

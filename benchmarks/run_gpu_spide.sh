@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED=1
   TORCH_CUDA_ARCH_LIST="9.0" TTFS_CUDA=ON pip install --no-build-isolation -v . 2>&1 \
     | grep -E "ttfs_ext:|error|Successfully installed"
   ttfs info
-  python -m pytest -q -rs tests/test_spide.py tests/test_registration.py tests/test_raw_ops.py
+  python -m pytest -q -rs tests/test_spide.py tests/test_spike_conv.py tests/test_registration.py tests/test_raw_ops.py
 } 2>&1 | tee "$out/gpu_spide_tests.log"
 # Batch 128 (the papers'), ConvNet-F and AlexNet-F; eager kernels vs the reference loop, then
 # the forward and the T_b loop each as a CUDA graph (kernel path) against eager launches.

@@ -64,6 +64,18 @@ def test_matches_dense_convolution(transposed, geometry, density):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype,c_out", [(F64, 70), (torch.float32, 100)])
+def test_every_tile_width(dtype, c_out):
+    """Output channels in tiles of four vectors, then of one, then one by one (64-byte vectors:
+    8 doubles or 16 floats): 70 doubles = 2 x 32 + 6, 100 floats = 64 + 2 x 16 + 4."""
+    for transposed in (False, True):
+        x, w, b, kw, dense = _case(14 + transposed, GEOMETRIES[1], transposed, 0.2, dtype=dtype, c_in=6, c_out=c_out)
+        out = TF.spike_conv2d(x, w, b, transposed=transposed, output_size=dense.shape[2:], **kw)
+        tol = 1e-12 if dtype == F64 else 1e-5
+        torch.testing.assert_close(out, dense, rtol=tol, atol=tol)
+
+
+@needs_kernels
 def test_default_output_size_and_float32():
     geometry = GEOMETRIES[1]
     x, w, b, kw, dense = _case(7, geometry, False, 0.1, dtype=torch.float32)

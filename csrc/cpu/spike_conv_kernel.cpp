@@ -107,75 +107,91 @@ struct ListNonzeros {
   }
 };
 
-// The sums of one sample: for every output position and tile of kVecs x kLanes output
-// channels, the accumulators stay in registers over every nonzero of the receptive field
-// (explicit GCC vectors of 64 bytes, lowered to the ISA's width by run_for_isa).
+// The sums of one sample: for every output position and tile of output channels, the
+// accumulators stay in registers over every nonzero of the receptive field (explicit GCC
+// vectors of 64 bytes, lowered to the ISA's width by run_for_isa): tiles of four vectors, then
+// of one, then the last channels one by one.
 template <typename T>
 struct GatherSample {
   static constexpr int kLanes = 64 / sizeof(T);
-  static constexpr int kVecs = 4;
-  static constexpr int64_t kTile = kLanes * kVecs;
   typedef T vec __attribute__((vector_size(64)));
+
+  struct Ctx {
+    const SpikeConvParams& p;
+    const TapTable* rows;
+    const TapTable* cols;
+    const int64_t* start;
+    const int32_t* channel;
+    const T* value;
+    const T* weight;
+    const T* bias;
+  };
+
+  // Output channels o0 .. o0 + kVecs * kLanes of position (oy, ox).
+  template <int kVecs>
+  static TTFS_INLINE void tile(const Ctx& c, int64_t oy, int64_t ox, int64_t o0, T* __restrict out_q) {
+    const int64_t c_out = c.p.c_out, row_stride = c.p.kh * c.p.kw * c_out;  // weight[ch] to weight[ch + 1]
+    vec acc[kVecs];
+    for (int j = 0; j < kVecs; ++j) {
+      if (c.bias != nullptr) {
+        std::memcpy(&acc[j], c.bias + o0 + j * kLanes, sizeof(vec));
+      } else {
+        acc[j] = vec{};
+      }
+    }
+    for (int64_t a = c.rows->start[oy]; a < c.rows->start[oy + 1]; ++a) {
+      const auto [ky, iy] = c.rows->taps[a];
+      for (int64_t b = c.cols->start[ox]; b < c.cols->start[ox + 1]; ++b) {
+        const auto [kx, ix] = c.cols->taps[b];
+        const int64_t q = iy * c.p.w_in + ix;
+        const T* w_tap = c.weight + (ky * c.p.kw + kx) * c_out + o0;
+        for (int64_t e = c.start[q]; e < c.start[q + 1]; ++e) {
+          const T* w = w_tap + c.channel[e] * row_stride;
+          const vec v = vec{} + c.value[e];
+          for (int j = 0; j < kVecs; ++j) {
+            vec wj;
+            std::memcpy(&wj, w + j * kLanes, sizeof(vec));
+            acc[j] += v * wj;
+          }
+        }
+      }
+    }
+    std::memcpy(out_q + o0, acc, sizeof(acc));
+  }
+
+  // Output channels o0 .. c_out - 1 (fewer than a vector), one by one.
+  static TTFS_INLINE void tail(const Ctx& c, int64_t oy, int64_t ox, int64_t o0, T* __restrict out_q) {
+    const int64_t c_out = c.p.c_out, row_stride = c.p.kh * c.p.kw * c_out, n = c_out - o0;
+    T acc[kLanes];
+    for (int64_t o = 0; o < n; ++o) acc[o] = c.bias != nullptr ? c.bias[o0 + o] : T(0);
+    for (int64_t a = c.rows->start[oy]; a < c.rows->start[oy + 1]; ++a) {
+      const auto [ky, iy] = c.rows->taps[a];
+      for (int64_t b = c.cols->start[ox]; b < c.cols->start[ox + 1]; ++b) {
+        const auto [kx, ix] = c.cols->taps[b];
+        const int64_t q = iy * c.p.w_in + ix;
+        const T* w_tap = c.weight + (ky * c.p.kw + kx) * c_out + o0;
+        for (int64_t e = c.start[q]; e < c.start[q + 1]; ++e) {
+          const T* w = w_tap + c.channel[e] * row_stride;
+          const T v = c.value[e];
+          for (int64_t o = 0; o < n; ++o) acc[o] += v * w[o];
+        }
+      }
+    }
+    for (int64_t o = 0; o < n; ++o) out_q[o0 + o] = acc[o];
+  }
 
   static TTFS_INLINE int run(const SpikeConvParams& p, const TapTable* rows, const TapTable* cols,
                              const Nonzeros<T>* nz, const T* __restrict weight, const T* __restrict bias,
                              T* __restrict out) {
-    const int64_t c_out = p.c_out, w_in = p.w_in;
-    const int64_t* start = nz->start.data();
-    const int32_t* channel = nz->channel.data();
-    const T* value = nz->value.data();
-    const int64_t row_stride = p.kh * p.kw * c_out;  // weight[c] to weight[c + 1]
+    const Ctx c{p, rows, cols, nz->start.data(), nz->channel.data(), nz->value.data(), weight, bias};
+    const int64_t c_out = p.c_out;
     for (int64_t oy = 0; oy < p.h_out; ++oy) {
       for (int64_t ox = 0; ox < p.w_out; ++ox) {
         T* out_q = out + (oy * p.w_out + ox) * c_out;
         int64_t o0 = 0;
-        for (; o0 + kTile <= c_out; o0 += kTile) {
-          vec acc[kVecs];
-          for (int j = 0; j < kVecs; ++j) {
-            if (bias != nullptr) {
-              std::memcpy(&acc[j], bias + o0 + j * kLanes, sizeof(vec));
-            } else {
-              acc[j] = vec{};
-            }
-          }
-          for (int64_t a = rows->start[oy]; a < rows->start[oy + 1]; ++a) {
-            const auto [ky, iy] = rows->taps[a];
-            for (int64_t b = cols->start[ox]; b < cols->start[ox + 1]; ++b) {
-              const auto [kx, ix] = cols->taps[b];
-              const int64_t q = iy * w_in + ix;
-              const T* w_tap = weight + (ky * p.kw + kx) * c_out + o0;
-              for (int64_t e = start[q]; e < start[q + 1]; ++e) {
-                const T* w = w_tap + channel[e] * row_stride;
-                const vec v = vec{} + value[e];
-                for (int j = 0; j < kVecs; ++j) {
-                  vec wj;
-                  std::memcpy(&wj, w + j * kLanes, sizeof(vec));
-                  acc[j] += v * wj;
-                }
-              }
-            }
-          }
-          std::memcpy(out_q + o0, acc, sizeof(acc));
-        }
-        if (o0 < c_out) {  // the last channels, fewer than a tile
-          T acc[kTile];
-          const int64_t n = c_out - o0;
-          for (int64_t o = 0; o < n; ++o) acc[o] = bias != nullptr ? bias[o0 + o] : T(0);
-          for (int64_t a = rows->start[oy]; a < rows->start[oy + 1]; ++a) {
-            const auto [ky, iy] = rows->taps[a];
-            for (int64_t b = cols->start[ox]; b < cols->start[ox + 1]; ++b) {
-              const auto [kx, ix] = cols->taps[b];
-              const int64_t q = iy * w_in + ix;
-              const T* w_tap = weight + (ky * p.kw + kx) * c_out + o0;
-              for (int64_t e = start[q]; e < start[q + 1]; ++e) {
-                const T* w = w_tap + channel[e] * row_stride;
-                const T v = value[e];
-                for (int64_t o = 0; o < n; ++o) acc[o] += v * w[o];
-              }
-            }
-          }
-          for (int64_t o = 0; o < n; ++o) out_q[o0 + o] = acc[o];
-        }
+        for (; o0 + 4 * kLanes <= c_out; o0 += 4 * kLanes) tile<4>(c, oy, ox, o0, out_q);
+        for (; o0 + kLanes <= c_out; o0 += kLanes) tile<1>(c, oy, ox, o0, out_q);
+        if (o0 < c_out) tail(c, oy, ox, o0, out_q);
       }
     }
     return 0;

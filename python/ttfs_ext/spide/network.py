@@ -127,8 +127,8 @@ def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 # Up to this fraction of nonzero inputs the event-driven products are used ("auto"): the
 # products sweep of benchmarks/bench_spide.py (ConvNet-F, AlexNet-F, one AVX-512 core) has them
-# 1.6-4x faster than the dense convolutions at 5 %, 0.8-2x at 10 %.
-EVENT_DENSITY = 0.2
+# 1.4-2.2x faster than the dense convolutions at 20 % (one connection: 1.0x) and 0.5-1.6x at 30 %.
+EVENT_DENSITY = 0.25
 
 
 def _density(s: torch.Tensor) -> float:

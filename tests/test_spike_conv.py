@@ -159,10 +159,10 @@ def _nets(builder, products, **kw):
 
 @needs_kernels
 @pytest.mark.parametrize("builder,shape", [(spide.convnet_f, (1, 12, 12)), (spide.f400, (1, 6, 6)),
-                                           (spide.alexnet_f, (3, 8, 8))])
+                                           (spide.alexnet_f, (3, 8, 8)), (spide.lenet5_f, (1, 8, 8))])
 def test_feedback_snn_events_equal_dense(builder, shape):
-    """Same rates (spike counts: float64 sums in another order flip no threshold here) and the
-    same SPIDE gradients, events or dense, with dropout (its masks gate the spikes)."""
+    """The same spikes (float64 sums in another order flip no threshold here), so the same rates
+    and SPIDE gradients, events or dense, with dropout (its masks gate the spikes)."""
     kw = dict(in_channels=shape[0], size=shape[1], T=12, T_b=20, loss_scale=10.0)
     if builder is spide.convnet_f:
         kw["channels"] = 8
@@ -180,8 +180,9 @@ def test_feedback_snn_events_equal_dense(builder, shape):
         grads[products] = [p.grad.clone() for p in net.parameters()]
         rates[products] = (net.last_stats["forward_rate"], net.last_stats["backward_rate"])
         assert "products='" + products + "'" in repr(net)
-    for products in ("events", "auto"):
-        assert rates[products] == rates["dense"]
+    for products in ("events", "auto"):  # (LeNet: pooling stays dense, a Linear reads a conv map)
+        # the mean rates are float sums over another memory layout: equal to rounding
+        assert rates[products] == pytest.approx(rates["dense"], rel=1e-12)
         for g, gd in zip(grads[products], grads["dense"]):
             torch.testing.assert_close(g, gd, rtol=1e-10, atol=1e-12)
     assert rates["dense"][0] > 0 and rates["dense"][1] > 0  # something fired, forward and backward

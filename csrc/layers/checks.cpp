@@ -337,9 +337,9 @@ void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rat
                       u.sizes());
   };
   like_u("rate", rate);
-  TORCH_CHECK_VALUE(rate.numel() == 0 || rate.strides() == u.strides(), op,
-                    ": rate (updated in place) must have the memory layout of u (strides ", u.strides(), "), got ",
-                    rate.strides());
+  TORCH_CHECK_VALUE(rate.is_contiguous(spide_memory_format(u)), op,
+                    ": rate (updated in place) must have the memory layout of u (",
+                    u.is_contiguous() ? "contiguous" : "channels last", "), got strides ", rate.strides());
   TORCH_CHECK_VALUE(u.numel() == 0 || !rate.is_same(u), op, ": rate and u must be different tensors");
   for (const auto& [name, x] : inputs) {
     if (x != nullptr && x->defined()) like_u(name, *x);

@@ -144,9 +144,13 @@ def test_bad_input_names_the_argument():
         TF.spike_conv2d(x.to(torch.int32), w, b, **kw)
     with pytest.raises(ValueError, match="spike_conv_weight: weight must be 4-D"):
         TF.spike_conv_weight(w[0])
+    with pytest.raises(ValueError, match="dilation must be >= 1 \\(and fit int32\\)"):
+        TF.spike_conv2d(x, w, b, dilation=1 << 40)
     if torch.cuda.is_available():
         with pytest.raises(NotImplementedError, match="CPU kernel"):
-            TF.spike_conv2d(x.cuda(), w.cuda(), b.cuda(), **kw)
+            TF.spike_conv2d(x.cuda(), w.cuda(), b.cuda(), backend="cuda", **kw)
+        # automatic: the dense convolution
+        torch.testing.assert_close(TF.spike_conv2d(x.cuda(), w.cuda(), b.cuda(), **kw).cpu(), dense)
 
 
 # --- the feedback SNNs with event-driven products ---------------------------------------------

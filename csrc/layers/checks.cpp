@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 namespace ttfs_ext {
@@ -380,10 +381,15 @@ void check_spike_conv2d(const char* op, const at::Tensor& input, const at::Tenso
   for (const auto& [name, v] : lists) {
     TORCH_CHECK_VALUE(v.size() == 2, op, ": ", name, " must have 2 entries, got ", v);
   }
+  // The kernel lists channels as int32; geometry beyond int32 would overflow the size formulas.
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  TORCH_CHECK_VALUE(input.size(1) <= kMax, op, ": input has ", input.size(1), " channels, at most ", kMax);
   for (int i = 0; i < 2; ++i) {
-    TORCH_CHECK_VALUE(stride[i] >= 1, op, ": stride must be >= 1, got ", stride);
-    TORCH_CHECK_VALUE(padding[i] >= 0, op, ": padding must be >= 0, got ", padding);
-    TORCH_CHECK_VALUE(dilation[i] >= 1, op, ": dilation must be >= 1, got ", dilation);
+    TORCH_CHECK_VALUE(stride[i] >= 1 && stride[i] <= kMax, op, ": stride must be >= 1 (and fit int32), got ", stride);
+    TORCH_CHECK_VALUE(padding[i] >= 0 && padding[i] <= kMax, op, ": padding must be >= 0 (and fit int32), got ",
+                      padding);
+    TORCH_CHECK_VALUE(dilation[i] >= 1 && dilation[i] <= kMax, op, ": dilation must be >= 1 (and fit int32), got ",
+                      dilation);
     const int64_t in = input.size(2 + i), span = dilation[i] * (weight.size(1 + i) - 1) + 1;
     if (transposed) {
       // conv_transpose2d's sizes: the smallest plus an output_padding below max(stride, dilation).

@@ -509,8 +509,8 @@ def spike_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     default conv2d's size, or conv_transpose2d's without output padding. Returns
     (N, C_out, H_out, W_out) in channels-last memory (the input is read in it too: a
     channels-last input costs no copy). A zero input adds nothing, even against a
-    non-finite weight. CPU only (on CUDA the dense convolution is the fast one); the reference
-    is the dense convolution. Not differentiable."""
+    non-finite weight. The kernel is the CPU's; on CUDA the call runs the reference, the dense
+    convolution (the fast one there; backend="cuda" raises). Not differentiable."""
     op = "ttfs_ext.spike_conv2d"
     stride, padding, dilation = (_pair(op, n, v, m) for n, v, m in (("stride", stride, 1), ("padding", padding, 0),
                                                                       ("dilation", dilation, 1)))
@@ -523,7 +523,8 @@ def spike_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
                        (input.shape[2 + i] + 2 * padding[i] - span[i]) // stride[i] + 1 for i in range(2)]
     else:
         output_size = _pair(op, "output_size", output_size, 0)
-    if _backend.use_kernel(op, input, backend):
+    # automatic on CUDA: the dense convolution (there is no event-driven CUDA kernel)
+    if not (backend is None and input.device.type == "cuda") and _backend.use_kernel(op, input, backend):
         return _ops.spike_conv2d(input, weight, bias, stride, padding, dilation, bool(transposed), output_size)
     _check("_spike_conv2d_check", input, weight, bias, stride, padding, dilation, bool(transposed), output_size)
     return reference.spike_conv2d(input, weight, bias, stride, padding, dilation, bool(transposed), output_size)

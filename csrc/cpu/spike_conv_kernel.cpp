@@ -127,10 +127,25 @@ struct GatherSample {
     const T* bias;
   };
 
+  // add(w, v) for each nonzero v of the receptive field of output (oy, ox), w its weight row
+  // from output channel o0 on: the one traversal the tiles and the tail share.
+  template <typename Add>
+  static TTFS_INLINE void receptive_field(const Ctx& c, int64_t oy, int64_t ox, int64_t o0, Add&& add) {
+    const int64_t c_out = c.p.c_out, row_stride = c.p.kh * c.p.kw * c_out;  // weight[ch] to weight[ch + 1]
+    for (int64_t a = c.rows->start[oy]; a < c.rows->start[oy + 1]; ++a) {
+      const auto [ky, iy] = c.rows->taps[a];
+      for (int64_t b = c.cols->start[ox]; b < c.cols->start[ox + 1]; ++b) {
+        const auto [kx, ix] = c.cols->taps[b];
+        const int64_t q = iy * c.p.w_in + ix;
+        const T* w_tap = c.weight + (ky * c.p.kw + kx) * c_out + o0;
+        for (int64_t e = c.start[q]; e < c.start[q + 1]; ++e) add(w_tap + c.channel[e] * row_stride, c.value[e]);
+      }
+    }
+  }
+
   // Output channels o0 .. o0 + kVecs * kLanes of position (oy, ox).
   template <int kVecs>
   static TTFS_INLINE void tile(const Ctx& c, int64_t oy, int64_t ox, int64_t o0, T* __restrict out_q) {
-    const int64_t c_out = c.p.c_out, row_stride = c.p.kh * c.p.kw * c_out;  // weight[ch] to weight[ch + 1]
     vec acc[kVecs];
     for (int j = 0; j < kVecs; ++j) {
       if (c.bias != nullptr) {
@@ -139,44 +154,25 @@ struct GatherSample {
         acc[j] = vec{};
       }
     }
-    for (int64_t a = c.rows->start[oy]; a < c.rows->start[oy + 1]; ++a) {
-      const auto [ky, iy] = c.rows->taps[a];
-      for (int64_t b = c.cols->start[ox]; b < c.cols->start[ox + 1]; ++b) {
-        const auto [kx, ix] = c.cols->taps[b];
-        const int64_t q = iy * c.p.w_in + ix;
-        const T* w_tap = c.weight + (ky * c.p.kw + kx) * c_out + o0;
-        for (int64_t e = c.start[q]; e < c.start[q + 1]; ++e) {
-          const T* w = w_tap + c.channel[e] * row_stride;
-          const vec v = vec{} + c.value[e];
-          for (int j = 0; j < kVecs; ++j) {
-            vec wj;
-            std::memcpy(&wj, w + j * kLanes, sizeof(vec));
-            acc[j] += v * wj;
-          }
-        }
+    receptive_field(c, oy, ox, o0, [&](const T* __restrict w, T value) __attribute__((always_inline)) {
+      const vec v = vec{} + value;
+      for (int j = 0; j < kVecs; ++j) {
+        vec wj;
+        std::memcpy(&wj, w + j * kLanes, sizeof(vec));
+        acc[j] += v * wj;
       }
-    }
+    });
     std::memcpy(out_q + o0, acc, sizeof(acc));
   }
 
   // Output channels o0 .. c_out - 1 (fewer than a vector), one by one.
   static TTFS_INLINE void tail(const Ctx& c, int64_t oy, int64_t ox, int64_t o0, T* __restrict out_q) {
-    const int64_t c_out = c.p.c_out, row_stride = c.p.kh * c.p.kw * c_out, n = c_out - o0;
+    const int64_t n = c.p.c_out - o0;
     T acc[kLanes];
     for (int64_t o = 0; o < n; ++o) acc[o] = c.bias != nullptr ? c.bias[o0 + o] : T(0);
-    for (int64_t a = c.rows->start[oy]; a < c.rows->start[oy + 1]; ++a) {
-      const auto [ky, iy] = c.rows->taps[a];
-      for (int64_t b = c.cols->start[ox]; b < c.cols->start[ox + 1]; ++b) {
-        const auto [kx, ix] = c.cols->taps[b];
-        const int64_t q = iy * c.p.w_in + ix;
-        const T* w_tap = c.weight + (ky * c.p.kw + kx) * c_out + o0;
-        for (int64_t e = c.start[q]; e < c.start[q + 1]; ++e) {
-          const T* w = w_tap + c.channel[e] * row_stride;
-          const T v = c.value[e];
-          for (int64_t o = 0; o < n; ++o) acc[o] += v * w[o];
-        }
-      }
-    }
+    receptive_field(c, oy, ox, o0, [&](const T* __restrict w, T v) __attribute__((always_inline)) {
+      for (int64_t o = 0; o < n; ++o) acc[o] += v * w[o];
+    });
     for (int64_t o = 0; o < n; ++o) out_q[o0 + o] = acc[o];
   }
 

@@ -99,7 +99,7 @@ def activation_cases(args, device, dtype) -> list:
             eager_bytes = numel * elem * 8  # the loop's live temporaries, roughly
             if numel <= args.max_eager and eager_bytes < args.memory_budget:
                 fwd["eager_loop"] = lambda: loop_forward(x, h, d, T)
-                if compiled is not None:
+                if compiled is not None and (args.compile_sizes is None or numel in args.compile_sizes):
                     fwd["compiled_loop"] = lambda: compiled(x, h, d, T)
             with torch.no_grad():
                 r = paired(fwd, device, args.cycles)
@@ -127,7 +127,7 @@ def activation_cases(args, device, dtype) -> list:
             saved_bytes = numel * elem * K * 5
             if saved_bytes < args.memory_budget:
                 fb["eager_loop"] = eager_fb
-                if compiled is not None:
+                if compiled is not None and (args.compile_sizes is None or numel in args.compile_sizes):
                     def compiled_fb():
                         out = compiled(xg, hg, dg, Tg)
                         return torch.autograd.grad(out, (xg, hg, dg, Tg), gy)
@@ -168,12 +168,21 @@ def main() -> None:
     ap.add_argument("--max-backward", type=float, default=1e7, help="largest numel for forward+backward")
     ap.add_argument("--memory-budget", type=float, default=3e9, help="bytes the loop may hold")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-sizes", default=None,
+                    help="compile the loop only at these sizes (default: every size; each size and K compiles anew)")
     ap.add_argument("--no-network", action="store_true")
+    ap.add_argument("--no-input-checks", action="store_true",
+                    help="time without the NaN/inf check of x (ttfs_ext.set_input_checks(False)); on CUDA the "
+                         "check is a reduction over x and a host synchronisation per call")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     args.sizes = [int(float(s)) for s in args.sizes.split(",")]
     args.ks = [int(k) for k in args.ks.split(",")]
+    if args.compile_sizes is not None:
+        args.compile_sizes = {int(float(s)) for s in args.compile_sizes.split(",")}
     device = torch.device(args.device)
+    if args.no_input_checks:
+        ttfs_ext.set_input_checks(False)
     st = ttfs_ext.status()
     meta = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "git_commit": git("rev-parse", "HEAD"),
             "torch": torch.__version__, "ttfs_ext": ttfs_ext.__version__, "python": platform.python_version(),
@@ -181,6 +190,10 @@ def main() -> None:
             "cpu_isa": st["cpu_isa"], "device": args.device, "gpu": st["gpu"], "cycles": args.cycles,
             # PyTorch's CPU allocator takes 2 MB pages for large tensors when this is 1 (fewer faults)
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+            "input_checks": not args.no_input_checks, "compile": not args.no_compile,
+            "compile_sizes": sorted(args.compile_sizes) if args.compile_sizes else None,
+            # the loops run only up to these sizes (their temporaries, and their time)
+            "max_eager": args.max_eager, "max_backward": args.max_backward, "memory_budget": args.memory_budget,
             "note": "paired, alternated cycles; ratio_to_fused = time / fused time in the same cycle (median)"}
     result = {"meta": meta, "activation": activation_cases(args, device, torch.float32)}
     if not args.no_network:

@@ -23,11 +23,12 @@ def tables_md() -> str:
                     f"{r['max_abs_error']:.3f} | {r['spikes_per_neuron_normal_0_1.5']:.2f} | {r['restarts']} | "
                     f"{r['steps']} | {r['seconds']:.0f} s | {(r.get('meta', data['meta'])['git_commit'] or '?')[:7]} |")
     m = data["meta"]
-    rows += ["", f"Fitted by `python benchmarks/fit_fs_tables.py` on {m['date']} ({m['threads']} threads, "
-                 f"{m['cpu_isa']}, torch {m['torch']}); raw results in `benchmarks/results/fs_tables.json`. "
-                 "MSE on 100,001 equally spaced points of the fit range. The SiLU fit ran before the CPU backward was "
-                 "vectorised, on a loaded machine; later refits (seed 1, and a screening run) did not beat it "
-                 "and `--keep-better` kept it. The settings of each fit are in the JSON."]
+    rows += ["", f"Fitted by `python benchmarks/fit_fs_tables.py` ({m['threads']} threads, {m['cpu_isa']}, torch "
+                 f"{m['torch']}); raw results and each fit's settings in `benchmarks/results/fs_tables.json`. MSE on "
+                 "100,001 equally spaced points of the fit range. Each table is refitted, bit for bit, by its "
+                 "command (`--check` refits it and compares it with the shipped table, writing nothing):", ""]
+    for name, r in sorted(data["functions"].items()):
+        rows.append(f"    {r['command']}" if r.get("command") else f"    # {name}: no command recorded")
     return "\n".join(rows)
 
 
@@ -55,7 +56,13 @@ def bench_md(device: str, suffix: str = "") -> str:
                     (f" {comp['ratio_to_fused']:.1f}x |" if comp else " – |")
     net = data.get("network", {})
     m = data["meta"]
-    rows += ["", f"float32, {device}, {m['threads']} threads ({m['cpu_isa']}), torch {m['torch']}, "
+    where = m["gpu"] if device == "cuda" and m.get("gpu") else f"{m['threads']} threads ({m['cpu_isa']})"
+    limits = (f"–: not run: the loops only up to {m['max_eager']:.0e} elements and while their temporaries fit in "
+              f"{m['memory_budget']:.0e} bytes, forward+backward only up to {m['max_backward']:.0e} elements"
+              if "max_eager" in m else "–: not run (sizes limited by the loops' memory and time)")
+    checks = "" if m.get("input_checks", True) else " Timed without the NaN/inf check of x (`--no-input-checks`)."
+    rows += ["", f"{limits}.{checks}", "",
+             f"float32, {device}, {where}, torch {m['torch']}, "
                  f"{m['cycles']} paired cycles (ratios per cycle, medians), commit {(m['git_commit'] or '?')[:7]}, "
                  f"{m['date']}; `benchmarks/results/{name}`. GB/s counts the bytes the fused kernel must "
                  "move (forward: read x, write y; forward+backward: also read x and the gradient, write the "
@@ -89,8 +96,8 @@ def main() -> None:
     args = ap.parse_args()
     readme = ROOT / "README.md"
     ok1 = replace_between_markers(readme, "<!-- fs-tables:begin -->", "<!-- fs-tables:end -->", tables_md())
-    ok2 = replace_between_markers(readme, f"<!-- fs-bench-{args.device}:begin -->", f"<!-- fs-bench-{args.device}:end -->",
-                                  bench_md(args.device))
+    ok2 = (RESULTS / f"fs_{args.device}.json").exists() and replace_between_markers(
+        readme, f"<!-- fs-bench-{args.device}:begin -->", f"<!-- fs-bench-{args.device}:end -->", bench_md(args.device))
     # the same benchmark with PyTorch's CPU allocator on 2 MB pages (THP_MEM_ALLOC_ENABLE=1)
     ok_thp = (RESULTS / f"fs_{args.device}_thp.json").exists() and replace_between_markers(
         readme, f"<!-- fs-bench-{args.device}-thp:begin -->", f"<!-- fs-bench-{args.device}-thp:end -->",

@@ -135,3 +135,36 @@ def test_first_spike_conv2d(cpu_isa, dtype):
     _compare(lambda *a: TF.first_spike_conv2d(*a, t_start, t_max, padding=1),
              lambda *a: R.first_spike_conv2d(*a, t_start, t_max, padding=1), (t_in, w, alpha, theta), dtype,
              ("t_in", "weight", "alpha", "threshold"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fs_activation(cpu_isa, dtype):
+    """The few-spikes neuron: the forward (y, spike counts and masks, the regulariser) equals
+    the reference loop bitwise; the surrogate backward equals the baseline code's bitwise (the
+    same operations in the same fixed order on every ISA) and the reference's to rounding."""
+    from ttfs_ext.fs import reference as fs_ref
+    ops = torch.ops.ttfs_ext
+    gen = generator(10)
+    K, n = 12, 2 * 16384 + 77  # two parallel chunks and a tail that is not a whole vector
+    h, d = (torch.randn(K, generator=gen, dtype=torch.float64).to(dtype) for _ in range(2))
+    T = (torch.randn(K, generator=gen, dtype=torch.float64) * 1.5).to(dtype)
+    x = (torch.randn(n, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    for mode in (0, 1, 2):
+        got, want = ops.fs_activation(x, h, d, T, mode, False), fs_ref.fs_activation_full(x, h, d, T, mode, False)
+        for a, b in zip(got[:2], want[:2]):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    reg = ops.fs_activation(x, h, d, T, 0, True)[2]
+    torch.testing.assert_close(reg, fs_ref.fs_activation_full(x, h, d, T, 0, True)[2],
+                               rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
+    gy = torch.randn(n, generator=gen, dtype=torch.float64).to(dtype)
+    greg = torch.randn(K, generator=gen, dtype=torch.float64).to(dtype)
+    grads = ops._fs_activation_backward(gy, greg, x, h, d, T, [True] * 4)
+    _backend._C._set_cpu_isa("baseline")
+    baseline = ops._fs_activation_backward(gy, greg, x, h, d, T, [True] * 4)
+    for name, a, b in zip("xhdT", grads, baseline):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m: f"grad {name} vs baseline: {m}")
+    leaves = [t.double().requires_grad_() for t in (x, h, d, T)]
+    y, _, r = fs_ref.fs_activation_full(*leaves, 0, True)
+    want = torch.autograd.grad((y * gy.double()).sum() + (r * greg.double()).sum(), leaves)
+    for name, a, b in zip("xhdT", grads, want):
+        assert_close_scaled(a, b, dtype, f"grad {name}")

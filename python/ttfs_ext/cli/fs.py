@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=("relu", "silu"), default="relu", help="the CNN's activation")
     p.add_argument("--dataset", choices=("digits", "fashion-mnist"), default="digits",
                    help="digits: scikit-learn's bundled 8x8 digits; fashion-mnist: the IDX files (ttfs_ext.data)")
+    p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files, the only one searched "
+                                      "(default: ttfs_ext.data's search path)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="training epochs (default 15 digits, 2 fashion)")
     p.add_argument("--n-train", type=POSITIVE_INT, default=None, help="use only this many training images")
     p.add_argument("--n-test", type=POSITIVE_INT, default=None, help="use only this many test images")
@@ -44,7 +46,7 @@ def _logits(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor
 def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     try:
-        ds = data.load_dataset(args.dataset)
+        ds = data.load_dataset(args.dataset, root=args.data_dir)
     except (ImportError, FileNotFoundError) as err:
         raise CommandError(f"ttfs fs: {err}") from err
     if args.n_train or args.n_test:

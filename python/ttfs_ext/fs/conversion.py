@@ -2,8 +2,9 @@
 few-spikes neurons, everything else unchanged. The next layer receives the decoded value
 y = sum_t d(t) z(t), which equals spike-by-spike transmission with weights w d(t) (the layer
 waits for all spikes of the one before). Latency: a layer needs all its input before its K
-steps, so an image takes the sum of K over the FS layers it passes; pipelined, a new image
-enters every K steps (the largest K of the network)."""
+steps, so an image takes the sum of K over the FS layers on the longest path through the
+graph (parallel branches run at the same time); pipelined, a new image enters every K steps
+(the largest K of the network)."""
 from __future__ import annotations
 
 import copy
@@ -23,11 +24,12 @@ Factory = Union[FSActivation, Callable[[], FSActivation], None]
 # Which modules and functional forms each activation name covers.
 _MODULES = {"relu": (nn.ReLU,), "silu": (nn.SiLU,), "sigmoid": (nn.Sigmoid,)}
 _FUNCTIONS = {
-    "relu": (F.relu, torch.relu),
+    "relu": (F.relu, torch.relu, F.relu_, torch.relu_),
     "silu": (F.silu,),
-    "sigmoid": (torch.sigmoid, F.sigmoid),
+    "sigmoid": (torch.sigmoid, F.sigmoid, torch.sigmoid_),
 }
-_METHODS = {"relu": "relu", "sigmoid": "sigmoid"}
+_METHODS = {"relu": ("relu", "relu_"), "sigmoid": ("sigmoid", "sigmoid_")}
+_INPLACE_FUNCTIONS = (F.relu_, torch.relu_, torch.sigmoid_)
 DEFAULT_ACTIVATIONS = {"relu": FSActivation.relu, "silu": FSActivation.silu, "sigmoid": FSActivation.sigmoid}
 
 
@@ -47,18 +49,33 @@ def _kind(node: torch.fx.Node, modules: dict) -> Optional[str]:
         mod = modules[node.target]
         for name, types in _MODULES.items():
             if type(mod) in types:
-                if getattr(mod, "inplace", False):
-                    pass  # in-place makes no difference to the decoded value
                 return name
     elif node.op == "call_function":
         for name, fns in _FUNCTIONS.items():
             if node.target in fns:
                 return name
     elif node.op == "call_method":
-        for name, method in _METHODS.items():
-            if node.target == method:
+        for name, methods in _METHODS.items():
+            if node.target in methods:
                 return name
     return None
+
+
+def _input(node: torch.fx.Node) -> torch.fx.Node:
+    """The activation's input: the first argument, or `input=` (F.relu(input=x))."""
+    return node.args[0] if node.args else node.kwargs["input"]
+
+
+def _inplace(node: torch.fx.Node, modules: dict) -> bool:
+    """Whether the activation overwrites its input (nn.ReLU(inplace=True), F.relu(x, inplace=True),
+    x.relu_(), torch.relu_(x), ...)."""
+    if node.op == "call_module":
+        return bool(getattr(modules[node.target], "inplace", False))
+    if node.op == "call_method":
+        return node.target.endswith("_")
+    if node.target in _INPLACE_FUNCTIONS:
+        return True
+    return bool(node.kwargs.get("inplace", node.args[1] if len(node.args) > 1 else False))
 
 
 class FSNetwork(nn.Module):
@@ -85,11 +102,21 @@ class FSNetwork(nn.Module):
         for _, m in self.fs_layers():
             m.reset_spike_counts()
 
+    def _longest_path(self, steps: Callable[[FSActivation], int]) -> int:
+        """The most steps(m), summed over the FS layers m of one path from input to output."""
+        fs = dict(self.fs_layers())
+        depth: dict = {}
+        for node in self.graph_module.graph.nodes:  # in topological order
+            before = max((depth[n] for n in node.all_input_nodes), default=0)
+            depth[node] = before + (steps(fs[node.target]) if node.op == "call_module" and node.target in fs else 0)
+        return max(depth.values(), default=0)
+
     def stats(self) -> dict:
         """Spikes per neuron per layer and overall (total spikes / (FS-neurons x images), as
         the paper counts), the FS-neurons per image, latency and pipelined throughput in time
-        steps, and the rate-coding steps for the same resolution (2^K levels need 2^K - 1
-        steps of spike counting per layer)."""
+        steps (along the longest path through the graph), and the rate-coding steps for the same
+        resolution (2^K levels need 2^K - 1 steps of spike counting per layer: the resolution of
+        the binary code of FS-ReLU; a fitted table has at most 2^K output levels)."""
         layers, spikes, neurons, per_image = [], 0, 0, 0
         for name, m in self.fs_layers():
             s, n = int(m.spike_total), int(m.neuron_total)
@@ -97,8 +124,8 @@ class FSNetwork(nn.Module):
                            "spikes_per_neuron": s / n if n else None})
             spikes, neurons, per_image = spikes + s, neurons + n, per_image + m.neurons_per_image
         ks = [m.K for _, m in self.fs_layers()]
-        latency = sum(ks)
-        rate = sum(2 ** k - 1 for k in ks)
+        latency = self._longest_path(lambda m: m.K)
+        rate = self._longest_path(lambda m: 2 ** m.K - 1)
         return {
             "fs_layers": len(ks),
             "fs_neurons_per_image": per_image,
@@ -116,7 +143,9 @@ def convert(model: nn.Module, activations: Optional[dict[str, Factory]] = None, 
             count_spikes: bool = True) -> FSNetwork:
     """FS-conversion of `model` (unchanged; the result holds a copy): every nn.ReLU, nn.SiLU and
     nn.Sigmoid module and their functional forms (F.relu, torch.relu, x.relu(), F.silu,
-    torch.sigmoid, x.sigmoid()) become FSActivation modules, traced with torch.fx.
+    torch.sigmoid, x.sigmoid(), and the in-place ones: F.relu_, x.relu_(), ...) become
+    FSActivation modules, traced with torch.fx. An in-place activation whose input is also used
+    elsewhere writes its result back into that input (copy_), as the original did.
 
     activations: name ('relu', 'silu', 'sigmoid') -> an FSActivation (copied for each
     occurrence), a callable returning one, or None to keep that activation as it is; names not
@@ -146,8 +175,13 @@ def convert(model: nn.Module, activations: Optional[dict[str, Factory]] = None, 
         fs.count_spikes = count_spikes
         name = f"fs_{len(layers)}"
         gm.add_submodule(name, fs)
+        src = _input(node)
+        write_back = _inplace(node, modules) and len(src.users) > 1  # others read the overwritten input
         with gm.graph.inserting_after(node):
-            new = gm.graph.call_module(name, (node.args[0],))
+            new = gm.graph.call_module(name, (src,))
+            if write_back:
+                with gm.graph.inserting_after(new):
+                    new = gm.graph.call_method("copy_", (src, new))
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
         layers.append(name)

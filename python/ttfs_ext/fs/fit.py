@@ -6,10 +6,14 @@ subtract h(t)) and the fused kernel's surrogate backward:
 - loss = mean(imp(x) (f(x) - y(x))^2) + c_v v_reg, v_reg = sum_t (mean_x max(|v_s(t)| - 1, 0))^2;
 - Adam; its learning rate ~ U(lr_range) and c_v ~ U(cv_range) drawn anew at every step;
 - init h ~ U(-1, 0), d ~ U(-0.5, 1), T ~ U(-1, 1); random restarts, each trained with
-  patience: it stops after max_steps steps, extended to `patience` steps past each
-  improvement of its best loss (at most 4 max_steps in all); the best restart wins;
+  patience; the best restart wins. Here a restart stops after max_steps steps, extended to
+  `patience` steps past each improvement of its best ranking loss (checked every 10 steps,
+  at most 4 max_steps in all). The authors' loop differs: it pushes its step counter back by
+  `patience` at every step whose training loss (with that step's random c_v) improves, with no
+  cap. Ours ranks on a loss that does not depend on the random c_v, and always ends;
 - optional importance profile imp(x), and a k-bit quantised variant: h, d, T fake-quantised to
-  `quantize_bits` bits on [-quant_range, quant_range] at evaluation only (the training steps use
+  `quantize_bits` bits on [-quant_range, quant_range] (as TF's fake_quant, see quantize) at
+  evaluation only (the training steps use
   the unquantised values; restarts are ranked on the quantised loss).
 
 A restart is ranked by its weighted MSE (plus the v_reg term at the middle of cv_range).
@@ -49,10 +53,19 @@ class FitResult:
 
 
 def quantize(p: torch.Tensor, bits: int, limit: float = 8.0) -> torch.Tensor:
-    """Round to one of 2^bits levels equally spaced on [-limit, limit] (clamped)."""
-    levels = 2 ** bits - 1
-    step = 2 * limit / levels
-    return torch.round((p.clamp(-limit, limit) + limit) / step) * step - limit
+    """Fake-quantises p to `bits` bits on [-limit, limit] as TensorFlow's
+    fake_quant_with_min_max_args does (the authors' find_quantized_coeffs.py): 2^bits levels,
+    `scale` = 2 limit / (2^bits - 1) apart, the range nudged so that 0 is one of them; values
+    outside are clamped, ties round up."""
+    if not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ValueError(f"quantize: bits must be an int in 2..16, got {bits!r}")
+    if not (math.isfinite(limit) and limit > 0):
+        raise ValueError(f"quantize: limit must be finite and > 0, got {limit!r}")
+    quant_max = 2 ** bits - 1
+    scale = 2.0 * limit / quant_max
+    zero_point = min(max(math.floor(limit / scale + 0.5), 0), quant_max)
+    lo, hi = -zero_point * scale, (quant_max - zero_point) * scale
+    return torch.floor((p.clamp(lo, hi) - lo) / scale + 0.5) * scale + lo
 
 
 def _evaluate(params, x, target, imp, cv):
@@ -80,6 +93,8 @@ def fit_coefficients(f: Callable[[torch.Tensor], torch.Tensor], K: int, x_range:
         raise ValueError(f"fit_coefficients: x_range must be finite with x_min < x_max, got {x_range!r}")
     if restarts < 1 or max_steps < 1 or n_points < 2:
         raise ValueError("fit_coefficients: restarts, max_steps must be >= 1 and n_points >= 2")
+    if quantize_bits is not None and (not isinstance(quantize_bits, int) or not 2 <= quantize_bits <= 16):
+        raise ValueError(f"fit_coefficients: quantize_bits must be None or an int in 2..16, got {quantize_bits!r}")
     gen = torch.Generator().manual_seed(seed)
     x = torch.linspace(lo, hi, n_points, dtype=torch.float64)
     target = f(x).to(torch.float64)

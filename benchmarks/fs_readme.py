@@ -25,8 +25,10 @@ def tables_md() -> str:
     m = data["meta"]
     rows += ["", f"Fitted by `python benchmarks/fit_fs_tables.py` ({m['threads']} threads, {m['cpu_isa']}, torch "
                  f"{m['torch']}); raw results and each fit's settings in `benchmarks/results/fs_tables.json`. MSE on "
-                 "100,001 equally spaced points of the fit range. Each table is refitted, bit for bit, by its "
-                 "command (`--check` refits it and compares it with the shipped table, writing nothing):", ""]
+                 "100,001 equally spaced points of the fit range. Each table comes from its command below; "
+                 "`--check` added to it refits the table and compares it with the shipped one, writing nothing "
+                 "(on the fitting machine: the same bits; another CPU may round ATen's Adam steps differently):",
+             ""]
     for name, r in sorted(data["functions"].items()):
         rows.append(f"    {r['command']}" if r.get("command") else f"    # {name}: no command recorded")
     return "\n".join(rows)
@@ -57,9 +59,14 @@ def bench_md(device: str, suffix: str = "") -> str:
     net = data.get("network", {})
     m = data["meta"]
     where = m["gpu"] if device == "cuda" and m.get("gpu") else f"{m['threads']} threads ({m['cpu_isa']})"
-    limits = (f"–: not run: the loops only up to {m['max_eager']:.0e} elements and while their temporaries fit in "
-              f"{m['memory_budget']:.0e} bytes, forward+backward only up to {m['max_backward']:.0e} elements"
-              if "max_eager" in m else "–: not run (sizes limited by the loops' memory and time)")
+    smallest = min(c["numel"] for c in data["activation"])
+    if "max_eager" not in m:
+        limits = "–: not run (sizes limited by the loops' memory and time)"
+    elif m["max_eager"] < smallest and m["max_backward"] < smallest:
+        limits = "–: not run (this run times the fused forward and the copies only)"
+    else:
+        limits = (f"–: not run: the loops only up to {m['max_eager']:.0e} elements and while their temporaries fit "
+                  f"in {m['memory_budget']:.0e} bytes, forward+backward only up to {m['max_backward']:.0e} elements")
     checks = "" if m.get("input_checks", True) else " Timed without the NaN/inf check of x (`--no-input-checks`)."
     rows += ["", f"{limits}.{checks}", "",
              f"float32, {device}, {where}, torch {m['torch']}, "

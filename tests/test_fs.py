@@ -302,16 +302,19 @@ def test_fit_patience():
 
 
 def test_fit_importance_profile():
-    """An importance profile trades error outside it for error inside it."""
+    """An importance profile trades error outside it for error inside it: weighted on [1.5, 2.5]
+    (almost nothing elsewhere), the fit is far better there (0.04-0.11 of the unweighted fit's
+    MSE over seeds 0, 3, 7 when written; 0.3 leaves room for another CPU's rounding)."""
     x = torch.linspace(-6.0, 6.0, 1000, dtype=torch.float64)
-    inside = x.abs() <= 1.0
+    inside = (x - 2.0).abs() <= 0.5
     kw = dict(n_points=1000, restarts=2, max_steps=300, patience=100, polish_steps=300, seed=3)
-    plain = fs.fit_coefficients(torch.sigmoid, 5, (-6.0, 6.0), **kw)
-    weighted = fs.fit_coefficients(torch.sigmoid, 5, (-6.0, 6.0), importance=lambda t: 1 + 1e3 * (t.abs() <= 1.0), **kw)
+    plain = fs.fit_coefficients(torch.sigmoid, 4, (-6.0, 6.0), **kw)
+    weighted = fs.fit_coefficients(torch.sigmoid, 4, (-6.0, 6.0),
+                                   importance=lambda t: 1e-3 + ((t - 2.0).abs() <= 0.5).double(), **kw)
 
     def mse_inside(r):
         return float((fs.fs_activation(x, r.h, r.d, r.T) - torch.sigmoid(x))[inside].square().mean())
-    assert mse_inside(weighted) < 0.5 * mse_inside(plain), (mse_inside(weighted), mse_inside(plain))
+    assert mse_inside(weighted) < 0.3 * mse_inside(plain), (mse_inside(weighted), mse_inside(plain))
 
 
 def test_quantize_is_tensorflows_fake_quant():

@@ -45,9 +45,19 @@ PYBIND11_MODULE(_C, m) {
     return info;
   }, "How this library was built: version, torch version, build kind and why, CUDA version and architectures, the instruction set of the CPU loops, how the CPU kernels run in parallel, and where the CPU linear layers take the one-pass kernels.");
   m.def("_set_input_checks", &ttfs_ext::set_input_checks,
-        "Set by ttfs_ext.set_input_checks: whether the CPU forward ops check t_in for NaN/inf "
-        "(in their first pass over it); elsewhere the ops check it in a read of its own.");
+        "Set by ttfs_ext.set_input_checks: whether the ops check their data for NaN/inf.");
   m.def("_input_checks_enabled", &ttfs_ext::input_checks_enabled);
+  m.def("_set_cuda_input_checks", &ttfs_ext::set_cuda_input_checks,
+        "Set by ttfs_ext.set_input_checks(cuda=...): whether the data checks also run on CUDA, where "
+        "each synchronises the host.");
+  m.def("_cuda_input_checks_enabled", &ttfs_ext::cuda_input_checks_enabled);
+  m.def("_set_cpu_kernel_profile", [](const std::string& name) {
+    if (!ttfs_ext::set_cpu_kernel_profile(name)) {
+      throw py::value_error("ttfs_ext: the CPU kernel profile must be 'cpu' or 'cuda', got '" + name + "'");
+    }
+  }, "For tests: drive the CPU kernels as the CUDA device drives its own ('cuda': its KernelTable "
+     "flags, dtype rules and data-check rule) or as the CPU does ('cpu', the default).");
+  m.def("_cpu_kernel_profile", &ttfs_ext::cpu_kernel_profile);
   m.def("_set_cpu_isa", [](const std::string& name) {
     const char* err = ttfs_ext::set_cpu_isa(name.c_str());
     if (err != nullptr) throw py::value_error(std::string("ttfs_ext: ") + err);

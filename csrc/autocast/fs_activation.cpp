@@ -20,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fs_activation_autocast(const at::
   if (xs != at::kHalf && xs != at::kBFloat16) return fs_activation(x, h, d, T, spike_mode, with_reg);
   // (K,) each: a plain cast (cached_cast leaves float64 alone, as autocast does everywhere).
   const at::Tensor hf = h.to(at::kFloat), df = d.to(at::kFloat), Tf = T.to(at::kFloat);
-  if constexpr (device == c10::DeviceType::CUDA) return fs_activation(x, hf, df, Tf, spike_mode, with_reg);
+  if (device == c10::DeviceType::CUDA || cpu_runs_cuda_profile()) return fs_activation(x, hf, df, Tf, spike_mode, with_reg);
   auto [y, spikes, reg] = fs_activation(x.to(at::kFloat), hf, df, Tf, spike_mode, with_reg);
   return {y.to(xs), spikes, reg};
 }

@@ -32,10 +32,10 @@ struct PrologueSpan {
                              int64_t n, in_t offset, in_t t_max) {
     int nonfinite = 0;
     for (int64_t i = 0; i < n; ++i) {
-      if constexpr (kCheck) nonfinite |= !(std::abs(in[i]) <= std::numeric_limits<in_t>::max());
-      in_t v = kNegate ? offset - in[i] : in[i] - offset;
-      if constexpr (kGate) v = gate[i] < t_max ? v : in_t(0);
-      out[i] = static_cast<out_t>(v);
+      if constexpr (kCheck) nonfinite |= math::nonfinite(in[i], std::numeric_limits<in_t>::max());
+      in_t v = math::shift<kNegate>(in[i], offset);
+      if constexpr (kGate) v = math::gated(v, gate[i], t_max);
+      out[i] = math::cast<out_t>(v);
     }
     return nonfinite;
   }
@@ -77,15 +77,15 @@ struct GatedSpanSum {
         lanes_t x, g;
         std::memcpy(&x, in + i, sizeof(x));
         std::memcpy(&g, gate + i, sizeof(g));
-        const lanes_t v = g < t_max ? x : zero;
+        const lanes_t v = g < t_max ? x : zero;  // math::gated, on 16 lanes
         std::memcpy(out + i, &v, sizeof(v));
         sums += v;
       }
     }
     in_t total = 0;
     for (; i < n; ++i) {
-      const in_t v = gate[i] < t_max ? in[i] : in_t(0);
-      out[i] = static_cast<out_t>(v);
+      const in_t v = math::gated(in[i], gate[i], t_max);
+      out[i] = math::cast<out_t>(v);
       total += v;
     }
     for (int l = 0; l < kLanes; ++l) total += sums[l];
@@ -121,13 +121,6 @@ void prologue_dispatch(const PrologueParams& p) {
   });
 }
 
-template <typename time_t, bool kSpiking>
-TTFS_INLINE time_t fire(time_t v, time_t t_max) {
-  if (!kSpiking) return v;
-  const time_t t = t_max - v;
-  return t >= t_max ? t_max : t;  // no spike in the window: t_max (NaN stays NaN)
-}
-
 // out[i] = fire(u[i] + bias[i * bias_stride]) for i < n. In place (the common case: the GEMM
 // wrote the spike-time dtype) gets its own loop: GCC's run-time alias check would reject
 // out == u and fall back to the scalar loop.
@@ -136,14 +129,14 @@ struct EpilogueSpanInplace {
   static TTFS_INLINE void run(time_t* __restrict io, const time_t* __restrict bias, int64_t bias_stride, int64_t n,
                               time_t t_max) {
     if (bias == nullptr) {
-      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i], t_max);
+      for (int64_t i = 0; i < n; ++i) io[i] = math::epilogue<kSpiking>(io[i], t_max);
     } else if (bias_stride == 0) {
       const time_t b = bias[0];
-      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + b, t_max);
+      for (int64_t i = 0; i < n; ++i) io[i] = math::epilogue<kSpiking>(math::add_bias(io[i], b), t_max);
     } else if (bias_stride == 1) {  // a contiguous loop, not a gather
-      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i], t_max);
+      for (int64_t i = 0; i < n; ++i) io[i] = math::epilogue<kSpiking>(math::add_bias(io[i], bias[i]), t_max);
     } else {
-      for (int64_t i = 0; i < n; ++i) io[i] = fire<time_t, kSpiking>(io[i] + bias[i * bias_stride], t_max);
+      for (int64_t i = 0; i < n; ++i) io[i] = math::epilogue<kSpiking>(math::add_bias(io[i], bias[i * bias_stride]), t_max);
     }
   }
 };
@@ -153,8 +146,8 @@ struct EpilogueSpan {
   static TTFS_INLINE void run(const u_t* __restrict u, const time_t* __restrict bias, int64_t bias_stride,
                               time_t* __restrict out, int64_t n, time_t t_max) {
     for (int64_t i = 0; i < n; ++i) {
-      const time_t b = bias != nullptr ? bias[i * bias_stride] : time_t(0);
-      out[i] = fire<time_t, kSpiking>(static_cast<time_t>(u[i]) + b, t_max);
+      const time_t v = math::cast<time_t>(u[i]);
+      out[i] = math::epilogue<kSpiking>(bias != nullptr ? math::add_bias(v, bias[i * bias_stride]) : v, t_max);
     }
   }
 };
@@ -205,7 +198,9 @@ const char* cpu_parallel_backend() {
 #endif
 }
 
-// CPU kernels support float64 and float32 spike times with matrices of the same dtype.
+// The dtype pairs of every device (time_and_matrix_dtypes): the CPU B1 layers use matrices of
+// the spike-time dtype; the float16/bfloat16 pairs of CUDA autocast run here too, in the CUDA-like
+// kernel profile of the tests.
 const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   if (p.gate != nullptr && p.nonfinite != nullptr) return "the gated prologue does not check its input";
   if (p.span_sums != nullptr && (p.gate == nullptr || p.offset != 0.0 || p.scale != 1.0 || p.span <= 0 ||
@@ -214,14 +209,18 @@ const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   }
   if (p.nonfinite != nullptr) *p.nonfinite = 0;
   if (p.numel == 0) return nullptr;
-  const bool ran = p.in_dtype == p.out_dtype && TIME_DTYPE_SWITCH(p.in_dtype, T, [&] { prologue_dispatch<T, T>(p); });
-  return ran ? nullptr : "CPU kernels support float64 and float32 only";
+  const bool ran = time_and_matrix_dtypes(p.in_dtype, p.out_dtype, [&](auto t, auto m) {
+    prologue_dispatch<decltype(t), decltype(m)>(p);
+  });
+  return ran ? nullptr : kTimeAndMatrixDtypeError;
 }
 
 const char* epilogue_cpu(const EpilogueParams& p, void* /*stream*/) {
   if (p.numel == 0) return nullptr;
-  const bool ran = p.u_dtype == p.out_dtype && TIME_DTYPE_SWITCH(p.u_dtype, T, [&] { epilogue_dispatch<T, T>(p); });
-  return ran ? nullptr : "CPU kernels support float64 and float32 only";
+  const bool ran = time_and_matrix_dtypes(p.out_dtype, p.u_dtype, [&](auto t, auto m) {
+    epilogue_dispatch<decltype(m), decltype(t)>(p);
+  });
+  return ran ? nullptr : kTimeAndMatrixDtypeError;
 }
 
 }  // namespace ttfs_ext

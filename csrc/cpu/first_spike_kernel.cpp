@@ -1,9 +1,12 @@
-// CPU kernels of the event-exact general neuron; mirrors cuda/first_spike_kernel.cu.
+// CPU kernels of the event-exact general neuron: loops around the element math of
+// kernels/element_math.h (the segment test, the arrivals, the outputs, the gradient terms),
+// which cuda/first_spike_kernel.cu runs too.
 // A task owns whole rows (forward, grad_input) or whole splits of rows (grad_weight), and
 // the inner loops run over outputs or inputs so that they vectorise. The inner loops are
 // compiled for AVX-512, AVX2 and the x86-64 baseline and run in the code of cpu_isa()
 // (cpu/cpu_isa.h: only these loops get the wider code, so nothing built for AVX-512 can be
 // shared with, and run on, a CPU without it).
+#include "kernels/element_math.h"
 #include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 #include "kernels/static_switch.h"
@@ -82,10 +85,10 @@ TTFS_INLINE void test_segment(const double* __restrict A, const double* __restri
                               const double* __restrict S, const double* __restrict P, double* __restrict t_rel,
                               double* __restrict slope, int64_t begin, int64_t n, double start, double end) {
   for (int64_t o = begin; o < n; ++o) {
-    const double b = A[o] + S[o];
-    const double cross = (Th[o] + P[o]) / b;
-    const bool hit = (t_rel[o] == kInf) & (b > 0.0) & (cross <= end);
-    const double t_hit = cross < start ? start : cross;
+    const double b = math::segment_slope(A[o], S[o]);
+    const double cross = math::segment_crossing(Th[o], P[o], b);
+    const bool hit = (t_rel[o] == kInf) & math::segment_holds_spike(b, cross, end);
+    const double t_hit = math::spike_in_segment(cross, start);
     t_rel[o] = hit ? t_hit : t_rel[o];
     slope[o] = hit ? b : slope[o];
   }
@@ -103,8 +106,8 @@ TTFS_INLINE bool may_fire_in_segment(const double* __restrict A, const double* _
   const double bound = end * (1.0 + 8.0 * std::numeric_limits<double>::epsilon());
   int any = 0;
   for (int64_t o = begin; o < n; ++o) {
-    const double b = A[o] + S[o];
-    const double num = Th[o] + P[o];
+    const double b = math::segment_slope(A[o], S[o]);
+    const double num = Th[o] + P[o];  // segment_crossing's numerator
     any |= (t_rel[o] == kInf) & (b > 0.0) & (num <= bound * b + std::numeric_limits<double>::min());
   }
   return any != 0;
@@ -113,10 +116,7 @@ TTFS_INLINE bool may_fire_in_segment(const double* __restrict A, const double* _
 // The input arriving at `end` with weights w adds w to the slopes and w * end to P.
 TTFS_INLINE void add_arrival(double* __restrict S, double* __restrict P, const double* __restrict w,
                              int64_t begin, int64_t n, double end) {
-  for (int64_t o = begin; o < n; ++o) {
-    S[o] += w[o];
-    P[o] += w[o] * end;
-  }
+  for (int64_t o = begin; o < n; ++o) math::add_arrival(S[o], P[o], w[o], end);
 }
 
 // The segments of one row, arrivals sorted: walk them (k outer) and test every silent neuron
@@ -150,7 +150,11 @@ struct ScanRow {
 // still silent; the row stops once every neuron has fired.
 template <typename scalar_t>
 void forward_impl(const FirstSpikeForwardParams& p) {
-  const auto* tau = static_cast<const scalar_t*>(p.tau);  // unsorted: the CPU backend sorts rows
+  // Unsorted rows, which the CPU sorts itself (KernelTable::sorts_rows), or rows sorted by the
+  // caller with their order (the CUDA path, which the CUDA-like kernel profile runs here).
+  const auto* tau = static_cast<const scalar_t*>(p.tau);
+  const auto* tau_sorted = static_cast<const scalar_t*>(p.tau_sorted);
+  const int64_t* order = p.order;
   const auto* wt = static_cast<const scalar_t*>(p.weight_t);
   const auto* alpha = static_cast<const scalar_t*>(p.alpha);
   const auto* theta = static_cast<const scalar_t*>(p.threshold);
@@ -166,32 +170,35 @@ void forward_impl(const FirstSpikeForwardParams& p) {
     for (int64_t r = begin; r < end_row; ++r) {
       const scalar_t* alpha_r = alpha + (r % p.param_rows) * p.param_ld;
       const scalar_t* theta_r = theta + (r % p.param_rows) * p.param_ld;
-      const scalar_t* tau_r = tau + r * K;
-      bool has_nan = false;
-      for (int64_t k = 0; k < K; ++k) {
-        arrivals[k] = {static_cast<double>(tau_r[k]), k};
-        has_nan |= std::isnan(arrivals[k].time);
+      if (tau != nullptr) {
+        const scalar_t* tau_r = tau + r * K;
+        bool has_nan = false;
+        for (int64_t k = 0; k < K; ++k) {
+          arrivals[k] = {static_cast<double>(tau_r[k]), k};
+          has_nan |= std::isnan(arrivals[k].time);
+        }
+        if (has_nan) sort_arrivals(arrivals.data(), K, arrives_before_nan_last);
+        else sort_arrivals(arrivals.data(), K, arrives_before);
+      } else {  // rows sorted by the caller (at::sort), as the CUDA kernel takes them
+        for (int64_t k = 0; k < K; ++k) arrivals[k] = {static_cast<double>(tau_sorted[r * K + k]), order[r * K + k]};
       }
-      if (has_nan) sort_arrivals(arrivals.data(), K, arrives_before_nan_last);
-      else sort_arrivals(arrivals.data(), K, arrives_before);
       for (int64_t o = 0; o < O; ++o) {
         A[o] = static_cast<double>(alpha_r[o]);
         Th[o] = static_cast<double>(theta_r[o]);
         S[o] = 0.0;
         P[o] = 0.0;
         slope[o] = 0.0;
-        // theta <= 0: at threshold when integration starts; fires at t_start without gradient.
-        t_rel[o] = Th[o] <= 0.0 ? 0.0 : kInf;
+        t_rel[o] = math::first_spike_initial(Th[o], kInf);
       }
       run_for_isa<ScanRow>(A.data(), Th.data(), S.data(), P.data(), t_rel.data(), slope.data(), arrivals.data(), K, O,
                              w);
       scalar_t* t_out_r = t_out + r * p.out_ld;
       scalar_t* slope_r = slope_out + r * p.out_ld;
       for (int64_t o = 0; o < O; ++o) {
-        const double t = p.t_start + t_rel[o] - p.t_origin;  // on the outputs' axis
-        const bool fired = t < p.t_max;
-        t_out_r[o] = static_cast<scalar_t>(fired ? t : p.t_max);
-        slope_r[o] = static_cast<scalar_t>(fired ? slope[o] : 0.0);
+        double t, b;
+        math::first_spike_output(t_rel[o], slope[o], p.t_start, p.t_origin, p.t_max, t, b);
+        t_out_r[o] = static_cast<scalar_t>(t);
+        slope_r[o] = static_cast<scalar_t>(b);
       }
     }
   });
@@ -202,7 +209,7 @@ void forward_impl(const FirstSpikeForwardParams& p) {
 struct AddGradInput {
   static TTFS_INLINE void run(double* __restrict acc, const double* __restrict tp, const double* __restrict w,
                               int64_t n, double go, double to) {
-    for (int64_t k = 0; k < n; ++k) acc[k] += (tp[k] < to) * (go * w[k]);
+    for (int64_t k = 0; k < n; ++k) acc[k] += math::grad_input_term(go, w[k], tp[k], to);
   }
 };
 
@@ -210,7 +217,7 @@ struct AddGradInput {
 struct AddGradWeight {
   static TTFS_INLINE void run(double* __restrict acc, const double* __restrict tp, int64_t n, double go,
                               double to) {
-    for (int64_t k = 0; k < n; ++k) acc[k] += go * (std::min(tp[k], to) - to);
+    for (int64_t k = 0; k < n; ++k) acc[k] += math::grad_weight_term(go, tp[k], to);
   }
 };
 
@@ -231,7 +238,7 @@ void grad_input_impl(const FirstSpikeGradInputParams& p) {
       for (int64_t o = 0; o < O; ++o) {
         const double go = static_cast<double>(g[r * p.out_ld + o]);
         if (go == 0.0) continue;  // silent neurons and those without gradient
-        const double to = static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin;  // the inputs' axis
+        const double to = math::on_inputs_axis(static_cast<double>(t_out[r * p.out_ld + o]), p.t_origin);  // the inputs' axis
         run_for_isa<AddGradInput>(acc.data(), tp, weight + o * K, K, go, to);
       }
       for (int64_t k = 0; k < K; ++k) grad_patch[r * K + k] = static_cast<scalar_t>(acc[k]);
@@ -258,7 +265,7 @@ void grad_weight_impl(const FirstSpikeGradWeightParams& p) {
         for (int64_t o = 0; o < O; ++o) {
           const double go = static_cast<double>(g[r * p.out_ld + o]);
           if (go == 0.0) continue;
-          const double to = static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin;  // the inputs' axis
+          const double to = math::on_inputs_axis(static_cast<double>(t_out[r * p.out_ld + o]), p.t_origin);  // the inputs' axis
           run_for_isa<AddGradWeight>(acc + o * K, tp, K, go, to);
         }
       }

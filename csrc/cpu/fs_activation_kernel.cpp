@@ -1,4 +1,6 @@
-// CPU kernels of fs_activation; mirrors cuda/fs_activation_kernel.cu.
+// CPU kernels of fs_activation: loops around the element math of kernels/element_math.h (a
+// step forward, a step backward, the regulariser's term), which cuda/fs_activation_kernel.cu
+// runs too; here on scalars and on explicit GCC vectors alike.
 //
 // Elements run in tiles of kTile: the K steps are the outer loop and the tile the inner one,
 // branch-free selects over plain arrays, so that GCC vectorises each step across the tile
@@ -6,6 +8,7 @@
 // potentials of a tile live on the stack; nothing per step goes to memory. Each fixed chunk of
 // kChunk elements writes one partial row of the reductions (regulariser, parameter
 // gradients), which the layer code sums in order: deterministic whatever the thread count.
+#include "kernels/element_math.h"
 #include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 #include "kernels/static_switch.h"
@@ -19,6 +22,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 namespace ttfs_ext {
 namespace {
@@ -26,11 +30,6 @@ namespace {
 constexpr int64_t kChunk = 16384;  // elements per partial row and per parallel task
 constexpr int kTile = 64;          // forward tile
 constexpr int kBackTile = 32;      // backward tile (K potentials per element on the stack)
-
-template <typename T>
-TTFS_INLINE T sgn(T v) {
-  return v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0));  // sign(0) = 0, as autograd's abs
-}
 
 // One chunk of the forward. kMode: 0 no spikes, 1 uint8 counts, 2 int32 masks.
 template <typename T, int kMode, bool kReg, bool kCheck>
@@ -52,28 +51,22 @@ struct FsForwardChunk {
         v[i] = x[i0 + i];
         acc[i] = T(0);
         count[i] = 0;
-        if constexpr (kCheck) nonfinite |= !(std::abs(v[i]) <= std::numeric_limits<T>::max());
+        if constexpr (kCheck) nonfinite |= math::nonfinite(v[i], std::numeric_limits<T>::max());
       }
       for (int t = 0; t < steps; ++t) {
         const T ht = h[t], dt = d[t], tt = th[t];
         if constexpr (kReg) {
-          for (int i = 0; i < nb; ++i) {
-            const T vs = (v[i] - tt) / (std::abs(v[i]) + T(1));
-            const T r = std::abs(vs) - T(1);
-            reg_lanes[t][i] += static_cast<double>(r > T(0) ? r : T(0));
-          }
+          for (int i = 0; i < nb; ++i) reg_lanes[t][i] += static_cast<double>(math::fs_reg_term(v[i], tt));
         }
         for (int i = 0; i < nb; ++i) {
           const bool z = v[i] > tt;
-          acc[i] += z ? dt : T(0);
-          v[i] -= z ? ht : T(0);
+          math::fs_step(v[i], acc[i], z, ht, dt);
           if constexpr (kMode == 1) count[i] += z ? 1u : 0u;
           if constexpr (kMode == 2) count[i] |= (z ? 1u : 0u) << t;
         }
       }
       for (int i = 0; i < nb; ++i) {
-        const T xi = x[i0 + i];
-        y[i0 + i] = xi != xi ? xi : acc[i];  // NaN in, NaN out
+        y[i0 + i] = math::fs_output(x[i0 + i], acc[i]);
         if constexpr (kMode == 1) static_cast<uint8_t*>(spikes)[i0 + i] = static_cast<uint8_t>(count[i]);
         if constexpr (kMode == 2) static_cast<int32_t*>(spikes)[i0 + i] = static_cast<int32_t>(count[i]);
       }
@@ -99,10 +92,6 @@ struct FsVec {
   typedef T vec __attribute__((vector_size(64)));
   typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> lane_int;
   typedef lane_int ivec __attribute__((vector_size(64)));
-  static TTFS_INLINE vec abs(vec v) { return v < vec{} ? -v : v; }
-  static TTFS_INLINE vec sign(vec v) {  // sign(0) = 0, as autograd's abs
-    return v > vec{} ? vec{} + T(1) : (v < vec{} ? vec{} - T(1) : vec{});
-  }
 };
 
 template <typename T, int kMode, bool kCheck>
@@ -124,17 +113,14 @@ struct FsForwardChunkVec {
         cnt[g] = ivec{};
       }
       if constexpr (kCheck) {
-        for (int j = 0; j < kStep; ++j) nonfinite |= !(std::abs(x[i0 + j]) <= std::numeric_limits<T>::max());
+        for (int j = 0; j < kStep; ++j) nonfinite |= math::nonfinite(x[i0 + j], std::numeric_limits<T>::max());
       }
       const vec zero{};
       for (int t = 0; t < steps; ++t) {
         const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
         for (int g = 0; g < kGroups; ++g) {
           const ivec z = v[g] > tv;
-          // Selects of the sums (masked adds with AVX-512): the reference's y + d z and
-          // v - h z with z in {0, 1}, up to the sign of a zero.
-          acc[g] = z ? acc[g] + dv : acc[g];
-          v[g] = z ? v[g] - hv : v[g];
+          math::fs_step(v[g], acc[g], z, hv, dv);
           if constexpr (kMode == 1) cnt[g] -= z;
           if constexpr (kMode == 2) cnt[g] |= (z & 1) << t;
         }
@@ -142,7 +128,7 @@ struct FsForwardChunkVec {
       for (int g = 0; g < kGroups; ++g) {
         vec xv;
         std::memcpy(&xv, x + i0 + g * kL, sizeof(vec));
-        const vec out = xv != xv ? xv : acc[g];  // NaN in, NaN out
+        const vec out = math::fs_output(xv, acc[g]);
         std::memcpy(y + i0 + g * kL, &out, sizeof(vec));
         if constexpr (kMode == 1) {
           uint8_t* s = static_cast<uint8_t*>(spikes) + i0 + g * kL;
@@ -230,28 +216,19 @@ struct FsBackwardChunk {
       }
       for (int t = 0; t + 1 < steps; ++t) {
         const T ht = h[t], tt = th[t];
-        for (int i = 0; i < nb; ++i) v[t + 1][i] = v[t][i] - (v[t][i] > tt ? ht : T(0));
+        for (int i = 0; i < nb; ++i) v[t + 1][i] = math::fs_potential_after(v[t][i], ht, tt);
       }
       for (int t = steps - 1; t >= 0; --t) {
         const T ht = h[t], dt = d[t], tt = th[t];
         const T gr = kReg ? static_cast<T>(greg[t]) : T(0);
         for (int i = 0; i < nb; ++i) {
-          const T vt = v[t][i];
-          const bool z = vt > tt;
-          const T num = vt - tt, den = std::abs(vt) + T(1);
-          const T vs = num / den;
-          const T gz = g[i] * dt - a[i] * ht;
-          const T tri = T(1) - std::abs(vs);
-          T gvs = gz * (tri > T(0) ? tri : T(0));
-          if constexpr (kReg) gvs += std::abs(vs) > T(1) ? gr * sgn(vs) : T(0);
-          const T gnum = gvs / den;
-          const T gden = -gvs * (vs / den);  // as autograd differentiates num / den
+          T neg_h, pos_d, neg_T;
+          math::fs_step_backward<kReg>(v[t][i], g[i], a[i], ht, dt, tt, gr, neg_h, pos_d, neg_T);
           if constexpr (kWantParams) {
-            lanes_d[t][i] += z ? static_cast<double>(g[i]) : 0.0;
-            lanes_h[t][i] -= z ? static_cast<double>(a[i]) : 0.0;
-            lanes_T[t][i] -= static_cast<double>(gnum);
+            lanes_d[t][i] += static_cast<double>(pos_d);
+            lanes_h[t][i] -= static_cast<double>(neg_h);
+            lanes_T[t][i] -= static_cast<double>(neg_T);
           }
-          a[i] += gnum + gden * sgn(vt);
         }
       }
       if constexpr (kWantX) {
@@ -309,28 +286,19 @@ struct FsBackwardChunkVec {
       }
       for (int t = 0; t + 1 < steps; ++t) {
         const vec hv = zero + h[t], tv = zero + th[t];
-        for (int k = 0; k < kG; ++k) vb[t + 1][k] = vb[t][k] > tv ? vb[t][k] - hv : vb[t][k];
+        for (int k = 0; k < kG; ++k) vb[t + 1][k] = math::fs_potential_after(vb[t][k], hv, tv);
       }
       for (int t = steps - 1; t >= 0; --t) {
         const vec hv = zero + h[t], dv = zero + d[t], tv = zero + th[t];
         const vec gr = zero + (kReg ? static_cast<T>(greg[t]) : T(0));
         for (int k = 0; k < kG; ++k) {
-          const vec vt = vb[t][k];
-          const ivec z = vt > tv;
-          const vec num = vt - tv, den = V::abs(vt) + one;
-          const vec vs = num / den;
-          const vec gz = g[k] * dv - a[k] * hv;
-          const vec tri = one - V::abs(vs);
-          vec gvs = gz * (tri > zero ? tri : zero);
-          if constexpr (kReg) gvs += V::abs(vs) > one ? gr * V::sign(vs) : zero;
-          const vec gnum = gvs / den;
-          const vec gden = -gvs * (vs / den);
+          vec neg_h, pos_d, neg_T;
+          math::fs_step_backward<kReg>(vb[t][k], g[k], a[k], hv, dv, tv, gr, neg_h, pos_d, neg_T);
           if constexpr (kWantParams) {
-            acc[0][t][k] -= z ? a[k] : zero;
-            acc[1][t][k] += z ? g[k] : zero;
-            acc[2][t][k] -= gnum;
+            acc[0][t][k] -= neg_h;
+            acc[1][t][k] += pos_d;
+            acc[2][t][k] -= neg_T;
           }
-          a[k] += gnum + gden * V::sign(vt);
         }
       }
       if constexpr (kWantX) {
@@ -401,6 +369,55 @@ void fs_backward_dispatch(const FsBackwardParams& p) {
   });
 }
 
+// float16/bfloat16 x with float32 h, d, T (CUDA's rule; the CPU takes it under the CUDA-like
+// kernel profile of the tests): the float32 kernels on x converted to float32, the results
+// converted back, which is what the CUDA kernels compute element by element.
+template <typename x_t>
+std::vector<float> to_float_vector(const void* x, int64_t n) {
+  std::vector<float> out(n);
+  for (int64_t i = 0; i < n; ++i) out[i] = math::cast<float>(static_cast<const x_t*>(x)[i]);
+  return out;
+}
+
+template <typename x_t>
+void from_float_vector(const std::vector<float>& x, void* out) {
+  for (size_t i = 0; i < x.size(); ++i) static_cast<x_t*>(out)[i] = math::cast<x_t>(x[i]);
+}
+
+template <typename x_t>
+void fs_forward_16(const FsForwardParams& p) {
+  const std::vector<float> x = to_float_vector<x_t>(p.x, p.numel);
+  std::vector<float> y(p.numel);
+  FsForwardParams q = p;
+  q.x = x.data();
+  q.y = y.data();
+  q.dtype = Dtype::Float32;
+  fs_forward_dispatch<float>(q);
+  from_float_vector<x_t>(y, p.y);
+}
+
+template <typename x_t>
+void fs_backward_16(const FsBackwardParams& p) {
+  const std::vector<float> x = to_float_vector<x_t>(p.x, p.numel), gy = to_float_vector<x_t>(p.grad_y, p.numel);
+  std::vector<float> gx(p.grad_x != nullptr ? p.numel : 0);
+  FsBackwardParams q = p;
+  q.x = x.data();
+  q.grad_y = gy.data();
+  q.grad_x = p.grad_x != nullptr ? gx.data() : nullptr;
+  q.dtype = Dtype::Float32;
+  fs_backward_dispatch<float>(q);
+  if (p.grad_x != nullptr) from_float_vector<x_t>(gx, p.grad_x);
+}
+
+// Runs fn(x_t{}) for float16/bfloat16 x with float32 parameters; false otherwise.
+template <typename Params, typename Fn>
+bool low_precision_x(const Params& p, Fn&& fn) {
+  if (p.param_dtype != Dtype::Float32) return false;
+  if (p.dtype == Dtype::Float16) return fn(math::Half()), true;
+  if (p.dtype == Dtype::BFloat16) return fn(math::BFloat16()), true;
+  return false;
+}
+
 }  // namespace
 
 int64_t fs_partials_cpu(int64_t numel) { return std::max<int64_t>(1, (numel + kChunk - 1) / kChunk); }
@@ -410,16 +427,18 @@ const char* fs_forward_cpu(const FsForwardParams& p, void* /*stream*/) {
   if (p.steps < 1 || p.steps > kFsMaxSteps) return "the number of steps must be in 1..32";
   if (p.partials != fs_partials_cpu(p.numel)) return "partials must be fs_partials_cpu(numel)";
   if (p.numel == 0) return nullptr;
-  const bool ran = p.dtype == p.param_dtype && TIME_DTYPE_SWITCH(p.dtype, T, [&] { fs_forward_dispatch<T>(p); });
-  return ran ? nullptr : "CPU kernels support float64 and float32 only";
+  const bool ran = (p.dtype == p.param_dtype && TIME_DTYPE_SWITCH(p.dtype, T, [&] { fs_forward_dispatch<T>(p); })) ||
+                   low_precision_x(p, [&](auto x) { fs_forward_16<decltype(x)>(p); });
+  return ran ? nullptr : kFsDtypeError;
 }
 
 const char* fs_backward_cpu(const FsBackwardParams& p, void* /*stream*/) {
   if (p.steps < 1 || p.steps > kFsMaxSteps) return "the number of steps must be in 1..32";
   if (p.partials != fs_partials_cpu(p.numel)) return "partials must be fs_partials_cpu(numel)";
   if (p.numel == 0) return nullptr;
-  const bool ran = p.dtype == p.param_dtype && TIME_DTYPE_SWITCH(p.dtype, T, [&] { fs_backward_dispatch<T>(p); });
-  return ran ? nullptr : "CPU kernels support float64 and float32 only";
+  const bool ran = (p.dtype == p.param_dtype && TIME_DTYPE_SWITCH(p.dtype, T, [&] { fs_backward_dispatch<T>(p); })) ||
+                   low_precision_x(p, [&](auto x) { fs_backward_16<decltype(x)>(p); });
+  return ran ? nullptr : kFsDtypeError;
 }
 
 }  // namespace ttfs_ext

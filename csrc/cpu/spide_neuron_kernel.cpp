@@ -1,8 +1,9 @@
-// CPU kernels of the feedback-SNN neuron steps (kernels/params.h, SpideStepParams); mirrors
-// cuda/spide_neuron_kernel.cu. One pass over the neurons replaces the reference's five to
+// CPU kernels of the feedback-SNN neuron steps (kernels/params.h, SpideStepParams): loops around
+// the element math of kernels/element_math.h, which cuda/spide_neuron_kernel.cu runs too. One pass over the neurons replaces the reference's five to
 // eight element-wise ops per step: each parallel task runs a loop over plain __restrict
 // pointers with selects instead of branches (compiled with -fno-trapping-math, per ISA), which
 // GCC vectorises.
+#include "kernels/element_math.h"
 #include "kernels/params.h"
 #include "cpu/cpu_isa.h"
 #include "kernels/static_switch.h"
@@ -20,12 +21,9 @@ struct ForwardSpan {
                              const T* __restrict extra, const T* __restrict gate, T* __restrict out, int64_t n,
                              T v_th, T reset, T leak) {
     for (int64_t i = 0; i < n; ++i) {
-      T v = u[i] + current[i];
-      if constexpr (kExtra) v += extra[i];
-      const T s = v >= v_th ? T(1) : T(0);
-      u[i] = (v - reset * s) * leak;
-      rate[i] = leak * rate[i] + s;
-      out[i] = kGate ? s * gate[i] : s;
+      const T v = math::spide_forward_input<kExtra>(u[i], current[i], kExtra ? extra[i] : T(0));
+      const T s = math::spide_forward_neuron(v, u[i], rate[i], v_th, reset, leak);
+      out[i] = math::spide_output<kGate>(s, kGate ? gate[i] : T(0));
     }
     return 0;
   }
@@ -37,13 +35,11 @@ struct BackwardSpan {
                              const T* __restrict current_gate, const T* __restrict inject, const T* __restrict gate,
                              T* __restrict out, int64_t n, T v_th, T reset, T amplitude, T leak) {
     for (int64_t i = 0; i < n; ++i) {
-      T v = kCurrentGate ? u[i] + current[i] * current_gate[i] : u[i] + current[i];
-      if constexpr (kInject) v += inject[i];
-      const T k = (v >= v_th ? T(1) : T(0)) - (v <= -v_th ? T(1) : T(0));
-      u[i] = (v - reset * k) * leak;
-      const T s = amplitude * k;
-      rate[i] = leak * rate[i] + s;
-      out[i] = kGate ? s * gate[i] : s;
+      const T v = math::spide_backward_input<kCurrentGate, kInject>(u[i], current[i],
+                                                                    kCurrentGate ? current_gate[i] : T(0),
+                                                                    kInject ? inject[i] : T(0));
+      const T s = math::spide_backward_neuron(v, u[i], rate[i], v_th, reset, amplitude, leak);
+      out[i] = math::spide_output<kGate>(s, kGate ? gate[i] : T(0));
     }
     return 0;
   }
@@ -74,7 +70,7 @@ void backward_impl(const SpideStepParams& p) {
   T* rate = static_cast<T*>(p.rate);
   const T* current = static_cast<const T*>(p.current);
   const T* current_gate = static_cast<const T*>(p.current_gate);
-  const T* inject = static_cast<const T*>(p.extra);
+  const T* inject = static_cast<const T*>(p.inject);
   const T* gate = static_cast<const T*>(p.gate);
   T* out = static_cast<T*>(p.out);
   const T v_th = static_cast<T>(p.v_th), reset = static_cast<T>(p.reset);

@@ -1,9 +1,11 @@
-// CUDA kernels of the event-exact general neuron; mirrors cpu/first_spike_kernel.cpp.
+// CUDA kernels of the event-exact general neuron: launch and indexing around the element math
+// of kernels/element_math.h (segment test, arrivals, outputs, gradient terms), which
+// cpu/first_spike_kernel.cpp runs too.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
 // One thread per output element: (r, o) for the forward scan, (r, k) for grad_input and
 // (split, o, k) for grad_weight; consecutive threads take consecutive o or k, so a warp
-// reads the weight and the patches coalesced. Products go through __dmul_rn so that nvcc
-// does not contract them into FMAs: the sums round as on the CPU and in the reference.
+// reads the weight and the patches coalesced.
+#include "kernels/element_math.h"
 #include "kernels/params.h"
 #include "cuda/launch.cuh"
 #include "kernels/static_switch.h"
@@ -16,12 +18,6 @@
 
 namespace ttfs_ext {
 namespace {
-
-__device__ __forceinline__ int64_t thread_index() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-
-__device__ __forceinline__ int64_t thread_stride() { return static_cast<int64_t>(blockDim.x) * gridDim.x; }
 
 // Thread (r, o) walks the segments between the sorted arrivals of row r until neuron o
 // crosses its threshold: segment k, [start, end] with k inputs arrived, has slope
@@ -43,35 +39,30 @@ __global__ void forward_kernel(FirstSpikeForwardParams p) {
     const int64_t param = (r % p.param_rows) * p.param_ld + o;
     const double a = static_cast<double>(alpha[param]);
     const double th = static_cast<double>(theta[param]);
-    // theta <= 0: at threshold when integration starts; fires at t_start without gradient.
-    double t_rel = th <= 0.0 ? 0.0 : inf;
+    double t_rel = math::first_spike_initial(th, inf);
     double slope = 0.0;
-    if (th > 0.0) {
+    if (t_rel == inf) {
       const scalar_t* tau_r = tau + r * K;
       const int64_t* order_r = order + r * K;
       double S = 0.0, P = 0.0, start = 0.0;
       for (int64_t k = 0;; ++k) {
         const double end = k < K ? static_cast<double>(tau_r[k]) : inf;  // +inf: last segment
-        const double b = a + S;
-        if (b > 0.0) {
-          const double cross = (th + P) / b;
-          if (cross <= end) {
-            t_rel = cross < start ? start : cross;
-            slope = b;
-            break;
-          }
+        const double b = math::segment_slope(a, S);
+        const double cross = math::segment_crossing(th, P, b);
+        if (math::segment_holds_spike(b, cross, end)) {
+          t_rel = math::spike_in_segment(cross, start);
+          slope = b;
+          break;
         }
         if (end == inf) break;  // padding sorts last and never arrives
-        const double w = static_cast<double>(wt[order_r[k] * O + o]);
-        S += w;
-        P += __dmul_rn(w, end);
+        math::add_arrival(S, P, static_cast<double>(wt[order_r[k] * O + o]), end);
         start = end;
       }
     }
-    const double t = p.t_start + t_rel - p.t_origin;  // on the outputs' axis
-    const bool fired = t < p.t_max;
-    t_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? t : p.t_max);
-    slope_out[r * p.out_ld + o] = static_cast<scalar_t>(fired ? slope : 0.0);
+    double t, b;
+    math::first_spike_output(t_rel, slope, p.t_start, p.t_origin, p.t_max, t, b);
+    t_out[r * p.out_ld + o] = static_cast<scalar_t>(t);
+    slope_out[r * p.out_ld + o] = static_cast<scalar_t>(b);
   }
 }
 
@@ -90,9 +81,9 @@ __global__ void grad_input_kernel(FirstSpikeGradInputParams p) {
     double acc = 0.0;
     for (int64_t o = 0; o < O; ++o) {
       const double go = static_cast<double>(g[r * p.out_ld + o]);
-      if (go != 0.0 && tp < static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin) {
-        acc += __dmul_rn(go, static_cast<double>(weight[o * K + k]));
-      }
+      if (go == 0.0) continue;  // silent neurons and those without gradient
+      const double to = math::on_inputs_axis(static_cast<double>(t_out[r * p.out_ld + o]), p.t_origin);  // the inputs' axis
+      acc += math::grad_input_term(go, static_cast<double>(weight[o * K + k]), tp, to);
     }
     grad_patch[i] = static_cast<scalar_t>(acc);
   }
@@ -113,18 +104,12 @@ __global__ void grad_weight_kernel(FirstSpikeGradWeightParams p) {
     for (int64_t r = s * rows_per_split; r < r_end; ++r) {
       const double go = static_cast<double>(g[r * p.out_ld + o]);
       if (go == 0.0) continue;
-      const double to = static_cast<double>(t_out[r * p.out_ld + o]) + p.t_origin;  // the inputs' axis
+      const double to = math::on_inputs_axis(static_cast<double>(t_out[r * p.out_ld + o]), p.t_origin);  // the inputs' axis
       const double tp = static_cast<double>(t_patch[r * K + k]);
-      // min(t', t_out) - t_out: t' - t_out where t' < t_out, else 0 (also for +inf padding)
-      acc += __dmul_rn(go, fmin(tp, to) - to);
+      acc += math::grad_weight_term(go, tp, to);
     }
     p.partial[i] = acc;
   }
-}
-
-const char* last_error() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
 constexpr const char* kDtypeError = "first_spike kernels support float64 and float32 only";

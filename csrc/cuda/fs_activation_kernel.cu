@@ -1,18 +1,20 @@
-// CUDA kernels of fs_activation; mirrors cpu/fs_activation_kernel.cpp.
+// CUDA kernels of fs_activation: launch, indexing and reductions around the element math of
+// kernels/element_math.h (a step forward, a step backward, the regulariser's term), which
+// cpu/fs_activation_kernel.cpp runs too.
 // Includes only CUDA and project headers so that nvcc can compile it anywhere.
 //
-// A fixed grid of fs_partials_cuda(numel) blocks covers the elements with a grid-stride loop;
-// each block reads h, d, T once into shared memory, each thread keeps its potential (and, in
-// the backward, the K potentials of its element and its parameter-gradient sums) in
-// registers: the step loops are unrolled to a compile-time bound kMaxK >= K. Each block
-// writes one partial row of the reductions (warp shuffles, then across warps), which the
-// layer code sums in order: deterministic.
+// A fixed grid of fs_partials_cuda(numel) blocks of kThreads threads covers the elements with a
+// grid-stride loop; each block reads h, d, T once into shared memory, each thread keeps its
+// potential (and, in the backward, the K potentials of its element and its parameter-gradient
+// sums) in registers: the step loops are unrolled to a compile-time bound kMaxK >= K, so every
+// array index is a constant after unrolling. Each block writes one partial row of the
+// reductions (warp shuffles, then across warps), which the layer code sums in order:
+// deterministic.
+#include "kernels/element_math.h"
 #include "kernels/params.h"
 #include "cuda/launch.cuh"
 #include "kernels/static_switch.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,61 +25,31 @@ namespace {
 
 constexpr int kWarps = kThreads / 32;
 
-template <typename T>
-__device__ __forceinline__ float to_compute(T v) {
-  return static_cast<float>(v);
-}
-__device__ __forceinline__ double to_compute(double v) { return v; }
-template <>
-__device__ __forceinline__ float to_compute<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float to_compute<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T, typename C>
-__device__ __forceinline__ T from_compute(C v) {
-  return static_cast<T>(v);
-}
-template <>
-__device__ __forceinline__ __half from_compute<__half, float>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_compute<__nv_bfloat16, float>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-template <typename C>
-__device__ __forceinline__ C sgn(C v) {
-  return v > C(0) ? C(1) : (v < C(0) ? C(-1) : C(0));  // sign(0) = 0, as autograd's abs
-}
-
 __device__ __forceinline__ double warp_sum(double v) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
   return v;
 }
 
-// Sums acc[j] (j < n <= kN) over the block into out[j]; fixed order.
-template <int kN>
-__device__ __forceinline__ void block_sums(const double (&acc)[kN], int n, double* out) {
+// Sums acc[j] over the block (launched with kThreads threads) for the j < kN with
+// active(j), and writes the sum of acc[j] to out[index(j)]; a fixed order of additions.
+template <int kN, typename Active, typename Index>
+__device__ __forceinline__ void block_sums(const double (&acc)[kN], Active active, Index index, double* out) {
   __shared__ double warp_part[kWarps][kN];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
   for (int j = 0; j < kN; ++j) {
-    if (j < n) {
+    if (active(j)) {
       const double s = warp_sum(acc[j]);
       if (lane == 0) warp_part[warp][j] = s;
     }
   }
   __syncthreads();
-  for (int j = threadIdx.x; j < n; j += blockDim.x) {
+  for (int j = threadIdx.x; j < kN; j += kThreads) {
+    if (!active(j)) continue;
     double s = 0.0;
     for (int w = 0; w < kWarps; ++w) s += warp_part[w][j];
-    out[j] = s;
+    out[index(j)] = s;
   }
 }
 
@@ -85,7 +57,7 @@ template <typename x_t, typename C, int kMode, bool kReg, int kMaxK>
 __global__ void __launch_bounds__(kThreads) fs_forward_kernel(FsForwardParams p) {
   __shared__ C sh[3][kFsMaxSteps];
   const int steps = p.steps;
-  for (int j = threadIdx.x; j < steps; j += blockDim.x) {
+  for (int j = threadIdx.x; j < steps; j += kThreads) {
     sh[0][j] = static_cast<const C*>(p.h)[j];
     sh[1][j] = static_cast<const C*>(p.d)[j];
     sh[2][j] = static_cast<const C*>(p.T)[j];
@@ -93,43 +65,41 @@ __global__ void __launch_bounds__(kThreads) fs_forward_kernel(FsForwardParams p)
   __syncthreads();
   const x_t* __restrict__ x = static_cast<const x_t*>(p.x);
   x_t* __restrict__ y = static_cast<x_t*>(p.y);
-  double reg[kReg ? kMaxK : 1];
+  constexpr int kRegN = kReg ? kMaxK : 1;
+  double reg[kRegN];
 #pragma unroll
-  for (int t = 0; t < (kReg ? kMaxK : 1); ++t) reg[t] = 0.0;
-  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
-    const C xi = to_compute(x[i]);
+  for (int t = 0; t < kRegN; ++t) reg[t] = 0.0;
+  for (int64_t i = thread_index(); i < p.numel; i += thread_stride()) {
+    const C xi = math::cast<C>(x[i]);
     C v = xi, acc = C(0);
     uint32_t count = 0;
 #pragma unroll
     for (int t = 0; t < kMaxK; ++t) {
       if (t < steps) {
         const C tt = sh[2][t];
-        if (kReg) {
-          const C r = fabs((v - tt) / (fabs(v) + C(1))) - C(1);
-          reg[kReg ? t : 0] += static_cast<double>(r > C(0) ? r : C(0));
-        }
+        if (kReg) reg[kReg ? t : 0] += static_cast<double>(math::fs_reg_term(v, tt));
         const bool z = v > tt;
-        acc += z ? sh[1][t] : C(0);
-        v -= z ? sh[0][t] : C(0);
+        math::fs_step(v, acc, z, sh[0][t], sh[1][t]);
         if (kMode == 1) count += z ? 1u : 0u;
         if (kMode == 2) count |= (z ? 1u : 0u) << t;
       }
     }
-    y[i] = from_compute<x_t>(xi != xi ? xi : acc);  // NaN in, NaN out
+    y[i] = math::cast<x_t>(math::fs_output(xi, acc));
     if (kMode == 1) static_cast<uint8_t*>(p.spikes)[i] = static_cast<uint8_t>(count);
     if (kMode == 2) static_cast<int32_t*>(p.spikes)[i] = static_cast<int32_t>(count);
   }
-  if (kReg) block_sums<kReg ? kMaxK : 1>(reg, steps, p.reg_partial + blockIdx.x * steps);
+  if (kReg) {
+    block_sums(reg, [&](int t) { return t < steps; }, [](int t) { return t; }, p.reg_partial + blockIdx.x * steps);
+  }
 }
 
-// The backward (cpu/fs_activation_kernel.cpp has the recursion).
+// The backward, the steps in reverse (element_math.h: fs_step_backward).
 template <typename x_t, typename C, int kMaxK, bool kWantX, bool kWantParams, bool kReg>
 __global__ void __launch_bounds__(kThreads) fs_backward_kernel(FsBackwardParams p) {
   __shared__ C sh[3][kFsMaxSteps];
   __shared__ double sh_greg[kFsMaxSteps];
   const int steps = p.steps;
-  for (int j = threadIdx.x; j < steps; j += blockDim.x) {
+  for (int j = threadIdx.x; j < steps; j += kThreads) {
     sh[0][j] = static_cast<const C*>(p.h)[j];
     sh[1][j] = static_cast<const C*>(p.d)[j];
     sh[2][j] = static_cast<const C*>(p.T)[j];
@@ -139,56 +109,39 @@ __global__ void __launch_bounds__(kThreads) fs_backward_kernel(FsBackwardParams 
   const x_t* __restrict__ x = static_cast<const x_t*>(p.x);
   const x_t* __restrict__ gy = static_cast<const x_t*>(p.grad_y);
   x_t* __restrict__ gx = static_cast<x_t*>(p.grad_x);
+  // Parameter-gradient sums laid out (3, kMaxK): h, d, T.
   constexpr int kAcc = kWantParams ? 3 * kMaxK : 1;
   double acc[kAcc];
 #pragma unroll
   for (int j = 0; j < kAcc; ++j) acc[j] = 0.0;
-  const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < p.numel; i += stride) {
+  for (int64_t i = thread_index(); i < p.numel; i += thread_stride()) {
     C v[kMaxK];
-    v[0] = to_compute(x[i]);
+    v[0] = math::cast<C>(x[i]);
 #pragma unroll
     for (int t = 0; t + 1 < kMaxK; ++t) {
-      if (t + 1 < steps) v[t + 1] = v[t] - (v[t] > sh[2][t] ? sh[0][t] : C(0));
+      if (t + 1 < steps) v[t + 1] = math::fs_potential_after(v[t], sh[0][t], sh[2][t]);
     }
-    const C g = to_compute(gy[i]);
+    const C g = math::cast<C>(gy[i]);
     C a = C(0);
 #pragma unroll
     for (int t = kMaxK - 1; t >= 0; --t) {
       if (t < steps) {
-        const C vt = v[t], tt = sh[2][t];
-        const bool z = vt > tt;
-        const C num = vt - tt, den = fabs(vt) + C(1);
-        const C vs = num / den;
-        const C gz = g * sh[1][t] - a * sh[0][t];
-        const C tri = C(1) - fabs(vs);
-        C gvs = gz * (tri > C(0) ? tri : C(0));
-        if (kReg) gvs += fabs(vs) > C(1) ? static_cast<C>(sh_greg[t]) * sgn(vs) : C(0);
-        const C gnum = gvs / den;
-        const C gden = -gvs * (vs / den);  // as autograd differentiates num / den
+        C neg_h, pos_d, neg_T;
+        math::fs_step_backward<kReg>(v[t], g, a, sh[0][t], sh[1][t], sh[2][t], static_cast<C>(sh_greg[t]), neg_h,
+                                     pos_d, neg_T);
         if (kWantParams) {
-          acc[kWantParams ? t : 0] -= z ? static_cast<double>(a) : 0.0;
-          acc[kWantParams ? kMaxK + t : 0] += z ? static_cast<double>(g) : 0.0;
-          acc[kWantParams ? 2 * kMaxK + t : 0] -= static_cast<double>(gnum);
+          acc[kWantParams ? t : 0] -= static_cast<double>(neg_h);
+          acc[kWantParams ? kMaxK + t : 0] += static_cast<double>(pos_d);
+          acc[kWantParams ? 2 * kMaxK + t : 0] -= static_cast<double>(neg_T);
         }
-        a += gnum + gden * sgn(vt);
       }
     }
-    if (kWantX) gx[i] = from_compute<x_t>(a);
+    if (kWantX) gx[i] = math::cast<x_t>(a);
   }
   if (kWantParams) {
-    // acc is laid out (3, kMaxK); the partial row is (3, steps).
-    double packed[kAcc];
-#pragma unroll
-    for (int j = 0; j < kAcc; ++j) packed[j] = 0.0;
-#pragma unroll
-    for (int q = 0; q < 3; ++q) {
-#pragma unroll
-      for (int t = 0; t < kMaxK; ++t) {
-        if (t < steps) packed[q * steps + t] = acc[q * kMaxK + t];
-      }
-    }
-    block_sums<kAcc>(packed, 3 * steps, p.param_partial + blockIdx.x * 3 * steps);
+    // (3, kMaxK) sums into the partial row (3, steps).
+    block_sums(acc, [&](int j) { return j % kMaxK < steps; },
+               [&](int j) { return (j / kMaxK) * steps + j % kMaxK; }, p.param_partial + blockIdx.x * 3 * steps);
   }
 }
 
@@ -218,8 +171,7 @@ const char* launch_forward(const FsForwardParams& p, cudaStream_t stream) {
       }
     });
   });
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return last_error();
 }
 
 template <typename x_t, typename C>
@@ -234,24 +186,18 @@ const char* launch_backward(const FsBackwardParams& p, cudaStream_t stream) {
       });
     });
   });
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+  return last_error();
 }
 
-// x float64/float32 with parameters of its dtype, or float16/bfloat16 with float32 parameters.
+// x float64/float32 with parameters of its dtype, or float16/bfloat16 with float32 parameters
+// (the rule of every device: time_and_matrix_dtypes, with the parameters as "times").
 template <typename Params, typename Launch>
 const char* dispatch(const Params& p, Launch&& launch) {
-  if (p.dtype == Dtype::Float64 && p.param_dtype == Dtype::Float64) return launch(double(), double());
-  if (p.param_dtype == Dtype::Float32) {
-    switch (p.dtype) {
-      case Dtype::Float32: return launch(float(), float());
-      case Dtype::Float16: return launch(__half(), float());
-      case Dtype::BFloat16: return launch(__nv_bfloat16(), float());
-      default: break;
-    }
-  }
-  return "unsupported dtypes: x float64 or float32 with h, d, T of its dtype, or float16/bfloat16 with "
-         "float32 h, d, T";
+  const char* err = nullptr;
+  const bool ran = time_and_matrix_dtypes(p.param_dtype, p.dtype, [&](auto c, auto x) {
+    err = launch(x, c);
+  });
+  return ran ? err : kFsDtypeError;
 }
 
 }  // namespace

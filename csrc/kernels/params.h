@@ -169,6 +169,8 @@ struct FirstSpikeGradWeightParams {
 //   m[t] = mean_x max(|v_s(t)| - 1, 0),   v_s(t) = (v(t) - T[t]) / (|v(t)| + 1),
 // returned as `partials` rows of K partial sums (double) that the caller adds in a fixed order.
 constexpr int kFsMaxSteps = 32;
+constexpr const char* kFsDtypeError =
+    "unsupported dtypes: x float64 or float32 with h, d, T of its dtype, or float16/bfloat16 with float32 h, d, T";
 
 struct FsForwardParams {
   const void* x = nullptr;
@@ -225,7 +227,9 @@ int64_t fs_partials_cuda(int64_t numel);
 //     v = u + current [+ extra];  s = [v >= v_th];  u = (v - reset s) * leak;
 //     rate = leak * rate + s;     out = s [* gate]
 //   backward (ternary spikes, the SPIDE neuron couple):
-//     v = u + current [* current_gate] [+ inject];  k = [v >= v_th] - [v <= -v_th];
+//     v = u + current [* current_gate] [+ inject];
+// (the element math: kernels/element_math.h, spide_*). The kernels take every pointer as
+// __restrict: check_spide_step refuses arguments that overlap in memory.  k = [v >= v_th] - [v <= -v_th];
 //     u = (v - reset k) * leak;  rate = leak * rate + amplitude k;  out = amplitude k [* gate]
 // reset is the quantum V_th - u_rest; leak is 1 for IF.
 struct SpideStepParams {
@@ -233,7 +237,8 @@ struct SpideStepParams {
   void* rate = nullptr;
   const void* current = nullptr;
   const void* current_gate = nullptr;  // backward: the dropout mask of the layer's input, or nullptr
-  const void* extra = nullptr;         // forward: a constant input; backward: the injected gradient; or nullptr
+  const void* extra = nullptr;         // forward: a constant input, or nullptr
+  const void* inject = nullptr;        // backward: the injected gradient, or nullptr
   const void* gate = nullptr;          // multiplies the output spikes, or nullptr
   void* out = nullptr;
   Dtype dtype = Dtype::Float32;
@@ -294,8 +299,9 @@ struct KernelTable {
   bool checks_finite_in_prologue = false;  // the prologue honours PrologueParams::nonfinite
   bool sums_spans_in_prologue = false;     // ... and PrologueParams::span_sums
   bool sorts_rows = false;                 // first_spike_forward reads tau and sorts each row itself
-  // False while the stream is captured into a CUDA graph: no data check that would synchronise.
-  bool can_sync = true;
+  // Whether the ops check their data for NaN/inf now (data_checks_enabled: on CUDA only when
+  // asked for, since it synchronises the host; never while a CUDA graph is being captured).
+  bool checks_data = true;
   // fs_activation (nullptr where a build has none).
   FsForwardFn fs_forward = nullptr;
   FsBackwardFn fs_backward = nullptr;

@@ -1,5 +1,7 @@
 #include "layers/checks.h"
 
+#include <ATen/MemoryOverlap.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -9,7 +11,9 @@
 namespace ttfs_ext {
 namespace {
 
-std::atomic<bool> g_input_checks{true};  // set_input_checks(); read by every forward call
+std::atomic<bool> g_input_checks{true};        // set_input_checks(); read by every forward call
+std::atomic<bool> g_cuda_input_checks{false};  // set_cuda_input_checks()
+std::atomic<bool> g_cpu_cuda_profile{false};   // set_cpu_kernel_profile("cuda")
 
 using Named = std::pair<const char*, const at::Tensor&>;
 
@@ -31,7 +35,7 @@ void check_shape(const char* op, const char* name, const at::Tensor& x, at::IntA
 // The matrix operand may be float16/bfloat16 with float32 spike times on CUDA (autocast).
 void check_weight_dtype(const char* op, const at::Tensor& weight, const at::Tensor& t_in) {
   const auto ts = t_in.scalar_type(), ws = weight.scalar_type();
-  const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat && t_in.is_cuda();
+  const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat && cuda_rules(t_in.device());
   TORCH_CHECK_TYPE(ws == ts || low_precision, op, ": weight must have the dtype of t_in (", ts,
                    "), or float16/bfloat16 with float32 t_in on CUDA (the CPU kernels support float64 and "
                    "float32 only); got ", ws);
@@ -141,6 +145,21 @@ void check_first_spike_rows(const char* op, const at::Tensor& t_in, const at::Te
 
 void set_input_checks(bool enabled) { g_input_checks.store(enabled, std::memory_order_relaxed); }
 bool input_checks_enabled() { return g_input_checks.load(std::memory_order_relaxed); }
+void set_cuda_input_checks(bool enabled) { g_cuda_input_checks.store(enabled, std::memory_order_relaxed); }
+bool cuda_input_checks_enabled() { return g_cuda_input_checks.load(std::memory_order_relaxed); }
+
+bool set_cpu_kernel_profile(const std::string& name) {
+  if (name != "cpu" && name != "cuda") return false;
+  g_cpu_cuda_profile.store(name == "cuda", std::memory_order_relaxed);
+  return true;
+}
+const char* cpu_kernel_profile() { return cpu_runs_cuda_profile() ? "cuda" : "cpu"; }
+bool cpu_runs_cuda_profile() { return g_cpu_cuda_profile.load(std::memory_order_relaxed); }
+bool cuda_rules(const c10::Device& device) { return device.is_cuda() || (device.is_cpu() && cpu_runs_cuda_profile()); }
+
+bool data_checks_enabled(const c10::Device& device) {
+  return input_checks_enabled() && (!cuda_rules(device) || cuda_input_checks_enabled());
+}
 
 void check_finite(const char* op, const char* name, double value) {
   TORCH_CHECK_VALUE(std::isfinite(value), op, ": ", name, " must be finite, got ", value);
@@ -153,7 +172,7 @@ void check_like(const char* op, const char* name, const at::Tensor& x, const at:
 }
 
 void check_finite_data(const char* op, const char* name, const at::Tensor& x) {
-  if (!input_checks_enabled() || x.numel() == 0 || x.is_meta() ||
+  if (!data_checks_enabled(x.device()) || x.numel() == 0 || x.is_meta() ||
       x.key_set().has(c10::DispatchKey::Python)) {
     return;
   }
@@ -277,7 +296,7 @@ ConvGeometry check_first_spike_conv2d_backward(const char* op, const at::Tensor&
 void check_fs_activation(const char* op, const at::Tensor& x, const at::Tensor& h, const at::Tensor& d,
                          const at::Tensor& T, int64_t spike_mode) {
   const auto xs = x.scalar_type();
-  const bool low_precision = (xs == at::kHalf || xs == at::kBFloat16) && x.is_cuda();
+  const bool low_precision = (xs == at::kHalf || xs == at::kBFloat16) && cuda_rules(x.device());
   TORCH_CHECK_TYPE(xs == at::kDouble || xs == at::kFloat || low_precision, op,
                    ": x must be float32 or float64 (or float16/bfloat16 on CUDA), got ", xs);
   const auto ps = low_precision ? at::kFloat : xs;
@@ -341,9 +360,21 @@ void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rat
   TORCH_CHECK_VALUE(rate.is_contiguous(spide_memory_format(u)), op,
                     ": rate (updated in place) must have the memory layout of u (",
                     u.is_contiguous() ? "contiguous" : "channels last", "), got strides ", rate.strides());
-  TORCH_CHECK_VALUE(u.numel() == 0 || !rate.is_same(u), op, ": rate and u must be different tensors");
+  // The kernels take every pointer as __restrict: what they write (u, rate) may share no memory
+  // with any other argument. Read-only arguments may alias each other.
+  auto overlap = [](const at::Tensor& a, const at::Tensor& b) {
+    const auto status = at::get_overlap_status(a, b);
+    return status == at::MemOverlapStatus::Full || status == at::MemOverlapStatus::Partial;
+  };
+  TORCH_CHECK_VALUE(u.numel() == 0 || !overlap(rate, u), op,
+                    ": rate and u must not overlap in memory (both are updated in place)");
   for (const auto& [name, x] : inputs) {
-    if (x != nullptr && x->defined()) like_u(name, *x);
+    if (x == nullptr || !x->defined()) continue;
+    like_u(name, *x);
+    for (const auto& [written, w] : {std::pair<const char*, const at::Tensor&>{"u", u}, {"rate", rate}}) {
+      TORCH_CHECK_VALUE(x->numel() == 0 || !overlap(*x, w), op, ": ", name, " must not overlap ", written,
+                        " in memory (", written, " is updated in place)");
+    }
   }
   TORCH_CHECK_VALUE(std::isfinite(v_th) && v_th > 0, op, ": v_th must be finite and positive, got ", v_th);
   TORCH_CHECK_VALUE(std::isfinite(reset) && reset >= 0, op, ": reset must be finite and >= 0, got ", reset);

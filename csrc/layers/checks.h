@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <string>
 #include <utility>
 
 namespace ttfs_ext {
@@ -23,11 +24,31 @@ void check_finite(const char* op, const char* name, double value);
 void check_like(const char* op, const char* name, const at::Tensor& x, const at::Tensor& t_in);
 
 // The data check of spike times and parameters (NaN/inf), where it is a read of its own (the
-// CPU B1 kernels fuse it into their prologue instead). Skipped when ttfs_ext.set_input_checks
-// turned the checks off, and for tensors without data (meta, fake).
+// CPU B1 kernels fuse it into their prologue instead). Runs where data_checks_enabled(x's
+// device); skipped for tensors without data (meta, fake).
 void check_finite_data(const char* op, const char* name, const at::Tensor& x);
+
+// --- settings ------------------------------------------------------------------------------
+// ttfs_ext.set_input_checks: the NaN/inf data checks on (default) or off; on CUDA they run only
+// when also asked for there (cuda=True), since a data check reads a flag back to the host: a
+// synchronisation per op call. Shape, dtype, device and window checks always run.
 void set_input_checks(bool enabled);
 bool input_checks_enabled();
+void set_cuda_input_checks(bool enabled);
+bool cuda_input_checks_enabled();
+// Whether the data checks run for tensors on `device` now (under the CUDA-like CPU profile, the
+// CPU follows the CUDA rule).
+bool data_checks_enabled(const c10::Device& device);
+
+// For tests: the CPU kernels driven as the CUDA device drives its own (the KernelTable's CUDA
+// flags, CUDA's dtype rules and data-check rule; register.cpp, autocast/autocast.h), so that the
+// CPU suite runs every branch the CUDA path takes through the device-generic code.
+// "cpu" (the default) or "cuda"; set_cpu_kernel_profile returns false for another name.
+bool set_cpu_kernel_profile(const std::string& name);
+const char* cpu_kernel_profile();
+bool cpu_runs_cuda_profile();
+// Whether a tensor on `device` takes CUDA's rules: a CUDA device, or the CPU under that profile.
+bool cuda_rules(const c10::Device& device);
 
 // The geometry of a convolution of t_in (N, C_in, H, W) with weight (C_out, C_in/groups, kH, kW).
 struct ConvGeometry {

@@ -10,7 +10,7 @@ namespace {
 
 void check_params_finite(const char* op, const KernelTable& k, const at::Tensor& h, const at::Tensor& d,
                          const at::Tensor& T) {
-  if (!k.can_sync) return;  // a CUDA graph being captured: no check that synchronises
+  if (!k.checks_data) return;
   for (const auto& [name, p] : {std::pair<const char*, const at::Tensor&>{"h", h}, {"d", d}, {"T", T}}) {
     check_finite_data(op, name, p);
   }
@@ -55,8 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fs_activation_forward(const Kerne
   p.spike_mode = static_cast<int32_t>(spike_mode);
   int32_t nonfinite = 0;
   if (k.checks_finite_in_prologue) {
-    if (input_checks_enabled()) p.nonfinite = &nonfinite;
-  } else if (k.can_sync) {
+    if (k.checks_data) p.nonfinite = &nonfinite;
+  } else if (k.checks_data) {
     check_finite_data(op, "x", x);
   }
   if (x.numel() > 0) check_launch(k.fs_forward(p, k.stream), "fs_activation forward");

@@ -50,12 +50,12 @@ void run_prologue(const KernelTable& k, const at::Tensor& in, const at::Tensor* 
 void run_forward_prologue(const char* op, const KernelTable& k, const at::Tensor& t_in, const at::Tensor& x,
                           double t_min) {
   if (!k.checks_finite_in_prologue) {
-    if (k.can_sync) check_finite_data(op, "t_in", t_in);
+    if (k.checks_data) check_finite_data(op, "t_in", t_in);
     prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, nullptr, nullptr, 0);
     return;
   }
   int32_t nonfinite = 0;
-  prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, input_checks_enabled() ? &nonfinite : nullptr, nullptr, 0);
+  prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, k.checks_data ? &nonfinite : nullptr, nullptr, 0);
   TORCH_CHECK_VALUE(nonfinite == 0, op, ": t_in contains NaN or inf spike times");
 }
 

@@ -62,7 +62,7 @@ at::Tensor spide_backward_step_impl(const KernelTable& k, const at::Tensor& u, c
   p.rate = rate.data_ptr();
   p.current = c.const_data_ptr();
   p.current_gate = ptr_or_null(cg);
-  p.extra = ptr_or_null(inj);
+  p.inject = ptr_or_null(inj);
   p.gate = ptr_or_null(g);
   p.out = out.data_ptr();
   p.dtype = to_dtype(u.scalar_type());

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -26,6 +26,7 @@ BACKENDS = ("cpu", "cuda", "reference")
 _default_backend: Optional[str] = None
 _fallbacks: set[str] = set()
 _input_checks = os.environ.get("TTFS_EXT_INPUT_CHECKS", "1") != "0"
+_cuda_input_checks = os.environ.get("TTFS_EXT_CUDA_INPUT_CHECKS", "0") == "1"
 
 
 def _registered(device_type: str) -> bool:
@@ -55,24 +56,50 @@ def get_backend() -> Optional[str]:
     return _default_backend
 
 
-def set_input_checks(enabled: bool) -> None:
-    """Turn the data checks (NaN/inf spike times and neuron parameters) on or off. Shape,
+def set_input_checks(enabled: bool = True, *, cuda: Optional[bool] = None) -> None:
+    """Turn the data checks (NaN/inf spike times, inputs and neuron parameters) on or off. Shape,
     dtype, device and window checks always run. The environment variable
-    TTFS_EXT_INPUT_CHECKS=0 turns them off. The CPU kernels of linear, readout and conv2d check
-    t_in in their first pass over it (no extra read); elsewhere the ops check in a read of its
-    own, which synchronises on a GPU and is skipped while a CUDA graph is captured."""
-    global _input_checks
+    TTFS_EXT_INPUT_CHECKS=0 turns them off. The CPU kernels of linear, readout, conv2d and
+    fs_activation check their input in their first pass over it (no extra read).
+
+    On CUDA the data checks run only where also asked for with ``cuda=True`` (or
+    TTFS_EXT_CUDA_INPUT_CHECKS=1): a check reads its result back to the host, which synchronises
+    the GPU once per op call and would stall a training step some 30 times. Off on CUDA, NaN and
+    inf propagate through the kernels exactly as through the CPU kernels with checks off.
+    ``cuda=None`` keeps the CUDA setting as it is. No check runs while a CUDA graph is captured."""
+    global _input_checks, _cuda_input_checks
     _input_checks = bool(enabled)
+    if cuda is not None:
+        _cuda_input_checks = bool(cuda)
     if _C is not None:
         _C._set_input_checks(_input_checks)
+        if hasattr(_C, "_set_cuda_input_checks"):
+            _C._set_cuda_input_checks(_cuda_input_checks)
 
 
-def input_checks_enabled() -> bool:
-    return _input_checks and not torch.compiler.is_compiling()
+def input_checks_enabled(device: Optional[Union[str, torch.device]] = None) -> bool:
+    """Whether the data checks run now: in general (``device=None``), or for tensors on
+    ``device`` (on CUDA only with ``set_input_checks(cuda=True)``). Never while torch.compile
+    traces."""
+    if not _input_checks or torch.compiler.is_compiling():
+        return False
+    if device is None:
+        return True
+    dev = torch.device(device)
+    if dev.type == "cuda" or (dev.type == "cpu" and _cpu_runs_cuda_profile()):
+        return _cuda_input_checks
+    return True
+
+
+def _cpu_runs_cuda_profile() -> bool:
+    """The CUDA-like CPU kernel profile of the tests (ttfs_ext._C._set_cpu_kernel_profile)."""
+    return _C is not None and hasattr(_C, "_cpu_kernel_profile") and _C._cpu_kernel_profile() == "cuda"
 
 
 if _C is not None:
     _C._set_input_checks(_input_checks)
+    if hasattr(_C, "_set_cuda_input_checks"):
+        _C._set_cuda_input_checks(_cuda_input_checks)
 
 
 def apply_cpu_isa_env() -> None:
@@ -185,5 +212,6 @@ def status() -> dict[str, Any]:
         backend=_default_backend or "auto",
         fallbacks=sorted(_fallbacks),
         input_checks=_input_checks,
+        cuda_input_checks=_cuda_input_checks,
     )
     return info

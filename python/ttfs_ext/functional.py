@@ -301,7 +301,7 @@ def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPai
         raise TypeError(f"{op}: t_in must be a tensor, got {type(t_in).__name__}")
     if t_in.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{op}: t_in (spike times) must be float32 or float64, got {t_in.dtype}")
-    if _backend.input_checks_enabled() and t_in.numel() and not _all_finite(t_in):
+    if _backend.input_checks_enabled(t_in.device) and t_in.numel() and not _all_finite(t_in):
         raise ValueError(f"{op}: t_in contains NaN or inf spike times")
     if t_in.dim() not in (3, 4):
         raise ValueError(f"{op}: t_in must be (N, C, H, W) or (C, H, W), got shape {tuple(t_in.shape)}")
@@ -325,7 +325,7 @@ def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor
             raise ValueError(f"{op}: {name} must be finite, got {value}")
     if not high > low:
         raise ValueError(f"{op}: need low < high, got low={low} and high={high}")
-    if _backend.input_checks_enabled() and x.numel() and not _all_finite(x):
+    if _backend.input_checks_enabled(x.device) and x.numel() and not _all_finite(x):
         raise ValueError(f"{op}: x contains NaN or inf")
     return reference.encode(x, low, high)
 

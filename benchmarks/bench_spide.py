@@ -12,7 +12,7 @@ alone (T steps on the populations' shapes) are timed too.
 
     python benchmarks/bench_spide.py                    # CPU: ConvNet-F (MNIST) and AlexNet-F (CIFAR)
     python benchmarks/bench_spide.py --state convnet_f-mnist=run.pt   # a trained ConvNet-F
-    python benchmarks/bench_spide.py --device cuda --cuda-graphs   # on a GPU (benchmarks/run_gpu_spide.sh)
+    python benchmarks/bench_spide.py --device cuda --cuda-graphs   # on a GPU (benchmarks/gpu_verify.py --part spide)
 
 JSON: benchmarks/results/spide_<device>.json (host, versions, commit).
 """

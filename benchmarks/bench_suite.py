@@ -71,12 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run nothing: render these result files (for --readme, or print)")
     parser.add_argument("--costs", action="store_true",
                         help="print the FLOP/byte model of the preset's layers and exit")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="conv layers: inputs and weights in channels_last memory, the twin's too (writes "
+                             "suite_<device>_channels_last*.json beside the contiguous results)")
     add_run_arguments(parser)
 
 
-def _output_stem(device: str, preset_name: str, only: Sequence[str]) -> str:
-    """suite_<device>; a quick or filtered run gets a suffix, so that it never overwrites a full result."""
+def _output_stem(device: str, preset_name: str, only: Sequence[str], channels_last: bool = False) -> str:
+    """suite_<device>; a channels_last, quick or filtered run gets a suffix, so that it never
+    overwrites a full result."""
     stem = f"suite_{device}"
+    if channels_last:
+        stem += "_channels_last"
     if preset_name == "quick":
         stem += "_quick"
     if only:
@@ -112,13 +118,16 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as err:
         print(f"bench_suite: {err}", file=sys.stderr)
         return 2
+    ctx.channels_last = args.channels_last
     with threads(ctx.threads):
         print(f"bench_suite: preset {name} on {bench.device_name(ctx.device)} ({ctx.device}, {ctx.threads} threads), "
               f"precisions {', '.join(q.name for q in ctx.precisions)}, torch.compile "
-              f"{'on' if ctx.compile else 'off'}", flush=True)
+              f"{'on' if ctx.compile else 'off'}{', channels_last' if ctx.channels_last else ''}", flush=True)
         report = run_suite(p, ctx, tune_allocator=not args.default_malloc)
+    if ctx.channels_last:
+        report["channels_last"] = True
     print(bench.format_table(report))
-    stem = _output_stem(ctx.device, name, args.only)
+    stem = _output_stem(ctx.device, name, args.only, ctx.channels_last)
     json_path = bench.write_json(report, Path(args.out) / f"{stem}.json")
     print(f"\nwrote {json_path}")
     try:

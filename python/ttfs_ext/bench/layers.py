@@ -94,6 +94,9 @@ def bench_layer(case: LayerCase, p: Precision, ctx: Context) -> dict[str, Any]:
         "padding": case.padding if case.kind == "conv2d" else None, "count_in_network": case.count, **costs,
     }
     t_in, w, b = layer_tensors(case, device)
+    if ctx.channels_last and case.kind == "conv2d":  # the twin's input (t_min - t_in) keeps the layout
+        t_in, w = (x.contiguous(memory_format=torch.channels_last) for x in (t_in, w))
+        record["memory_format"] = "channels_last"
     with precision_context(p, device):
         errors = _layer_errors(case, device, p, t_in, w, b)
         record["errors_vs_float64"] = errors

@@ -52,6 +52,7 @@ class Context:
     only: list[str] = field(default_factory=list)
     rounds: int = 1                             # interleaved rounds of time_interleaved
     log: Callable[[str], None] = print
+    channels_last: bool = False                 # conv layers: inputs and weights in channels_last memory
 
     def selected(self, section: str, name: str) -> bool:
         label = f"{section}/{name}".lower()

@@ -1,6 +1,9 @@
 """Shared helpers of the tests: devices, random TTFS layers, tolerances."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator, Optional
+
 import pytest
 import torch
 
@@ -71,3 +74,59 @@ def forward_backward(fn, tensors, device, dtype, grad_seed: int = 1234):
     g = torch.randn(out.shape, generator=generator(grad_seed), dtype=torch.float64).to(out)
     grads = torch.autograd.grad(out, [t for t in leaves if t is not None], g)
     return out, list(grads)
+
+
+# --- the CPU kernel profiles and the data checks ----------------------------------------------
+
+def has_kernel_profiles() -> bool:
+    """Whether this build can drive its CPU kernels as CUDA drives its own (profile "cuda")."""
+    from ttfs_ext import _backend
+
+    return hasattr(_backend._C, "_set_cpu_kernel_profile")
+
+
+@contextlib.contextmanager
+def cpu_kernel_profile(name: str) -> Iterator[None]:
+    """The CPU kernels in profile `name` ("cpu" or "cuda") inside the block, the previous one after."""
+    from ttfs_ext import _backend
+
+    previous = _backend._C._cpu_kernel_profile()
+    _backend._C._set_cpu_kernel_profile(name)
+    try:
+        yield
+    finally:
+        _backend._C._set_cpu_kernel_profile(previous)
+
+
+def input_checks_state() -> tuple[bool, Optional[bool]]:
+    """(data checks on the CPU, on CUDA): the second None where the build has one switch."""
+    import ttfs_ext
+    from ttfs_ext import _backend
+
+    if hasattr(_backend._C, "_cuda_input_checks_enabled"):  # the CUDA switch itself, whatever the general one
+        cuda = bool(_backend._C._cuda_input_checks_enabled())
+    else:
+        try:
+            cuda = ttfs_ext.input_checks_enabled("cuda")
+        except TypeError:
+            cuda = None
+    return ttfs_ext.input_checks_enabled(), cuda
+
+
+@contextlib.contextmanager
+def input_checks(enabled: bool, cuda: Optional[bool] = None) -> Iterator[None]:
+    """ttfs_ext.set_input_checks(enabled[, cuda=cuda]) inside the block, the previous state after."""
+    import ttfs_ext
+
+    cpu_before, cuda_before = input_checks_state()
+    if cuda is None:
+        ttfs_ext.set_input_checks(enabled)
+    else:
+        ttfs_ext.set_input_checks(enabled, cuda=cuda)
+    try:
+        yield
+    finally:
+        if cuda_before is None:
+            ttfs_ext.set_input_checks(cpu_before)
+        else:
+            ttfs_ext.set_input_checks(cpu_before, cuda=cuda_before)

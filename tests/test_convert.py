@@ -355,8 +355,9 @@ def test_bad_arguments():
 def test_network_ending_with_relu_and_batch_norm():
     """An identity readout reads the last ReLU layer out, with the pending batch norm."""
     g = torch.Generator().manual_seed(24)
+    torch.manual_seed(24)  # the Linear layers' initialisation
     model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 5), nn.ReLU(), randomise_bn(nn.BatchNorm1d(5), g))
-    x = torch.rand(30, 6)
+    x = torch.rand(30, 6, generator=g)
     net = ttfs_ext.convert(model, x, input_range=(0, 1))
     assert_exact(model, net, x)
     assert len(net.spiking_layers()) == 2

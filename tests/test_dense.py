@@ -8,6 +8,9 @@ from ttfs_ext import reference as R
 
 from _utils import DEVICES, assert_close_scaled, conv_case, dense_case, forward_backward, generator
 
+# Every CPU test runs with the CPU kernels' own profile and driven as CUDA drives its kernels.
+pytestmark = pytest.mark.usefixtures("kernel_profile")
+
 SHAPES = [((16,), 20, 12), ((3, 5), 7, 33), ((1,), 1, 1), ((64,), 128, 10)]
 
 
@@ -110,6 +113,7 @@ def one_pass_isa(request):
     _backend._C._set_one_pass_isa("")
 
 
+@pytest.mark.cpu_profile_only  # the one-pass kernels' own switch (the cuda-like profile runs none)
 def test_one_pass_isa_override():
     from ttfs_ext import _backend
 
@@ -128,12 +132,13 @@ def test_one_pass_isa_override():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("op", ["linear", "readout"])
 @pytest.mark.parametrize("rows", ["one", "min", "split", "forward_max", "forward_max+1", "max", "max+1"])
-def test_few_rows_large_weight(device, dtype, op, rows, one_pass_isa):
+def test_few_rows_large_weight(device, dtype, op, rows, one_pass_isa, kernel_profile):
     """Few rows and a weight beyond the caches: on the CPU, one pass over the weight computes
     the forward GEMM (min_rows to forward_max_rows rows) and both weight-sized gradients
     (min_rows to max_rows); one row, rows in two batch dimensions, each limit and one row past
-    it, with each ISA's code, all against the float64 reference."""
-    if one_pass_isa != "automatic" and rows in ("one", "max+1"):
+    it, with each ISA's code, all against the float64 reference. (Driven as on CUDA, the CPU
+    runs no one-pass kernel: vendor GEMMs at every size, once.)"""
+    if one_pass_isa != "automatic" and (rows in ("one", "max+1") or kernel_profile == "cuda-like"):
         pytest.skip("vendor GEMMs only: tested once, with the automatic ISA")
     policy, n_in, n_out = _one_pass_case(dtype)
     batch_shape = {"one": (1,), "min": (policy["min_rows"],), "split": (3, 5),
@@ -144,9 +149,11 @@ def test_few_rows_large_weight(device, dtype, op, rows, one_pass_isa):
     _check_against_reference(getattr(TF, op), getattr(R, op), (t_in, w, b), device, dtype, window)
 
 
-def test_few_rows_large_weight_weight_gradient_only(one_pass_isa):
+def test_few_rows_large_weight_weight_gradient_only(one_pass_isa, kernel_profile):
     """The one-pass kernel without the input gradient (a first layer) gives the same weight
-    gradient as with it."""
+    gradient as with it (driven as on CUDA: the vendor GEMM's, once)."""
+    if one_pass_isa != "automatic" and kernel_profile == "cuda-like":
+        pytest.skip("vendor GEMMs only: tested once, with the automatic ISA")
     policy, n_in, n_out = _one_pass_case(torch.float32)
     rows = policy["max_rows"]
     t_in, w, b, t_min, t_max = (x.float() if isinstance(x, torch.Tensor) else x for x in dense_case(41, (rows,), n_in, n_out))
@@ -207,16 +214,22 @@ def test_autocast_cuda(op, low):
         window = (t_min, t_max) if op == "linear" else (t_min,)
         fn = lambda t, w_, b_, **kw: getattr(TF, op)(t, w_, b_, *window, **kw)  # noqa: E731
         ref = lambda t, w_, b_: getattr(R, op)(t, w_, b_, *window)  # noqa: E731
-    with torch.autocast("cuda", dtype=low):
-        out, grads = forward_backward(fn, (t_in, w, b), "cuda", torch.float32)
+    _assert_autocast_error_rule(fn, ref, (t_in, w, b), "cuda", low)
+
+
+def _assert_autocast_error_rule(fn, ref, tensors, device, low):
+    """fn under autocast(device, low) against the float64 reference: float32 spike times, and
+    errors at most twice those of the reference run with the same low-precision matrices."""
+    with torch.autocast(device, dtype=low):
+        out, grads = forward_backward(fn, tensors, device, torch.float32)
     assert out.dtype == torch.float32 and grads[0].dtype == torch.float32
-    exact, exact_grads = forward_backward(ref, (t_in, w, b), "cpu", torch.float64)
+    exact, exact_grads = forward_backward(ref, tensors, "cpu", torch.float64)
     lowp, lowp_grads = forward_backward(lambda t, w_, b_: ref(t.float(), w_.to(low), b_.float()),
-                                        (t_in, w, b), "cuda", torch.float64)
+                                        tensors, device, torch.float64)
     for what, a, lp, e in [("output", out, lowp, exact)] + list(zip(("t_in", "weight", "bias"), grads,
                                                                        lowp_grads, exact_grads)):
-        err = float((a.double().cpu() - e).abs().max())
-        ref_err = float((lp.double().cpu() - e).abs().max())
+        a, lp, e = a.detach().double().cpu(), lp.detach().double().cpu(), e.detach()
+        err, ref_err = float((a - e).abs().max()), float((lp - e).abs().max())
         assert err <= 2 * ref_err + 1e-5 * max(1.0, float(e.abs().max())), f"{what}: {err} vs {ref_err}"
 
 
@@ -226,18 +239,25 @@ def _upstream(out: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("op", ["linear", "readout", "conv2d"])
-def test_autocast_cpu_runs_the_kernels_in_float32(op):
-    """The CPU kernels compute in float32 and float64 only: under CPU autocast (bfloat16) every
-    operand of a B1 layer is float32 (the op's inner GEMM/convolution is not cast down), so the
-    values and gradients are those of a float32 call, bit for bit, and spike times stay float32."""
+def test_autocast_cpu_runs_the_kernels_in_float32(op, kernel_profile):
+    """The CPU kernels' own profile computes in float32 and float64 only: under CPU autocast
+    (bfloat16) every operand of a B1 layer is float32 (the op's inner GEMM/convolution is not
+    cast down), so the values and gradients are those of a float32 call, bit for bit, and spike
+    times stay float32. Driven as on CUDA (cuda-like), the matrix operand is bfloat16 as under
+    CUDA autocast: test_autocast_cuda's rule on the CPU."""
     if op == "conv2d":
         t_in, w, t_min, t_max, gen = conv_case(93)
         b = 0.3 * torch.randn(6, generator=gen, dtype=torch.float64)
         fn = lambda t, w_, b_: TF.conv2d(t, w_, b_, t_min, t_max, padding=1)  # noqa: E731
+        ref = lambda t, w_, b_: R.conv2d(t, w_, b_, t_min, t_max, 1, 1)  # noqa: E731
     else:
         t_in, w, b, t_min, t_max = dense_case(94, (32,), 48, 40)
         window = (t_min, t_max) if op == "linear" else (t_min,)
         fn = lambda t, w_, b_: getattr(TF, op)(t, w_, b_, *window)  # noqa: E731
+        ref = lambda t, w_, b_: getattr(R, op)(t, w_, b_, *window)  # noqa: E731
+    if kernel_profile == "cuda-like":
+        _assert_autocast_error_rule(fn, ref, (t_in, w, b), "cpu", torch.bfloat16)
+        return
     plain, plain_grads = forward_backward(fn, (t_in, w, b), "cpu", torch.float32)
     leaves = [x.float().requires_grad_() for x in (t_in, w, b)]
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -4,11 +4,14 @@ import pytest
 import torch
 from torch.library import opcheck
 
-import ttfs_ext
 from ttfs_ext import functional as TF
 from ttfs_ext import reference as R
 
-from _utils import DEVICES, assert_close_scaled, forward_backward, generator
+from _utils import DEVICES, TOL, assert_close_scaled, forward_backward, generator, input_checks
+
+# Every CPU test runs with the CPU kernels' own profile and driven as CUDA drives its kernels
+# (rows pre-sorted by at::sort, CUDA's data checks).
+pytestmark = pytest.mark.usefixtures("kernel_profile")
 
 F64 = torch.float64
 ops = torch.ops.ttfs_ext
@@ -102,14 +105,11 @@ def test_nan_arrivals_with_checks_off_sort_last_as_in_the_reference(device, n_in
     t_in = t_start + 0.3 * (t_in - t_in.min()) / (t_in.max() - t_in.min())
     t_in[::2, 3] = float("nan")
     t_in[1::4, 1] = float("nan")
-    ttfs_ext.set_input_checks(False)
-    try:
+    with input_checks(False):
         out = TF.first_spike_linear(t_in.to(device), w.to(device), alpha.to(device), threshold.to(device),
                                     t_start, t_max, backend=device).cpu()
         ref = R.first_spike_linear(t_in, w, alpha, threshold, t_start, t_max)
-    finally:
-        ttfs_ext.set_input_checks(True)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
+    torch.testing.assert_close(out, ref, **TOL[F64], equal_nan=True)
     as_padding = R.first_spike_linear(torch.nan_to_num(t_in, nan=float("inf")), w, alpha, threshold, t_start, t_max)
     assert bool((ref != as_padding).any())  # the case tells the orders apart
 
@@ -332,13 +332,18 @@ def test_opcheck_backward_ops(device, mask):
     for origin in (0.0, 1.25):
         t_out, slope = ops.first_spike_linear(*dense, *window, origin)
         opcheck(ops._first_spike_linear_backward.default,
-                (torch.randn_like(t_out), dense[0], dense[1], t_out, slope, window[0], origin, mask))
+                (_upstream(t_out, 502), dense[0], dense[1], t_out, slope, window[0], origin, mask))
     geometry = [[2, 2], [1, 1], [1, 1], 2]
     for origin, workspace in ((0.0, 1 << 23), (0.0, 1), (1.25, 1 << 23)):
         t_out, slope = ops.first_spike_conv2d(*conv, *window_c, *geometry, workspace, origin)
         opcheck(ops._first_spike_conv2d_backward.default,
-                (torch.randn_like(t_out), conv[0], conv[1], t_out, slope, window_c[0], origin, *geometry, True, False,
+                (_upstream(t_out, 503), conv[0], conv[1], t_out, slope, window_c[0], origin, *geometry, True, False,
                  mask, workspace))
+
+
+def _upstream(t_out: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed random upstream gradient like t_out."""
+    return torch.randn(t_out.shape, generator=generator(seed), dtype=F64).to(t_out)
 
 
 def test_double_backward_raises():

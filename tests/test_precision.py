@@ -12,6 +12,9 @@ gradient by a whole path, far more than rounding does. Both networks make them; 
 more often, as its times resolve activations to ~6e-8 of their window while the twin's resolve
 them relative to their own size. The gradient comparison therefore runs where neither network
 makes one (counted and asserted to be rare); the logits are compared everywhere.
+
+float32 on CUDA means IEEE float32 here: conftest turns TF32 off for every test (cuDNN's default
+TF32 would round both networks alike).
 """
 from __future__ import annotations
 
@@ -30,15 +33,6 @@ from ttfs_ext import train as T
 from _utils import DEVICES, generator
 
 F64, F32 = torch.float64, torch.float32
-
-
-@pytest.fixture(autouse=True)
-def no_tf32():
-    """float32 on CUDA means float32 here (cuDNN's default TF32 would round both networks alike)."""
-    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def absolute_copy(net: tnn.TTFSSequential) -> tnn.TTFSSequential:
@@ -165,6 +159,7 @@ def test_absolute_time_in_float32_loses_the_twins_precision():
     assert rel(absolute, ref) >= 10 * rel(twin, ref)
 
 
+@pytest.mark.usefixtures("kernel_profile")  # (the VGG16 and training tests above and below, 5-200 s each: once)
 @pytest.mark.parametrize("mapping", ["b1", "alpha1"])
 def test_float32_converted_bn_vgg_is_as_precise_as_the_relu_model(mapping):
     """A converted VGG-style net with batch norms (both mappings; per-position biases where a
@@ -252,6 +247,7 @@ def _mixed_network() -> tnn.TTFSSequential:
     return net
 
 
+@pytest.mark.usefixtures("kernel_profile")
 def test_local_and_absolute_time_agree_in_float64():
     """The same network in local and in absolute time: logits, every gradient and every
     layer's spike times (absolute = local + t_min) to 1e-12."""
@@ -274,6 +270,7 @@ def test_local_and_absolute_time_agree_in_float64():
     assert all(m.local for m in net.spiking_layers()) and not any(m.local for m in absolute.spiking_layers())
 
 
+@pytest.mark.usefixtures("kernel_profile")
 @pytest.mark.parametrize("mapping", ["b1", "alpha1"])
 def test_event_path_gives_the_same_spike_times_in_local_and_absolute_time(mapping):
     """simulate() and the event-driven forward (mode="event") on a converted network with early

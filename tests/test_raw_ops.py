@@ -7,6 +7,9 @@ Devices: a meta tensor among CPU tensors dispatches to the fake kernel (Meta out
 so the fakes' device checks are tested by the plain call; the compiled kernel's own checks by
 calling the CPU kernel directly with the same arguments (redispatch to the CPU key), as a CUDA
 kernel would be called with a CPU tensor among CUDA ones.
+
+Every case runs with the CPU kernels' own profile and with the CPU kernels driven as CUDA
+drives its own (profile "cuda", CUDA's data checks on): one subprocess each.
 """
 import json
 import os
@@ -18,6 +21,8 @@ import pytest
 
 import ttfs_ext
 
+from _utils import has_kernel_profiles
+
 pytestmark = pytest.mark.skipif("cpu" not in ttfs_ext.kernel_devices(), reason="no compiled CPU kernels")
 
 # Runs in the subprocess: prints one JSON line per case, before ("start") and after the call.
@@ -26,6 +31,9 @@ _SCRIPT = textwrap.dedent(r'''
     import torch
     import ttfs_ext  # noqa: F401  (registers the ops)
 
+    if sys.argv[1:] == ["cuda"]:  # the CPU kernels driven as CUDA drives its own, CUDA's data checks on
+        ttfs_ext._backend._C._set_cpu_kernel_profile("cuda")
+        ttfs_ext.set_input_checks(True, cuda=True)
     ops = torch.ops.ttfs_ext
     F64 = torch.float64
     gen = torch.Generator().manual_seed(0)
@@ -137,9 +145,14 @@ _SCRIPT = textwrap.dedent(r'''
 ''')
 
 
-@pytest.fixture(scope="module")
-def results():
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=300,
+@pytest.fixture(scope="module", params=["cpu", "cuda-like"])
+def results(request):
+    """The cases' outcomes with the CPU kernel profile "cpu", or "cuda" (cuda-like)."""
+    if request.param == "cuda-like" and not has_kernel_profiles():
+        pytest.skip("this build of ttfs_ext has no CPU kernel profiles (ttfs_ext._C._set_cpu_kernel_profile): "
+                    "rebuild the extension to run the CPU kernels as CUDA drives its own")
+    profile = "cuda" if request.param == "cuda-like" else "cpu"
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, profile], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     started = [line["case"] for line in lines if line.get("start")]

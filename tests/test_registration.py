@@ -41,14 +41,19 @@ def test_opcheck_forward_ops(device, requires_grad):
 def test_opcheck_backward_ops(device, mask):
     (t_in, w, b), t_min, t_max = _dense_args(device, False)
     t_out = ops.linear(t_in, w, b, t_min, t_max)
-    g = torch.randn_like(t_out)
+    g = _upstream(t_out, 33)
     opcheck(ops._linear_backward.default, (g, t_in, w, t_out, t_min, t_max, mask))
     opcheck(ops._readout_backward.default, (g, t_in, w, t_max, mask))
     for per_position in (False, True):
         (t_in, w, b), t_min, t_max = _conv_args(device, False, per_position)
         t_out = ops.conv2d(t_in, w, b, t_min, t_max, [1, 1], [1, 1], [1, 1], 1)
         opcheck(ops._conv2d_backward.default,
-                (torch.randn_like(t_out), t_in, w, t_out, t_min, t_max, [1, 1], [1, 1], [1, 1], 1, per_position, mask))
+                (_upstream(t_out, 34), t_in, w, t_out, t_min, t_max, [1, 1], [1, 1], [1, 1], 1, per_position, mask))
+
+
+def _upstream(t_out: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed random upstream gradient like t_out."""
+    return torch.randn(t_out.shape, generator=generator(seed), dtype=torch.float64).to(t_out)
 
 
 def _away_from_clamp(potential, margin=1e-4):
@@ -130,7 +135,7 @@ def test_compiled_cpu_graph_checks_spike_times():
 def test_compile_reduce_overhead_cuda():
     """CUDA graphs replay on the capture stream: the kernels must launch on the current stream."""
     net = _small_net(torch.float32).cuda()
-    x = torch.rand(4, 1, 8, 8, device="cuda")
+    x = torch.rand(4, 1, 8, 8, generator=generator(35)).cuda()
     compiled = torch.compile(net, mode="reduce-overhead", fullgraph=True)
     for _ in range(3):
         out = compiled(x)

@@ -148,6 +148,7 @@ def test_fit_never_replaces_a_checkpoint_unless_told(digits, tmp_path):
 
 
 def test_relu_twin_shares_parameters():
+    torch.manual_seed(5)
     net = T.vgg(([4, "P", 6], [8]), in_channels=1, image_size=8, classes=3).double()
     net.set_widths([5.0, 5.0, 5.0])
     twin = T.relu_twin(net)
@@ -172,7 +173,7 @@ def test_fake_quantize_levels_and_straight_through_gradient():
     assert set(q.detach().tolist()) == {0.0, 1 / 3, 2 / 3, 1.0}
     q.sum().backward()
     assert torch.equal(x.grad, ((x >= 0) & (x <= 1)).double())
-    w = torch.randn(20, 30)
+    w = torch.randn(20, 30, generator=torch.Generator().manual_seed(6))
     assert quantize_weight(w, 3).unique().numel() <= 8
     with pytest.raises(ValueError, match="bits"):
         fake_quantize(x, 0.0, 1.0, 0)
@@ -181,6 +182,7 @@ def test_fake_quantize_levels_and_straight_through_gradient():
 def test_time_quantisation_is_relative_to_each_window():
     """Every spiking layer (and the readout) sees input times on the 2^k-level grid of the
     window they lie in, [t_start, t_min]: [0, in_width] in the local time the network carries."""
+    torch.manual_seed(7)
     net = tnn.TTFSSequential(tnn.TTFSEncoder(), tnn.TTFSLinear(6, 5), tnn.TTFSLinear(5, 4), tnn.TTFSReadout(4, 3),
                              widths=[2.0, 3.0]).double()
     seen = []

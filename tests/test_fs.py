@@ -655,3 +655,50 @@ def test_low_precision_x_on_the_cpu(kernel_profile, dtype):
     xg = x.detach().requires_grad_()
     fs.fs_activation(xg, h, d, T).float().sum().backward()
     assert xg.grad.dtype == dtype and torch.isfinite(xg.grad.float()).all()
+
+
+class _InPlaceStatement(torch.nn.Module):
+    """y = l(x), then an in-place activation of y whose result is not assigned, then y returned."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.l = torch.nn.Linear(6, 5)
+        self.form = form
+        self.act = torch.nn.ReLU(inplace=True) if form == "module-relu" else torch.nn.SiLU(inplace=True)
+
+    def forward(self, x):
+        y = self.l(x)
+        if self.form == "method":
+            y.relu_()
+        elif self.form == "F.relu_":
+            F.relu_(y)
+        elif self.form == "torch.relu_":
+            torch.relu_(y)
+        elif self.form == "F.relu-inplace":
+            F.relu(y, inplace=True)
+        elif self.form == "F.silu-inplace":
+            F.silu(y, inplace=True)
+        else:
+            self.act(y)
+        return y * 2 + y  # read twice after the write
+
+
+@pytest.mark.parametrize("form", ["method", "F.relu_", "torch.relu_", "F.relu-inplace", "module-relu", "F.silu-inplace",
+                                  "module-silu"])
+def test_convert_keeps_unassigned_in_place_activations(form):
+    """fs.convert keeps an in-place activation used as a statement (its result never assigned):
+    the FS network computes 3 fs(l(x)), bit for bit, and the ANN's 3 f(l(x)) to the table's error."""
+    torch.manual_seed(0)
+    model = _InPlaceStatement(form).eval()
+    x = torch.randn(64, 6, generator=generator(91))
+    net = fs.convert(model)
+    assert net.stats()["fs_layers"] == 1
+    (_, m), = net.fs_layers()
+    with torch.no_grad():
+        pre = model.l(x)
+        expected = fs.fs_activation(pre, m.h, m.d, m.T)
+        torch.testing.assert_close(net(x), expected * 2 + expected, rtol=0, atol=0)
+        ann = model(x.clone())
+    f = F.silu if "silu" in form else torch.relu
+    torch.testing.assert_close(ann, 3 * f(pre))  # the ANN itself, for reference
+    assert float((net(x) - ann).abs().max()) <= 3 * float((expected - f(pre)).abs().max()) + 1e-6

@@ -1,10 +1,14 @@
 """`ttfs train` and `ttfs evaluate` on the bundled digits (small and fast)."""
 from __future__ import annotations
 
+import contextlib
 import csv
-import fcntl
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -133,9 +137,8 @@ def test_an_existing_run_is_never_replaced_unless_told(small_run, capsys):
     _fails(capsys, ["train", "--epochs", "1", "--overwrite", *QUICK[:-1], "--dataset", "mnist", "--data-dir", "typo"],
            "not found in the given root typo")
     assert _snapshot(small_run) == before  # nothing touched
-    # One ttfs train per run folder at a time.
-    with open(small_run / ".ttfs-train.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # One ttfs train per run folder at a time: another process holding the run's lock.
+    with _lock_holder(small_run / ".ttfs-train.lock"):
         _fails(capsys, ["train", "--epochs", "2", "--resume", *QUICK], "in use by another ttfs train")
     assert main(["train", "--epochs", "2", "--resume", *QUICK]) == 0  # continues
     assert json.loads((small_run / "metrics.json").read_text())["summary"]["snn_test_accuracy"] is not None
@@ -198,3 +201,43 @@ def test_a_checkpoint_cannot_run_code(tmp_path, monkeypatch, capsys):
     with pytest.raises(T.CheckpointError, match="refused"):
         T.load_checkpoint(path)
     assert not (tmp_path / _PWNED).exists()
+
+
+@contextlib.contextmanager
+def _lock_holder(path, fork_child: bool = False):
+    """A process that holds the run lock of ttfs train on path (jobs._run_lock) until the block
+    ends; with fork_child it forks a child (as DataLoader workers are forked) that outlives it."""
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        from ttfs_ext.cli import jobs
+        with jobs._run_lock(Path({str(path.parent)!r})):
+            if {fork_child!r} and os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the holder and any child it forked
+        proc.wait()
+
+
+def test_run_lock_belongs_to_the_process_not_to_its_forked_workers(tmp_path):
+    """A rank killed while its forked DataLoader workers live leaves the run lock free at once, so
+    a restarted rank can take it (flock locks would stay with the workers' inherited files)."""
+    from ttfs_ext.cli import jobs
+    with _lock_holder(tmp_path / ".ttfs-train.lock", fork_child=True) as holder:
+        with pytest.raises(jobs.CommandError, match="in use by another ttfs train"):
+            with jobs._run_lock(tmp_path):
+                pass
+        holder.kill()
+        holder.wait()  # its child still sleeps, with the lock file open
+        with jobs._run_lock(tmp_path):  # free at once
+            pass
+    assert not (tmp_path / ".ttfs-train.lock").exists()  # removed at the end of the run

@@ -128,6 +128,9 @@ def test_missing_images(places, tmp_path):
     ("places365_test.txt", 2, "Places365_test_00000002.jpg 3", r"expected 'path' \(no label\)"),
     ("categories_places365.txt", 5, "/y/youth_hostel 3", r"index 3 was given before to '/s/swimming_pool/outdoor'"),
     ("categories_places365.txt", 1, "/a/airfield", r"expected 'name index'"),
+    ("places365_train_standard.txt", 2, "/a/airfield/00000002.jpg --1", r"expected 'path label'"),
+    ("places365_train_standard.txt", 2, "/a/../../outside.jpg 0", r"the image path leaves the image folder"),
+    ("places365_val.txt", 1, "../Places365_val_00000001.jpg 0", r"the image path leaves the image folder"),
 ])
 def test_bad_lines(places, tmp_path, file, line, text, error):
     root = copy_tree(places, tmp_path / "copy")
@@ -409,3 +412,42 @@ def test_presets_name_the_range_of_their_outputs(tmp_path):
     assert torchvision_range == pytest.approx((-0.485 / 0.229, (1 - 0.406) / 0.225))
     caffe = P.preset("caffe", False).input_range
     assert caffe == pytest.approx((-P.CAFFE_MEAN_BGR[2], 255 - P.CAFFE_MEAN_BGR[0]))
+
+
+def test_category_files_bom_crlf_encoding_and_empty(places, tmp_path):
+    """A UTF-8 byte-order mark and CRLF endings are read as the plain file; a name that is not
+    UTF-8 and an empty file are errors naming file:line (or the file) and what was expected."""
+    root = copy_tree(places, tmp_path / "copy")
+    cats = root / "categories_places365.txt"
+    text = cats.read_bytes()
+    cats.write_bytes(b"\xef\xbb\xbf" + text.replace(b"\n", b"\r\n"))
+    assert Places365(root).classes == list(CLASSES)
+    cats.write_bytes(text.replace(b"/b/bedroom", b"/b/bed\xffroom"))
+    with pytest.raises(p365.Places365FormatError, match=re.escape(f"{cats}:2: ") + "the category name is not UTF-8"):
+        Places365(root)
+    cats.write_bytes(b"\n")
+    with pytest.raises(p365.Places365FormatError, match=re.escape(f"{cats}: ") + "the category list is empty"):
+        Places365(root)
+
+
+def test_unreadable_files_of_any_kind_are_skipped(places, tmp_path):
+    """A decompression bomb (a header declaring 65000x65000), a FIFO named .jpg and a folder
+    named .jpg are skipped and counted like corrupt images: never a crash, never a hang."""
+    import os
+    root = copy_tree(places, tmp_path / "copy")
+    ds = Places365(root, transform=preset("torchvision", train=False, size=32))
+    bomb, fifo, folder = ds.path(0), ds.path(1), ds.path(2)
+    # a PNG header (IHDR) declaring 65000 x 65000 pixels, and nothing else
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 65000, 65000, 8, 2, 0, 0, 0)
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+                     + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
+    fifo.unlink()
+    os.mkfifo(fifo)
+    folder.unlink()
+    folder.mkdir()
+    for i in (0, 1, 2):
+        assert ds[i] is None
+    x, y, bad = ds.collate([ds[i] for i in range(4)])
+    assert bad == 3 and len(x) == 1

@@ -486,3 +486,107 @@ def test_resume_refuses_foreign_and_unsafe_checkpoints(tmp_path):
     ok = tmp_path / "ok.pt"
     first = fit(net, Data, 1, checkpoint=ok)
     assert len(fit(net, Data, 2, checkpoint=ok, resume=True)) == 2 and first[0]["epoch"] == 1
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("step", ["forward", "backward"])
+def test_steps_are_in_place_ops_for_autograd(backend, step):
+    """The steps update u and rate in place as PyTorch's own in-place ops do, on the kernel and
+    on the reference path alike: the version counters move (so a graph that saved u before the
+    step refuses to run backward instead of giving a wrong gradient), and a leaf that requires
+    grad or an inference tensor outside inference mode is refused with PyTorch's words."""
+    if backend == "cpu" and "cpu" not in ttfs_ext.kernel_devices():
+        pytest.skip("no compiled CPU kernels")
+    fn = TF.spide_forward_step if step == "forward" else TF.spide_backward_step
+    gen = generator(71)
+    current = torch.randn(4, 6, generator=gen, dtype=F64)
+
+    def call(u, rate):
+        return fn(u, rate, current, backend=backend)
+
+    a = torch.randn(4, 6, generator=gen, dtype=F64, requires_grad=True)
+    u, rate = a * 1, torch.zeros(4, 6, dtype=F64)
+    y = u.sin()  # saves u
+    versions = u._version, rate._version
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the op has no autograd formula: PyTorch may warn
+        call(u, rate)
+    assert u._version > versions[0] and rate._version > versions[1]
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad is being used in an in-place"):
+        call(torch.zeros(4, 6, dtype=F64, requires_grad=True), torch.zeros(4, 6, dtype=F64))
+    with torch.inference_mode():
+        frozen = torch.zeros(4, 6, dtype=F64)
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        call(frozen, torch.zeros(4, 6, dtype=F64))
+    with torch.inference_mode():  # inside inference mode it is allowed, as for PyTorch's ops
+        call(frozen, torch.zeros(4, 6, dtype=F64))
+    with torch.no_grad():  # a leaf that requires grad may be updated without grad mode
+        call(torch.zeros(4, 6, dtype=F64, requires_grad=True), torch.zeros(4, 6, dtype=F64))
+
+
+def _mismatched_net(products, kernel):
+    """Population 1 is 7x5; a feedback ConvTranspose2d of kernel 3 maps the last population (3x2)
+    back to 7x5, one of kernel 4 to 8x6."""
+    torch.manual_seed(0)
+    return spide.FeedbackSNN(nn.Conv2d(1, 4, 3), [nn.Conv2d(4, 4, 3, stride=2)],
+                             nn.ConvTranspose2d(4, 4, kernel, stride=2), nn.Linear(4 * 3 * 2, 3), T=4, T_b=4,
+                             products=products).double()
+
+
+@pytest.mark.parametrize("products", ["auto", "events", "dense"])
+def test_feedback_snn_checks_the_feedback_shape_on_every_path(products):
+    x = torch.rand(2, 1, 9, 7, generator=generator(81), dtype=F64)
+    assert _mismatched_net(products, 3)(x).shape == (2, 3)
+    for training in (False, True):
+        net = _mismatched_net(products, 4).train(training)
+        with pytest.raises(ValueError, match=r"feedback maps the last population \(4, 3, 2\) to \(4, 8, 6\), but "
+                                             r"population 1 has shape \(4, 7, 5\)"):
+            net(x)
+
+
+def test_feedback_snn_rejects_nonfinite_input_and_takes_an_empty_batch():
+    net = _mismatched_net("auto", 3)
+    x = torch.rand(2, 1, 9, 7, generator=generator(82), dtype=F64)
+    for bad in (float("nan"), float("inf")):
+        x_bad = x.clone()
+        x_bad[1, 0, 2, 3] = bad
+        for training in (False, True):
+            with pytest.raises(ValueError, match="FeedbackSNN: x contains NaN or inf"):
+                net.train(training)(x_bad)
+    for training in (False, True):
+        out = net.train(training)(x[:0])
+        assert out.shape == (0, 3)
+
+
+def test_cli_spide_keeps_runs_like_ttfs_train(tmp_path, capsys):
+    """ttfs spide's --checkpoint follows ttfs train's run rules: no silent overwrite, --resume of
+    nothing is an error, another model is one clear line, nothing to do says so, a mistyped
+    folder is not created, and --device is checked as ttfs train checks it."""
+    from ttfs_ext.cli.main import main
+
+    base = ["spide", "--dataset", "digits", "--T", "4", "--T-b", "6", "--hidden", "8", "--max-steps", "2"]
+    ck = tmp_path / "run.pt"
+
+    def fails(argv, needle):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ttfs spide: error: ") and "Traceback" not in err and needle in err, err
+
+    assert main([*base, "--epochs", "1", "--checkpoint", str(ck)]) == 0
+    first = ck.read_bytes()
+    fails([*base, "--epochs", "1", "--checkpoint", str(ck)], "exists: --resume continues it, --overwrite replaces it")
+    assert ck.read_bytes() == first  # untouched
+    fails([*base, "--epochs", "2", "--checkpoint", str(tmp_path / "none.pt"), "--resume"], "nothing to continue")
+    fails([*base, "--epochs", "2", "--checkpoint", str(ck), "--resume", "--model", "convnet_f"],
+          "differs in --model convnet_f (the checkpoint has f400)")
+    capsys.readouterr()
+    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    fails([*base, "--epochs", "1", "--checkpoint", str(tmp_path / "missing" / "run.pt")], "does not exist")
+    assert not (tmp_path / "missing").exists()
+    if not torch.cuda.is_available():
+        fails([*base, "--epochs", "1", "--device", "cuda"], "--device cuda: CUDA is not available here")
+    fails([*base, "--epochs", "1", "--device", "meta"], "--device meta: only cpu and cuda are supported")
+    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--overwrite"]) == 0

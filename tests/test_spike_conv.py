@@ -148,11 +148,28 @@ def test_bad_input_names_the_argument():
         TF.spike_conv_weight(w[0])
     with pytest.raises(ValueError, match="dilation must be >= 1 \\(and fit int32\\)"):
         TF.spike_conv2d(x, w, b, dilation=1 << 40)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available():  # (the degenerate cases below follow)
         with pytest.raises(NotImplementedError, match="CPU kernel"):
             TF.spike_conv2d(x.cuda(), w.cuda(), b.cuda(), backend="cuda", **kw)
         # automatic: the dense convolution
         torch.testing.assert_close(TF.spike_conv2d(x.cuda(), w.cuda(), b.cuda(), **kw).cpu(), dense, **TOL[F64])
+
+
+@needs_kernels
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_degenerate_weights_and_strides_are_refused(backend):
+    """What the dense convolution refuses is refused on every path, with its wording where it has
+    one: an empty kernel, an input without channels (which the dense convolution does not
+    refuse but answers with a shape of no meaning), a stride that is not an int."""
+    x, w, b, kw, dense = _case(14, GEOMETRIES[0], False, 0.2)
+    with pytest.raises(ValueError, match="kernel size should be greater than zero"):
+        TF.spike_conv2d(x, w[:, :0].contiguous(), b, output_size=(x.shape[2] + 1, x.shape[3]), backend=backend)
+    with pytest.raises(ValueError, match="input must have at least one channel"):
+        TF.spike_conv2d(x[:, :0], w[:0].contiguous(), b, backend=backend)
+    with pytest.raises(ValueError, match="stride must be an int >= 1 or a pair of them, got 1.5"):
+        TF.spike_conv2d(x, w, b, stride=1.5, backend=backend)
+    with pytest.raises(ValueError, match="stride must be an int >= 1 or a pair of them, got True"):
+        TF.spike_conv2d(x, w, b, stride=True, backend=backend)
 
 
 # --- the feedback SNNs with event-driven products ---------------------------------------------

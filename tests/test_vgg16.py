@@ -327,3 +327,13 @@ def test_throughput_benchmark_smoke(tmp_path, capsys):
     assert report["conversion"]["max_logit_diff"] <= 1e-9 and "git_commit" in report
     assert bench.main(["--table", str(out)]) == 0
     assert "| fp32 | NCHW |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,size", [("vgg-small", 1), ("vgg-small", 2), ("vgg16", 8)])
+def test_too_small_image_size_is_one_clear_error(name, size):
+    """An image size the model's max-pools reduce below its classifier's input is a ValueError
+    saying the smallest size (ttfs train turns it into one line naming --image-size), not a
+    ZeroDivisionError from the average pool's weights."""
+    from ttfs_ext.train import vgg16 as V
+    with torch.device("meta"), pytest.raises(ValueError, match=f"image_size {size} is too small.*use at least"):
+        V.ttfs_skeleton(name, 10, size, (0.0, 1.0))

@@ -1,6 +1,8 @@
 #include "layers/checks.h"
 
 #include <ATen/MemoryOverlap.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
 
 #include <algorithm>
 #include <atomic>
@@ -360,6 +362,18 @@ void check_spide_step(const char* op, const at::Tensor& u, const at::Tensor& rat
   TORCH_CHECK_VALUE(rate.is_contiguous(spide_memory_format(u)), op,
                     ": rate (updated in place) must have the memory layout of u (",
                     u.is_contiguous() ? "contiguous" : "channels last", "), got strides ", rate.strides());
+  // In place as PyTorch's own in-place ops are (the ADInplaceOrView kernels in ops/spide_neuron.cpp
+  // bump the version counters): never on a leaf that requires grad, nor on an inference tensor
+  // outside inference mode, with PyTorch's words.
+  for (const auto& [name, x] : {std::pair<const char*, const at::Tensor&>{"u", u}, {"rate", rate}}) {
+    TORCH_CHECK(!(at::GradMode::is_enabled() && x.requires_grad() && x.is_leaf()), op, ": ", name,
+                " (updated in place) is a leaf Variable that requires grad: a leaf Variable that requires grad is "
+                "being used in an in-place operation.");
+    TORCH_CHECK(!(x.is_inference() && !c10::InferenceMode::is_enabled()), op, ": ", name,
+                " (updated in place) is an inference tensor: Inplace update to inference tensor outside "
+                "InferenceMode is not allowed. You can make a clone to get a normal tensor before doing inplace "
+                "update.");
+  }
   // The kernels take every pointer as __restrict: what they write (u, rate) may share no memory
   // with any other argument. Read-only arguments may alias each other.
   auto overlap = [](const at::Tensor& a, const at::Tensor& b) {
@@ -399,6 +413,11 @@ void check_spike_conv2d(const char* op, const at::Tensor& input, const at::Tenso
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == input.size(1), op,
                     ": weight must be packed (C_in, kH, kW, C_out) with C_in = input.size(1) = ", input.size(1),
                     " (ttfs_ext.functional.spike_conv_weight), got shape ", weight.sizes());
+  // What the dense convolution (the reference) refuses, or computes incoherently (C_in = 0).
+  TORCH_CHECK_VALUE(input.size(1) >= 1, op, ": input must have at least one channel, got shape ", input.sizes());
+  TORCH_CHECK_VALUE(weight.size(1) >= 1 && weight.size(2) >= 1, op,
+                    ": kernel size should be greater than zero, but got kernel_height: ", weight.size(1),
+                    " kernel_width: ", weight.size(2));
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK_TYPE(bias->scalar_type() == dt, op, ": bias must have the dtype of input (", dt, "), got ",
                      bias->scalar_type());

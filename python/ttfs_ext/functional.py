@@ -273,9 +273,13 @@ def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, p
 # --- max_pool2d and encode: Python only, no op of their own -----------------------------------
 
 def _pair(op: str, name: str, value: IntPair, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
-        raise ValueError(f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+    message = f"{op}: {name} must be an int >= {minimum} or a pair of them, got {value!r}"
+    try:
+        pair = (value, value) if isinstance(value, int) else tuple(value)
+    except TypeError:  # a float, None, ...: not a pair
+        raise ValueError(message) from None
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair):
+        raise ValueError(message)
     return pair  # type: ignore[return-value]
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import copy
 import csv
 import io
@@ -192,15 +193,24 @@ def _inside(path: Path, folder: Path) -> bool:
 @contextlib.contextmanager
 def _run_lock(out: Path):
     """One ttfs train per run folder at a time: an exclusive lock on out/.ttfs-train.lock for the
-    whole run (where the OS has flock; the lock dies with the process)."""
+    whole run, where the OS has fcntl. A POSIX record lock (lockf), not flock: it belongs to the
+    process that took it, so the DataLoader workers it forks never hold it, and it dies with
+    that process (a restarted rank finds it free at once). The file is removed at the end."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".ttfs-train.lock", "a") as f:
+    path = out / ".ttfs-train.lock"
+    with open(path, "a") as f:
         if fcntl is not None:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
                 raise CommandError(f"{out} is in use by another ttfs train (it holds .ttfs-train.lock)") from None
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # still held: no other run can have taken it
+                path.unlink()
 
 
 def _load_run(path: Union[str, Path], keys: tuple[str, ...] = ("epoch", "model")) -> dict:

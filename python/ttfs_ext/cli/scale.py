@@ -142,6 +142,11 @@ def _build(args: argparse.Namespace, ctx: dd.Context, state: Optional[dict] = No
         train, val, calib_set, classes, collate = _places365(args)
         from ttfs_ext.train import vgg16 as V
         input_range = train.dataset.transform.input_range  # the encoder spans what the preset outputs
+        try:  # an --image-size the model's pooling cannot take: one line, not a traceback
+            with torch.device("meta"):  # the structure only: no weights allocated
+                V.ttfs_skeleton(args.model, classes, args.image_size, input_range)
+        except ValueError as err:
+            raise CommandError(f"--image-size {args.image_size}: {err}") from None
         if state is not None or args.relu_checkpoint is not None:
             net = V.ttfs_skeleton(args.model, classes, args.image_size, input_range)
             if state is None:  # convert exactly, then fine-tune (the papers' recipe)

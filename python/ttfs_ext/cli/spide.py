@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
+from typing import Optional
 
 from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError
 
@@ -44,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=POSITIVE_INT, help="at most this many iterations per epoch")
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --checkpoint")
     p.add_argument("--data-root", help="folder of the dataset's files")
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -55,11 +58,21 @@ def run(args: argparse.Namespace) -> int:
     from .. import data
     from ..spide import build
     from ..spide.train import DEFAULTS, fit
+    from .jobs import _device
 
     if args.resume and not args.checkpoint:
         raise CommandError("--resume needs --checkpoint")
+    if args.resume and args.overwrite:
+        raise CommandError("--resume continues a checkpoint; it cannot be combined with --overwrite")
+    device = _device(args.device)  # the check of ttfs train
     d = DEFAULTS[args.dataset]
     model = args.model or d["model"]
+    epochs = args.epochs or d["epochs"]
+    if args.checkpoint:  # before any data is read: a mistake costs nothing
+        done = _checkpoint_rules(Path(args.checkpoint), args, model, epochs)
+        if done is not None:
+            print(f"ttfs spide: nothing to do: {args.checkpoint} has {done} epochs and --epochs is {epochs}")
+            return 0
     ds = data.load_dataset(args.dataset, root=args.data_root, download=args.download) if args.dataset != "digits" \
         else data.load_digits(seed=args.seed)
     c, size = ds.x_train.shape[1], ds.x_train.shape[2]
@@ -75,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
         kw["hidden"] = args.hidden
     torch.manual_seed(args.seed)
     net = build(model, **kw)
-    epochs = args.epochs or d["epochs"]
     lr = args.lr or d["lr"]
     milestones = tuple(args.milestones) if args.milestones is not None else tuple(d["milestones"])
     settings = dict(model=model, dataset=args.dataset, backward=args.backward, epochs=epochs, lr=lr,
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
                   warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
-                  seed=args.seed, checkpoint=args.checkpoint, resume=args.resume, device=args.device,
+                  seed=args.seed, checkpoint=args.checkpoint, resume=args.resume, device=device,
                   max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings)
     last = history[-1] if history else {}
     result = dict(test_accuracy=last.get("test_accuracy"), backward=args.backward,
@@ -103,3 +115,33 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _checkpoint_rules(path: Path, args: argparse.Namespace, model: str, epochs: int) -> Optional[int]:
+    """The run rules of ttfs train for a --checkpoint file: its folder must exist (nothing is
+    created for a mistyped path), an existing checkpoint is never replaced without --overwrite,
+    --resume needs one of this command's checkpoints of the same model, dataset and backward.
+    Returns the epochs already done when --epochs asks for no more (nothing to do), else None."""
+    from ..train.checkpoints import CheckpointError, load_checkpoint
+
+    if not path.parent.is_dir():
+        raise CommandError(f"--checkpoint {path}: the folder {path.parent} does not exist")
+    if not args.resume:
+        if path.exists() and not args.overwrite:
+            raise CommandError(f"--checkpoint {path} exists: --resume continues it, --overwrite replaces it")
+        return None
+    if not path.is_file():
+        raise CommandError(f"--resume: {path} does not exist, so there is nothing to continue (drop --resume to start)")
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as err:
+        raise CommandError(f"--resume: {err}") from None
+    if not isinstance(state, dict) or state.get("kind") != "ttfs_ext.spide":
+        raise CommandError(f"--resume: {path} is not a checkpoint of ttfs spide")
+    config = state.get("config") or {}
+    asked = {"model": model, "dataset": args.dataset, "backward": args.backward}
+    differs = [f"--{k} {v} (the checkpoint has {config[k]})" for k, v in asked.items() if k in config and config[k] != v]
+    if differs:
+        raise CommandError(f"--resume continues the run as it was started; it differs in {'; '.join(differs)}")
+    done = int(state.get("epoch", 0))
+    return done if epochs <= done else None

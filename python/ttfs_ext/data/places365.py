@@ -39,6 +39,7 @@ import logging
 import math
 import operator
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator, Sequence
@@ -105,11 +106,14 @@ def image_folders(split: str, small: bool) -> tuple[str, ...]:
 
 
 def _read_lines(path: Path, what: str) -> Iterator[tuple[int, list[bytes]]]:
-    """(line number, whitespace-separated fields) of every non-blank line."""
+    """(line number, whitespace-separated fields) of every non-blank line; a UTF-8 byte-order
+    mark at the start is dropped, and CRLF endings are whitespace like any other."""
     if not path.is_file():
         raise _missing(what, path)
     with open(path, "rb") as fh:
         for n, line in enumerate(fh, 1):
+            if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
             if fields := line.split():
                 yield n, fields
 
@@ -127,7 +131,13 @@ def _read_categories(path: Path) -> list[str]:
         index = int(fields[1])
         if index in names:
             raise _bad_line(path, n, fields, f"index {index} was given before to {names[index]!r}")
-        names[index] = fields[0].decode()
+        try:
+            names[index] = fields[0].decode()
+        except UnicodeDecodeError:
+            raise _bad_line(path, n, fields, "the category name is not UTF-8") from None
+    if not names:
+        raise Places365FormatError(f"{path}: the category list is empty (expected lines 'name index' like "
+                                   f"'/a/airfield 0')")
     if sorted(names) != list(range(len(names))):
         missing = sorted(set(range(max(names, default=-1) + 1)) - set(names))
         raise Places365FormatError(f"{path}: the class indices are not 0..{len(names) - 1}: missing {missing[:10]}")
@@ -139,12 +149,15 @@ def _read_file_list(path: Path, split: str, n_classes: int) -> tuple[np.ndarray,
     labelled = split != "test"
     paths, labels = [], []
     for n, fields in _read_lines(path, f"the {split} list"):
-        if len(fields) != 1 + labelled or (labelled and not fields[1].lstrip(b"-").isdigit()):
+        if len(fields) != 1 + labelled or (labelled and not re.fullmatch(rb"-?[0-9]+", fields[1])):
             raise _bad_line(path, n, fields, "expected 'path label'" if labelled else "expected 'path' (no label)")
         label = int(fields[1]) if labelled else -1
         if labelled and not 0 <= label < n_classes:
             raise _bad_line(path, n, fields, f"label {label} is outside 0..{n_classes - 1} ({CATEGORIES_FILE})")
-        paths.append(fields[0].lstrip(b"/"))
+        relative = fields[0].lstrip(b"/")
+        if b".." in relative.split(b"/"):  # the lists name files inside the image folder only
+            raise _bad_line(path, n, fields, "the image path leaves the image folder ('..')")
+        paths.append(relative)
         labels.append(label)
     if not paths:
         raise Places365FormatError(f"{path}: the list is empty")
@@ -269,11 +282,20 @@ def _torchvision_io():
 
 
 def _decode(path: Path, decoder: str):
-    """The RGB PIL image in the file, decoded by Pillow or torchvision."""
+    """The RGB PIL image in the file, decoded by Pillow or torchvision. Only regular files are
+    opened (a FIFO or a device named .jpg would block or never end); an image larger than
+    Pillow's limit (PIL.Image.MAX_IMAGE_PIXELS, 89.5 megapixels by default; set it to change the
+    limit) is refused as a decompression bomb. Both raise OSError: the image is skipped and
+    counted like a corrupt one."""
     Image = _pil()
+    if not path.is_file():
+        raise OSError(f"not a regular file: {path}")
     if decoder == "pil":
-        with Image.open(path) as img:
-            return img.convert("RGB")  # decodes now: errors surface here, not in the transform
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")  # decodes now: errors surface here, not in the transform
+        except Image.DecompressionBombError as err:  # an Exception, not an OSError
+            raise OSError(f"decompression bomb: {err}") from None
     io = _torchvision_io()
     chw = io.decode_image(io.read_file(str(path)), mode=io.ImageReadMode.RGB)
     return Image.fromarray(chw.permute(1, 2, 0).contiguous().numpy())

@@ -144,8 +144,9 @@ def convert(model: nn.Module, activations: Optional[dict[str, Factory]] = None, 
     """FS-conversion of `model` (unchanged; the result holds a copy): every nn.ReLU, nn.SiLU and
     nn.Sigmoid module and their functional forms (F.relu, torch.relu, x.relu(), F.silu,
     torch.sigmoid, x.sigmoid(), and the in-place ones: F.relu_, x.relu_(), ...) become
-    FSActivation modules, traced with torch.fx. An in-place activation whose input is also used
-    elsewhere writes its result back into that input (copy_), as the original did.
+    FSActivation modules, traced with torch.fx. An in-place activation, assigned or not
+    (`y.relu_()` or `nn.ReLU(inplace=True)` as a statement), is kept: every later reader of its
+    input reads its output, as in the original.
 
     activations: name ('relu', 'silu', 'sigmoid') -> an FSActivation (copied for each
     occurrence), a callable returning one, or None to keep that activation as it is; names not
@@ -176,13 +177,19 @@ def convert(model: nn.Module, activations: Optional[dict[str, Factory]] = None, 
         name = f"fs_{len(layers)}"
         gm.add_submodule(name, fs)
         src = _input(node)
-        write_back = _inplace(node, modules) and len(src.users) > 1  # others read the overwritten input
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, (src,))
-            if write_back:
-                with gm.graph.inserting_after(new):
-                    new = gm.graph.call_method("copy_", (src, new))
         node.replace_all_uses_with(new)
+        if _inplace(node, modules):
+            # The in-place write, as data flow: every reader of src after the activation reads
+            # its output instead, whether the activation's result is used or not (`y.relu_()` as
+            # a statement). No copy_ node, which dead-code elimination would drop.
+            after = False
+            for later in list(gm.graph.nodes):  # topological order
+                if later is new:
+                    after = True
+                elif after and later is not node and src in later.all_input_nodes:
+                    later.replace_input_with(src, new)
         gm.graph.erase_node(node)
         layers.append(name)
     gm.graph.eliminate_dead_code()

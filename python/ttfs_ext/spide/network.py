@@ -326,12 +326,20 @@ class FeedbackSNN(nn.Module):
         return torch.channels_last if len(shape) == 4 and self._events(x.device) else torch.contiguous_format
 
     def _population_shapes(self, x: torch.Tensor) -> list:
+        """The populations' shapes (batch 1), and the check that the feedback maps the last
+        population onto the first, on every path (the event-driven products would not notice)."""
+        probe = x[:1] if x.shape[0] else x.new_zeros((1, *x.shape[1:]))
         with torch.no_grad():
-            h = self.input(x[:1])
+            h = self.input(probe)
             shapes = [tuple(h.shape)]
             for conn in self.layers:
                 h = conn(h)
                 shapes.append(tuple(h.shape))
+            if self.feedback is not None:
+                fed_back = tuple(self.feedback(h).shape)
+                if fed_back != shapes[0]:
+                    raise ValueError(f"ttfs_ext.spide.FeedbackSNN: the feedback maps the last population "
+                                     f"{shapes[-1][1:]} to {fed_back[1:]}, but population 1 has shape {shapes[0][1:]}")
         return shapes
 
     # --- forward -----------------------------------------------------------------------------
@@ -398,6 +406,12 @@ class FeedbackSNN(nn.Module):
         return (x.shape[0], *shapes[-1][1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _backend.input_checks_enabled(x.device) and x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError("ttfs_ext.spide.FeedbackSNN: x contains NaN or inf")
+        if x.shape[0] == 0:  # an empty batch: an empty output, as nn modules give
+            a_last = x.new_zeros(self._batch_shapes(x)[-1])
+            out = a_last.flatten(1) if self.readout is not None and a_last.dim() > 2 else a_last
+            return self.readout(out) if self.readout is not None else out
         if self.training and self.fb_norm is not None and self.feedback is not None:
             self.restrict_feedback_norm(x)
         drops = self._drops(x)

@@ -285,6 +285,11 @@ def ttfs_vgg_scratch(config: Sequence[Union[int, str]] = VGG16_CONFIG, num_class
         else:
             layers.append(tnn.TTFSConv2d(channels, int(v), 3, padding=1))
             channels = int(v)
+    pools = sum(v == "M" for v in config)
+    if size < pool_size:
+        raise ValueError(f"ttfs_vgg_scratch: image_size {image_size} is too small: its {pools} max-pools leave "
+                         f"{size}x{size} features, fewer than the {pool_size}x{pool_size} the classifier reads; "
+                         f"use at least {pool_size * 2 ** pools}")
     if size % pool_size:
         raise ValueError(f"ttfs_vgg_scratch: image_size {image_size} gives {size}x{size} features, which do not "
                          f"average-pool to {pool_size}x{pool_size} in equal windows")

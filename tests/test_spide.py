@@ -334,8 +334,10 @@ def _train_both(ds, fit):
     for mode in ("spide", "ide"):
         torch.manual_seed(0)
         net = spide.f400(size=8, hidden=96, T=5, T_b=20, backward=mode)
-        history = fit(net, ds, 4, batch_size=64, lr=0.1)  # measured: 0.93 (SPIDE), 0.944 (IDE)
+        history = fit(net, ds, 4, batch_size=64, lr=0.1)  # measured here: 0.93 (SPIDE), 0.944 (IDE)
+        # a margin of some 30 images for another CPU's float32 trajectory, and that it learned
         assert history[-1]["test_accuracy"] >= 0.85, (mode, history[-1])
+        assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"], (mode, history)
         assert history[-1]["forward_rate"] > 0
         assert (history[-1]["backward_rate"] is not None) == (mode == "spide")
 

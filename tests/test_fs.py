@@ -708,3 +708,19 @@ def test_convert_keeps_unassigned_in_place_activations(form):
     f = F.silu if "silu" in form else torch.relu
     torch.testing.assert_close(ann, 3 * f(pre))  # the ANN itself, for reference
     assert float((net(x) - ann).abs().max()) <= 3 * float((expected - f(pre)).abs().max()) + 1e-6
+
+
+def test_fs_activation_module_small_refusals_and_empty_batch():
+    """K=True is not a K, a complex table is not a table (its imaginary part would be dropped),
+    and an empty batch with spike counting gives an empty output, not an IndexError."""
+    with pytest.raises(ValueError, match="K"):
+        fs.FSActivation.relu(K=True)
+    h = torch.tensor([1.0, 0.5], dtype=torch.complex128)
+    with pytest.raises(TypeError, match="complex"):
+        fs.FSActivation(h, h.real, h.real)
+    m = fs.FSActivation.relu(K=4)
+    m.count_spikes = True
+    out = m(torch.rand(0, 3, dtype=torch.float64))
+    assert out.shape == (0, 3) and int(m.neuron_total) == 0
+    m(torch.rand(2, 3, dtype=torch.float64))
+    assert m.neurons_per_image == 3

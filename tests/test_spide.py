@@ -592,3 +592,9 @@ def test_cli_spide_keeps_runs_like_ttfs_train(tmp_path, capsys):
         fails([*base, "--epochs", "1", "--device", "cuda"], "--device cuda: CUDA is not available here")
     fails([*base, "--epochs", "1", "--device", "meta"], "--device meta: only cpu and cuda are supported")
     assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--overwrite"]) == 0
+
+
+def test_feedback_snn_refuses_bool_step_counts():
+    for name in ("T", "T_b"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive int, got True"):
+            spide.FeedbackSNN(nn.Linear(4, 4), **{name: True})

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 
 from ttfs_ext import data as D
 from ttfs_ext import nn as tnn
@@ -296,8 +295,7 @@ def train_main(args: argparse.Namespace) -> int:
     try:
         return _train(args, ctx)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        dd.shutdown()
 
 
 def _train(args: argparse.Namespace, ctx: dd.Context) -> int:
@@ -462,5 +460,4 @@ def validate_main(args: argparse.Namespace) -> int:
                       f"{report['images']} images ({report['unreadable']} unreadable) in {report['seconds']:.1f} s")
         return 0
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        dd.shutdown()

@@ -17,7 +17,7 @@ def relu_table(K: int = 10, alpha: float = 25.0) -> tuple[torch.Tensor, torch.Te
     """The analytic FS-ReLU: h = d = T = alpha 2^-t, t = 1..K, a greedy binary expansion:
     y = alpha 2^-K floor(x 2^K / alpha) on [0, alpha) (to one LSB), alpha (1 - 2^-K) above, 0
     for x <= 0."""
-    if not isinstance(K, int) or not 1 <= K <= 32:
+    if not isinstance(K, int) or isinstance(K, bool) or not 1 <= K <= 32:
         raise ValueError(f"FSActivation.relu: K must be an int in 1..32, got {K!r}")
     if not (isinstance(alpha, (int, float)) and alpha > 0 and alpha < float("inf")):
         raise ValueError(f"FSActivation.relu: alpha must be a positive finite number, got {alpha!r}")
@@ -38,6 +38,8 @@ class FSActivation(nn.Module):
 
     def __init__(self, h: Table, d: Table, T: Table, name: str = "custom", trainable: bool = False):
         super().__init__()
+        if any(torch.as_tensor(p).is_complex() for p in (h, d, T)):
+            raise TypeError("FSActivation: h, d and T must be real, got a complex table")
         tensors = [torch.as_tensor(p, dtype=torch.float64).detach().clone() for p in (h, d, T)]
         if any(t.dim() != 1 for t in tensors) or len({t.numel() for t in tensors}) != 1:
             raise ValueError(f"FSActivation: h, d and T must be 1-D of one length K, got shapes "
@@ -90,7 +92,10 @@ class FSActivation(nn.Module):
         with torch.no_grad():
             self.spike_total += spikes.sum(dtype=torch.int64)
             self.neuron_total += spikes.numel()
-            self.neurons_per_image = spikes[0].numel() if spikes.dim() > 0 else 1
+            if spikes.dim() == 0:
+                self.neurons_per_image = 1
+            elif len(spikes):  # an empty batch says nothing about the image size
+                self.neurons_per_image = spikes[0].numel()
         return y
 
     def extra_repr(self) -> str:

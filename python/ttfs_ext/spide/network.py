@@ -241,7 +241,7 @@ class FeedbackSNN(nn.Module):
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: forward_mode must be 'spiking' or 'equilibrium', "
                              f"got {forward_mode!r}")
         for name, value in (("T", T), ("T_b", T_b)):
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ttfs_ext.spide.FeedbackSNN: {name} must be a positive int, got {value!r}")
         if not 0 < leak <= 1:
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: leak must lie in (0, 1], got {leak}")

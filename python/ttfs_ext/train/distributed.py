@@ -31,6 +31,7 @@ import contextlib
 import datetime
 import math
 import os
+import sys
 import random
 import time
 from dataclasses import dataclass
@@ -100,6 +101,18 @@ def init_distributed(device: Union[str, torch.device] = "cpu", timeout_s: float 
         dist.init_process_group(backend, store=_attempt_store(rank, world, timeout), rank=rank, world_size=world,
                                 timeout=timeout)
     return Context(rank, world, local, device, backend)
+
+
+def shutdown() -> None:
+    """Ends the process group (call it in a `finally`). On the way out of a run that succeeded,
+    every rank first waits for the others: a rank that destroyed its gloo group while another
+    still closed its connections was seen to abort ('terminate called without an active
+    exception', SIGABRT) now and then. After an error, no barrier: the others may never come."""
+    if not dist.is_initialized():
+        return
+    if sys.exc_info()[0] is None:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def _attempt_store(rank: int, world: int, timeout: datetime.timedelta) -> dist.Store:

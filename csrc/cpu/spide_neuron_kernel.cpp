@@ -21,8 +21,12 @@ struct ForwardSpan {
                              const T* __restrict extra, const T* __restrict gate, T* __restrict out, int64_t n,
                              T v_th, T reset, T leak) {
     for (int64_t i = 0; i < n; ++i) {
+      // Locals, not references into u and rate: the loop stays a vectorisable one.
       const T v = math::spide_forward_input<kExtra>(u[i], current[i], kExtra ? extra[i] : T(0));
-      const T s = math::spide_forward_neuron(v, u[i], rate[i], v_th, reset, leak);
+      T ui, ri = rate[i];
+      const T s = math::spide_forward_neuron(v, ui, ri, v_th, reset, leak);
+      u[i] = ui;
+      rate[i] = ri;
       out[i] = math::spide_output<kGate>(s, kGate ? gate[i] : T(0));
     }
     return 0;
@@ -38,7 +42,10 @@ struct BackwardSpan {
       const T v = math::spide_backward_input<kCurrentGate, kInject>(u[i], current[i],
                                                                     kCurrentGate ? current_gate[i] : T(0),
                                                                     kInject ? inject[i] : T(0));
-      const T s = math::spide_backward_neuron(v, u[i], rate[i], v_th, reset, amplitude, leak);
+      T ui, ri = rate[i];
+      const T s = math::spide_backward_neuron(v, ui, ri, v_th, reset, amplitude, leak);
+      u[i] = ui;
+      rate[i] = ri;
       out[i] = math::spide_output<kGate>(s, kGate ? gate[i] : T(0));
     }
     return 0;

@@ -609,14 +609,20 @@ def test_cli_fs_data_dir_is_the_only_place_searched(tmp_path):
 def test_cuda_low_precision_and_autocast(dtype):
     """float16/bfloat16 x: the steps in float32 (float32 h, d, T), y in x's dtype; under autocast
     x keeps its dtype and a float64 table is cast."""
+    _check_low_precision_x("cuda", dtype)
+
+
+def _check_low_precision_x(device: str, dtype: torch.dtype) -> None:
+    """float16/bfloat16 x with a float32 table on `device`: the steps in float32, y in x's dtype;
+    under autocast x keeps its dtype and a float64 table is cast; the gradient is x's dtype."""
     gen = generator(14)
-    h, d, T = [p.float().cuda() for p in _params(12, gen)]
-    x = _x((3, 1000), gen).to(dtype).cuda()
+    h, d, T = [p.float().to(device) for p in _params(12, gen)]
+    x = _x((3, 1000), gen).to(dtype).to(device)
     y = fs.fs_activation(x, h, d, T)
     assert y.dtype == dtype
     torch.testing.assert_close(y, ref.fs_activation(x, h, d, T), rtol=0, atol=0)
     torch.testing.assert_close(y, fs.fs_activation(x.float(), h, d, T).to(dtype), rtol=0, atol=0)
-    with torch.autocast("cuda", dtype=dtype):
+    with torch.autocast(device, dtype=dtype):
         y2, _, _ = ops.fs_activation(x, h.double(), d.double(), T.double(), 0, False)
     torch.testing.assert_close(y2, y, rtol=0, atol=0)
     xg = x.detach().requires_grad_()
@@ -644,23 +650,13 @@ def test_low_precision_x_on_the_cpu(kernel_profile, dtype):
     CUDA's dtypes); driven as on CUDA (cuda-like) the CPU does what
     test_cuda_low_precision_and_autocast asks of CUDA: the steps in float32, y in x's dtype,
     under autocast x keeps its dtype and a float64 table is cast."""
-    gen = generator(14)
-    h, d, T = [p.float() for p in _params(12, gen)]
-    x = _x((3, 1000), gen).to(dtype)
     if kernel_profile == "cpu":
+        gen = generator(14)
+        h, d, T = [p.float() for p in _params(12, gen)]
         with pytest.raises(TypeError, match=r"x must be float32 or float64 \(or float16/bfloat16 on CUDA\)"):
-            fs.fs_activation(x, h, d, T)
+            fs.fs_activation(_x((3, 1000), gen).to(dtype), h, d, T)
         return
-    y = fs.fs_activation(x, h, d, T)
-    assert y.dtype == dtype
-    torch.testing.assert_close(y, ref.fs_activation(x, h, d, T), rtol=0, atol=0)
-    torch.testing.assert_close(y, fs.fs_activation(x.float(), h, d, T).to(dtype), rtol=0, atol=0)
-    with torch.autocast("cpu", dtype=dtype):
-        y2, _, _ = ops.fs_activation(x, h.double(), d.double(), T.double(), 0, False)
-    torch.testing.assert_close(y2, y, rtol=0, atol=0)
-    xg = x.detach().requires_grad_()
-    fs.fs_activation(xg, h, d, T).float().sum().backward()
-    assert xg.grad.dtype == dtype and torch.isfinite(xg.grad.float()).all()
+    _check_low_precision_x("cpu", dtype)
 
 
 class _InPlaceStatement(torch.nn.Module):

@@ -199,6 +199,26 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_exactly(data_dir, two_pro
     assert b["global_step"] == a["global_step"] == 10
 
 
+@pytest.mark.parametrize("fail_at", [1, 3, 6])
+def test_a_killed_rank_0_with_dataloader_workers_restarts_on_its_run_lock(data_dir, two_process_run, tmp_path,
+                                                                          fail_at):
+    """Rank 0 holds the run lock and forks 2 DataLoader workers; when it dies, the workers linger
+    (they poll their parent every few seconds) but must not hold the lock: torchrun's restarted
+    rank 0 takes it at once and the run ends with the uninterrupted run's weights (the data order
+    does not depend on --workers)."""
+    out = tmp_path / "rank0"
+    _run(TRAIN + ["--data-dir", str(data_dir), "--out", str(out), "--accumulate", "2", "--checkpoint-every", "2",
+                  "--workers", "2"], nproc=2, restarts=1,
+         env={"TTFS_TEST_FAIL_AT_STEP": str(fail_at), "TTFS_TEST_FAIL_RANK": "0"})
+    a, b = _state(two_process_run), _state(out)
+    assert [r["restart_count"] for r in b["resumes"]] == ([1] if fail_at >= 2 else [])
+    for key, value in a["model"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(b["model"][key], value), key
+    assert b["global_step"] == a["global_step"] == 10
+    assert not (out / ".ttfs-train.lock").exists()
+
+
 def test_validate_is_the_same_on_one_and_two_processes(data_dir, two_process_run, tmp_path):
     reports = []
     for nproc in (0, 2):

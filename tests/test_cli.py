@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ttfs_ext.cli import main
 
@@ -49,3 +50,49 @@ def test_convert_demo(capsys, argv):
     if "--windows" not in argv:  # event-safe windows: the event-driven network is exact as well
         assert result["event_agreement"] == 1.0 and result["event_max_logit_diff"] < 1e-9
         assert result["early_spikes_per_layer"] == [0, 0]
+
+
+def _subparsers():
+    from ttfs_ext.cli.main import build_parser
+    parser = build_parser()
+    choices = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)).choices
+    return sorted(choices.items())
+
+
+def test_every_numeric_option_is_bounded_in_the_parser():
+    """No command takes a bare int or float: each numeric option has a type from cli.args that
+    names the bound it breaks (a negative --epochs or a --seed past numpy's range is a parser
+    error, never a traceback later)."""
+    bare = [f"ttfs {name} {'/'.join(a.option_strings)}" for name, sub in _subparsers() for a in sub._actions
+            if a.type in (int, float)]
+    assert bare == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "--epochs", "0"], "--epochs: must be >= 1, got 0"),
+    (["convert", "--zeta", "-1"], "--zeta: must be >= 0, got -1"),
+    (["convert", "--seed", "-3"], "--seed: must be >= 0 and <= 4294967295, got -3"),
+    (["fs", "--seed", str(2**40)], "--seed: must be >= 0 and <= 4294967295"),
+    (["spide", "--dropout", "1"], "--dropout: must be >= 0 and < 1, got 1"),
+    (["spide", "--leak", "1.5"], "--leak: must be > 0 and <= 1, got 1.5"),
+    (["spide", "--seed", "x"], "--seed: 'x' is not an integer"),
+    (["train", "--seed", "nan"], "--seed: 'nan' is not an integer"),
+    (["train", "--image-size", "0"], "--image-size: must be >= 1, got 0"),
+])
+def test_numeric_mistakes_are_parser_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["train", "--epochs", "1"], ["spide", "--epochs", "1"],
+                                     ["validate", "--checkpoint", "x.pt"], ["bench"]])
+def test_every_command_checks_device_the_same_way(command, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if command[0] != "bench":
+        assert main([*command, "--device", "meta"]) == 2
+        assert "--device meta: only cpu and cuda are supported" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*command, "--device", "cuda"]) == 2
+        assert "--device cuda: CUDA is not available here" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written

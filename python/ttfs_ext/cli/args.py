@@ -6,7 +6,8 @@ import argparse
 import math
 from typing import Callable
 
-__all__ = ["CommandError", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT"]
+__all__ = ["CommandError", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "SEED",
+           "device_arg"]
 
 
 class CommandError(Exception):
@@ -24,14 +25,23 @@ def _number(kind: type, text: str) -> float:
     return value
 
 
-def bounded(kind: type, minimum: float, strict: bool = False) -> Callable[[str], float]:
-    """An argparse type: a number of `kind` >= minimum (> minimum when strict)."""
+def bounded(kind: type, minimum: float, strict: bool = False, maximum: float | None = None,
+            strict_maximum: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` >= minimum (> minimum when strict) and, when given,
+    <= maximum (< maximum when strict_maximum)."""
+    def show(bound: float) -> str:
+        return f"{bound:g}" if kind is float else str(int(bound))
+    low = f"{'>' if strict else '>='} {show(minimum)}"
+    high = "" if maximum is None else f"{'<' if strict_maximum else '<='} {show(maximum)}"
+
     def parse(text: str):
         value = _number(kind, text)
-        if value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum:g}, got {text}")
+        too_low = value < minimum or (strict and value == minimum)
+        too_high = maximum is not None and (value > maximum or (strict_maximum and value == maximum))
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be {low}{' and ' + high if high else ''}, got {text}")
         return value
-    parse.__name__ = f"{kind.__name__} {'>' if strict else '>='} {minimum:g}"
+    parse.__name__ = f"{kind.__name__} {low}{' and ' + high if high else ''}"
     return parse
 
 
@@ -51,3 +61,24 @@ def bounded_list(kind: type, minimum: float, strict: bool = False) -> Callable[[
 POSITIVE_INT = bounded(int, 1)
 POSITIVE_FLOAT = bounded(float, 0.0, strict=True)
 NONNEGATIVE_FLOAT = bounded(float, 0.0)
+SEED = bounded(int, 0, maximum=2**32 - 1)  # numpy's and every data loader's seed range
+
+
+def device_arg(name: str) -> "torch.device":
+    """The torch.device a --device names, or CommandError saying why it cannot be used here (the
+    check of every `ttfs` command)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise CommandError(f"--device {name}: only cpu and cuda are supported")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                               f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU found'})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CommandError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    return device

@@ -13,7 +13,7 @@ import torch
 import ttfs_ext
 from ttfs_ext import bench
 
-from .args import POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded_list
+from .args import POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded_list, device_arg
 
 __all__ = ["add_run_arguments", "context", "threads", "add_arguments", "run"]
 
@@ -42,8 +42,7 @@ def context(args: argparse.Namespace, min_run_time: float, warmup: int, rounds: 
     """The run's Context from the options (the given defaults where an option is left out);
     CommandError for a device without kernels or an unknown precision."""
     device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CommandError("--device cuda but no CUDA device is available")
+    device_arg(device)  # the check of every ttfs command
     if device not in ttfs_ext.kernel_devices():
         raise CommandError(f"no compiled ttfs_ext kernel for {device!r} (ttfs info: {ttfs_ext.status()})")
     names = [s.strip() for s in (args.precisions or ",".join(bench.PRECISIONS)).split(",") if s.strip()]

@@ -14,6 +14,7 @@ from torch import nn
 
 import ttfs_ext
 from ttfs_ext import data
+from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, SEED
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2):
@@ -116,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mapping", choices=("b1", "alpha1"), default="b1", help="TTFS mapping (default b1)")
     parser.add_argument("--windows", choices=("activation", "event"), default="event",
                         help="window rule: the papers' (1+zeta) x largest activation, or event-safe (default)")
-    parser.add_argument("--zeta", type=float, default=0.5, help="window safety margin (default 0.5)")
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--zeta", type=NONNEGATIVE_FLOAT, default=0.5, help="window safety margin (default 0.5)")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=15, help="training epochs (default 15)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

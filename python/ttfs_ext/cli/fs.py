@@ -13,7 +13,7 @@ from torch import nn
 
 from ttfs_ext import data, fs
 
-from .args import POSITIVE_INT, CommandError
+from .args import POSITIVE_INT, SEED, CommandError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="training epochs (default 15 digits, 2 fashion)")
     p.add_argument("--n-train", type=POSITIVE_INT, default=None, help="use only this many training images")
     p.add_argument("--n-test", type=POSITIVE_INT, default=None, help="use only this many test images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -43,7 +43,8 @@ from ttfs_ext import nn as tnn
 from ttfs_ext import plots
 from ttfs_ext import train as T
 
-from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded, bounded_list
+from .args import (NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, bounded_list,
+                   device_arg)
 
 MODELS = ("fc2", "vgg16", "vgg-small")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -229,22 +230,6 @@ def _load_weights(net: nn.Module, state: dict, what: str) -> None:
         raise CommandError(f"{what}: {str(err).splitlines()[0]}") from None
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CommandError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise CommandError(f"--device {name}: only cpu and cuda are supported")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CommandError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
-                               f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU found'})")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CommandError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
-    return device
-
-
 def train_main(args: argparse.Namespace) -> int:
     from . import scale
     if scale.wants_scale(args):  # Places365, or any dataset under torchrun: the data-parallel loop
@@ -271,7 +256,7 @@ def train_main(args: argparse.Namespace) -> int:
         _fill_defaults(args)
         out = Path(args.out) if args.out else _default_out(args)
         _claim_run_folder(out, args)
-    device = _device(args.device)
+    device = device_arg(args.device)
 
     T.seed_everything(args.seed, args.deterministic)
     dataset = _load_data(args)
@@ -474,7 +459,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-size", type=POSITIVE_INT, help="use only the first N test images")
     p.add_argument("--data-dir", help="folder with the dataset files, the only one searched (see ttfs_ext.data)")
     p.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    p.add_argument("--seed", type=bounded(int, 0), help="seed of initialisation and data order (default 0)")
+    p.add_argument("--seed", type=SEED, help="seed of initialisation and data order (default 0)")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms")
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

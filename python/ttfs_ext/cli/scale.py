@@ -33,7 +33,7 @@ from ttfs_ext import train as T
 from ttfs_ext.train import distributed as dd
 
 from . import jobs
-from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, CommandError, bounded
+from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, CommandError, bounded, device_arg
 
 PLACES365_MODELS = ("vgg16", "vgg16_bn", "vgg-paper", "vgg-small")
 # Options of `ttfs train` that only the one-process in-memory path has.
@@ -291,7 +291,7 @@ def train_main(args: argparse.Namespace) -> int:
     if given:
         raise CommandError(f"{', '.join(given)}: not available at scale (--dataset places365 or torchrun) yet; "
                            f"train on one process with another dataset")
-    ctx = dd.init_distributed(jobs._device(args.device or SCALE_DEFAULTS["device"]))
+    ctx = dd.init_distributed(device_arg(args.device or SCALE_DEFAULTS["device"]))
     try:
         return _train(args, ctx)
     finally:
@@ -422,7 +422,7 @@ def validate_main(args: argparse.Namespace) -> int:
     """The agreement report (SNN vs ReLU twin top-1/top-5, agreement, spikes per neuron, latency) of a
     trained or converted network on the validation split, sharded over torchrun's processes."""
     args.dataset = _dataset_name(args.dataset)
-    ctx = dd.init_distributed(jobs._device(args.device))
+    ctx = dd.init_distributed(device_arg(args.device))
     try:
         state = None
         if args.checkpoint:

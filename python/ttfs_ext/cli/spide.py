@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, CommandError
+from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, device_arg
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
@@ -38,10 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "100; CIFAR-10 400, CIFAR-100 500)")
     p.add_argument("--reference-scaling", action="store_true",
                    help="scale the loss and divide the learning rate by the loss scale, as the reference code")
-    p.add_argument("--dropout", type=NONNEGATIVE_FLOAT, help="variational dropout (default: the model's)")
-    p.add_argument("--leak", type=POSITIVE_FLOAT, default=1.0, help="1: IF; < 1: LIF")
+    p.add_argument("--dropout", type=bounded(float, 0.0, maximum=1.0, strict_maximum=True),
+                   help="variational dropout (default: the model's)")
+    p.add_argument("--leak", type=bounded(float, 0.0, strict=True, maximum=1.0), default=1.0, help="1: IF; < 1: LIF")
     p.add_argument("--hidden", type=POSITIVE_INT, help="F400's population size (default 400)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="at most this many iterations per epoch")
     p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
@@ -58,13 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from .. import data
     from ..spide import build
     from ..spide.train import DEFAULTS, fit
-    from .jobs import _device
 
     if args.resume and not args.checkpoint:
         raise CommandError("--resume needs --checkpoint")
     if args.resume and args.overwrite:
         raise CommandError("--resume continues a checkpoint; it cannot be combined with --overwrite")
-    device = _device(args.device)  # the check of ttfs train
+    device = device_arg(args.device)  # the check of every ttfs command
     d = DEFAULTS[args.dataset]
     model = args.model or d["model"]
     epochs = args.epochs or d["epochs"]

@@ -50,7 +50,7 @@ def _timings(record: dict):
 def test_quick_preset_runs(quick_run):
     status, out, seconds = quick_run
     assert status == 0
-    assert seconds < 60
+    assert seconds < 300  # a hang, not a speed test (timings live in benchmarks/; CI machines are shared)
     assert (out / "suite_cpu_quick.json").exists()
     assert (out / "suite_cpu_quick.png").stat().st_size > 0
 

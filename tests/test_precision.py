@@ -47,6 +47,16 @@ def absolute_copy(net: tnn.TTFSSequential) -> tnn.TTFSSequential:
     return net
 
 
+# The floor of every "within 2x the twin's error" bound: one float32 rounding of the result.
+# Below it a ratio measures luck (a twin whose logits happen to round exactly on one CPU's
+# vector width), not precision.
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def within_2x(error: float, twin_error: float, factor: float = 1.0) -> bool:
+    return error <= 2 * factor * twin_error + EPS32
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
     return float((a - b).norm() / b.norm())
@@ -129,13 +139,13 @@ def test_float32_vgg16_is_as_precise_as_its_twin(which, state, device):
         twin = T.relu_twin(net)
         ref, ref_grads = logits_and_grads(net, x, y, F64)
         (out, grads), (t_out, t_grads) = logits_and_grads(net, x, y, F32), logits_and_grads(twin, x, y, F32)
-        assert rel(out, ref) <= 2 * rel(t_out, ref), (seed, rel(out, ref), rel(t_out, ref))
+        assert within_2x(rel(out, ref), rel(t_out, ref)), (seed, rel(out, ref), rel(t_out, ref))
         snn_events, twin_events = discrete_events(net, x, taken), discrete_events(twin, x)
         events["snn"] += snn_events
         events["twin"] += twin_events
         if snn_events == twin_events == 0:
             compared += 1
-            assert rel(flat(grads), flat(ref_grads)) <= 2 * rel(flat(t_grads), flat(ref_grads))
+            assert within_2x(rel(flat(grads), flat(ref_grads)), rel(flat(t_grads), flat(ref_grads)))
             for name, (g, tg, rg) in zip([n for n, _ in net.named_parameters()], zip(grads, t_grads, ref_grads)):
                 if rg.norm() > 0:
                     assert rel(g, rg) <= 2 * rel(tg, rg) + 1e-6, (seed, name, rel(g, rg), rel(tg, rg))
@@ -155,7 +165,7 @@ def test_absolute_time_in_float32_loses_the_twins_precision():
     local, _ = logits_and_grads(net, x, y, F32)
     absolute, _ = logits_and_grads(absolute_copy(net), x, y, F32)
     twin, _ = logits_and_grads(T.relu_twin(net), x, y, F32)
-    assert rel(local, ref) <= 2 * rel(twin, ref)
+    assert within_2x(rel(local, ref), rel(twin, ref))
     assert rel(absolute, ref) >= 10 * rel(twin, ref)
 
 
@@ -187,9 +197,9 @@ def test_float32_converted_bn_vgg_is_as_precise_as_the_relu_model(mapping):
     (out, grads), (m_out, m_grads) = logits_and_grads(net, x, y, F32), logits_and_grads(model, x, y, F32)
     _, model_ref_grads = logits_and_grads(model, x, y, F64)
     factor = 1.0 if mapping == "b1" else max((m.in_width + m.width) / m.width for m in net.spiking_layers())
-    assert rel(out, ref) <= 2 * factor * rel(m_out, model(x))
+    assert within_2x(rel(out, ref), rel(m_out, model(x)), factor)
     if discrete_events(net, x) == discrete_events(model, x) == 0:  # as here; see the module's docstring
-        assert rel(flat(grads), flat(ref_grads)) <= 2 * rel(flat(m_grads), flat(model_ref_grads))
+        assert within_2x(rel(flat(grads), flat(ref_grads)), rel(flat(m_grads), flat(model_ref_grads)))
 
 
 def _trajectory_deviations(seed: int, x_train: torch.Tensor, y_train: torch.Tensor) -> dict[str, tuple[float, float]]:
@@ -315,5 +325,5 @@ def test_bfloat16_network_is_as_precise_as_its_twin(device):
         return out, torch.autograd.grad(loss, list(m.parameters()))
 
     (out, grads), (t_out, t_grads) = low(net), low(twin)
-    assert rel(out, ref) <= 2 * rel(t_out, ref)
-    assert rel(flat(grads), flat(ref_grads)) <= 2 * rel(flat(t_grads), flat(ref_grads))
+    assert within_2x(rel(out, ref), rel(t_out, ref))
+    assert within_2x(rel(flat(grads), flat(ref_grads)), rel(flat(t_grads), flat(ref_grads)))

@@ -98,3 +98,16 @@ def test_fallback_warns_once_and_is_visible(case, monkeypatch):
     assert ttfs_ext.status()["fallbacks"] == ["cpu"]
     with pytest.raises(RuntimeError, match="backend 'cpu' was requested but is not available"):
         TF.linear(*case, backend="cpu")
+
+
+def test_compile_caches_are_keyed_by_this_build(monkeypatch):
+    """torch.compile's on-disk caches do not key a graph by the custom ops' code: a graph compiled
+    against another build of ttfs_ext was loaded after a rebuild and corrupted the heap. The
+    build goes into the key, next to the user's own tag, once."""
+    config = pytest.importorskip("torch.compiler.config")
+    tag = f"ttfs_ext={_backend.build_id()}"
+    assert tag in config.cache_key_tag
+    monkeypatch.setattr(config, "cache_key_tag", "mine")
+    _backend.tag_compile_caches()
+    _backend.tag_compile_caches()
+    assert config.cache_key_tag == f"mine;{tag}"

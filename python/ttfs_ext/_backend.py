@@ -118,6 +118,33 @@ def apply_cpu_isa_env() -> None:
 apply_cpu_isa_env()
 
 
+def build_id() -> str:
+    """This install of the compiled ops: the package version and the extension file's size and
+    modification time (a rebuild or reinstall changes it), or 'reference' without one."""
+    from . import __version__
+    if _C is None:
+        return f"{__version__}-reference"
+    st = os.stat(_C.__file__)
+    return f"{__version__}-{st.st_size:x}-{st.st_mtime_ns:x}"
+
+
+def tag_compile_caches() -> None:
+    """Puts this build into the key of torch.compile's on-disk caches (FX graph, AOTAutograd):
+    they key a graph by torch's version and the graph's text, not by the code of the custom ops
+    in it, so a graph compiled against another build of ttfs_ext (whose outputs or workspaces
+    may differ) would be loaded and run; seen here as heap corruption after a rebuild. The tag
+    is added to the user's own (torch.compiler.config.cache_key_tag), once."""
+    config = getattr(torch.compiler, "config", None)
+    if config is None or not hasattr(config, "cache_key_tag"):
+        return
+    tag = f"ttfs_ext={build_id()}"
+    if tag not in config.cache_key_tag:
+        config.cache_key_tag = f"{config.cache_key_tag};{tag}" if config.cache_key_tag else tag
+
+
+tag_compile_caches()
+
+
 def use_kernel(op: str, t_in: torch.Tensor | torch.device, backend: Optional[str]) -> bool:
     """The one decision of every op: True to run the compiled kernel of t_in's device (t_in:
     the call's spike times, or their device), False to run the reference. The backend is the

@@ -7,6 +7,10 @@ inference time against its ANN. Paired: in each cycle every implementation runs 
 alternating order, and the ratios are per cycle (median over cycles), so that load from
 other processes affects both sides. Writes benchmarks/results/fs_<device>.json.
 
+Each fused kernel also runs in the code of every lower ISA this CPU can run (fused_x86-64-v3:
+AVX2, fused_baseline: SSE2), paired in the same cycles; over_eager_loop is each one's speed-up
+over the loop.
+
     python benchmarks/bench_fs.py [--device cpu] [--sizes 1e6,1e7,1e8] [--ks 10,12,16] [--cycles 5]
     THP_MEM_ALLOC_ENABLE=1 python benchmarks/bench_fs.py ...   # large tensors on 2 MB pages
 """
@@ -30,6 +34,7 @@ from ttfs_ext.fs import reference as ref
 from suite.host import ROOT, git
 
 ops = torch.ops.ttfs_ext
+C = ttfs_ext._backend._C
 
 
 def sync(device):
@@ -64,8 +69,34 @@ def paired(fns: dict, device, cycles: int, min_time: float = 0.05) -> dict:
             times[name].append(cycle[name])
         for name in names:
             ratios[name].append(cycle[name] / cycle[names[0]])
-    return {n: {"median_s": statistics.median(times[n]), "min_s": min(times[n]),
-                "ratio_to_fused": statistics.median(ratios[n])} for n in names}
+    out = {n: {"median_s": statistics.median(times[n]), "min_s": min(times[n]),
+               "ratio_to_fused": statistics.median(ratios[n])} for n in names}
+    if "eager_loop" in fns:  # every fused kernel's speed-up over the loop, per cycle (median)
+        for n in names:
+            if n.startswith("fused"):
+                out[n]["over_eager_loop"] = statistics.median(e / f for e, f in zip(times["eager_loop"], times[n]))
+    return out
+
+
+def in_isa(isa: str, fn):
+    """fn with the CPU loops in one ISA's code (x86-64-v4, x86-64-v3, baseline), as
+    TTFS_EXT_CPU_ISA sets it for a process: the AVX2 and SSE2 figures on an AVX-512 machine."""
+    def run():
+        C._set_cpu_isa(isa)
+        try:
+            return fn()
+        finally:
+            C._set_cpu_isa(os.environ.get("TTFS_EXT_CPU_ISA", ""))
+    return run
+
+
+def other_isas(args) -> list[str]:
+    """The ISAs below the one the loops run, which this CPU can run too (CPU only)."""
+    if args.device != "cpu" or args.no_other_isas:
+        return []
+    order = ["x86-64-v4", "x86-64-v3", "baseline"]
+    current = ttfs_ext.status()["cpu_isa"]
+    return order[order.index(current) + 1:] if current in order else []
 
 
 def loop_forward(x, h, d, T):
@@ -94,8 +125,10 @@ def activation_cases(args, device, dtype) -> list:
                                        loop_forward(x[:n_check], h, d, T), rtol=0, atol=0)
             # the floor, twice: a copy into a new tensor (what the op does: allocate y, read x,
             # write y) and into a kept one (no page faults of a fresh allocation)
-            fwd = {"fused": lambda: ops.fs_activation(x, h, d, T, 0, False),
-                   "clone": lambda: x.clone(), "copy": lambda: y.copy_(x)}
+            fwd = {"fused": lambda: ops.fs_activation(x, h, d, T, 0, False)}
+            for isa in other_isas(args):
+                fwd[f"fused_{isa}"] = in_isa(isa, fwd["fused"])
+            fwd.update({"clone": lambda: x.clone(), "copy": lambda: y.copy_(x)})
             eager_bytes = numel * elem * 8  # the loop's live temporaries, roughly
             if numel <= args.max_eager and eager_bytes < args.memory_budget:
                 fwd["eager_loop"] = lambda: loop_forward(x, h, d, T)
@@ -124,6 +157,8 @@ def activation_cases(args, device, dtype) -> list:
                 out = ref.fs_activation_full(xg, hg, dg, Tg, 0, False)[0]
                 return torch.autograd.grad(out, (xg, hg, dg, Tg), gy)
             fb = {"fused": fused_fb}
+            for isa in other_isas(args):
+                fb[f"fused_{isa}"] = in_isa(isa, fused_fb)
             saved_bytes = numel * elem * K * 5
             if saved_bytes < args.memory_budget:
                 fb["eager_loop"] = eager_fb
@@ -171,6 +206,9 @@ def main() -> None:
     ap.add_argument("--compile-sizes", default=None,
                     help="compile the loop only at these sizes (default: every size; each size and K compiles anew)")
     ap.add_argument("--no-network", action="store_true")
+    ap.add_argument("--no-other-isas", action="store_true",
+                    help="time only the ISA the loops run (default on CPU: also each lower one this CPU runs, "
+                         "fused_x86-64-v3 for AVX2, fused_baseline for SSE2)")
     ap.add_argument("--no-input-checks", action="store_true",
                     help="time without the NaN/inf check of x (ttfs_ext.set_input_checks(False)); on CUDA the "
                          "check is a reduction over x and a host synchronisation per call")

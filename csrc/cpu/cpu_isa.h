@@ -49,10 +49,26 @@ template <typename Loop, typename... Args>
 TTFS_TARGET_V3 auto run_v3(Args... args) {
   return Loop::run(args...);
 }
+// Loops written on explicit GCC vectors take the ISA's native width as a template argument:
+// GCC lowers a generic vector wider than the ISA's piecewise, and its compares and selects
+// then become scalar code (a 64-byte loop ran 3-4x slower with AVX2 code than the same loop on
+// 32-byte vectors).
+template <typename Loop, typename... Args>
+TTFS_TARGET_V4 auto run_v4_vec(Args... args) {
+  return Loop::template run<64>(args...);
+}
+template <typename Loop, typename... Args>
+TTFS_TARGET_V3 auto run_v3_vec(Args... args) {
+  return Loop::template run<32>(args...);
+}
 #endif
 template <typename Loop, typename... Args>
 auto run_baseline(Args... args) {
   return Loop::run(args...);
+}
+template <typename Loop, typename... Args>
+auto run_baseline_vec(Args... args) {
+  return Loop::template run<16>(args...);
 }
 
 // Loop::run(args...) in the code of the ISA the CPU loops run (cpu_isa()).
@@ -66,6 +82,20 @@ auto run_for_isa(Args... args) {
   }
 #endif
   return run_baseline<Loop>(args...);
+}
+
+// Loop::run<kVecBytes>(args...) in the code of the ISA the CPU loops run, with its native vector
+// width in bytes (64 AVX-512, 32 AVX2, 16 SSE2).
+template <typename Loop, typename... Args>
+auto run_for_isa_vec(Args... args) {
+#if TTFS_HAVE_ISA_VARIANTS
+  switch (cpu_isa()) {
+    case CpuIsa::V4: return run_v4_vec<Loop>(args...);
+    case CpuIsa::V3: return run_v3_vec<Loop>(args...);
+    case CpuIsa::Baseline: break;
+  }
+#endif
+  return run_baseline_vec<Loop>(args...);
 }
 
 // How the CPU kernels' at::parallel_for runs: "openmp" or "native" (torch's thread pool), or

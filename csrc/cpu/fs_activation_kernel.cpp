@@ -82,23 +82,24 @@ struct FsForwardChunk {
   }
 };
 
-// The forward without the regulariser, in explicit GCC vectors of 64 bytes (16 floats or 8
-// doubles; lowered to the ISA's width by run_for_isa): kGroups independent vectors per step
-// hide the latency of the v chain. The same IEEE operations as the scalar loop (and the
-// reference), so the same bits; the tail of a chunk runs the scalar loop.
-template <typename T>
+// The forward without the regulariser, in explicit GCC vectors of the ISA's native width
+// (kBytes: run_for_isa_vec): kGroups independent vectors per step hide the latency of the v
+// chain. The same IEEE operations as the scalar loop (and the reference), so the same bits; the
+// tail of a chunk runs the scalar loop.
+template <typename T, int kBytes>
 struct FsVec {
-  static constexpr int kLanes = 64 / sizeof(T);
-  typedef T vec __attribute__((vector_size(64)));
+  static constexpr int kLanes = kBytes / sizeof(T);
+  typedef T vec __attribute__((vector_size(kBytes)));
   typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> lane_int;
-  typedef lane_int ivec __attribute__((vector_size(64)));
+  typedef lane_int ivec __attribute__((vector_size(kBytes)));
 };
 
 template <typename T, int kMode, bool kCheck>
 struct FsForwardChunkVec {
+  template <int kBytes>
   static TTFS_INLINE int run(const T* __restrict x, const T* __restrict h, const T* __restrict d,
                              const T* __restrict th, int steps, T* __restrict y, void* spikes, int64_t n) {
-    using V = FsVec<T>;
+    using V = FsVec<T, kBytes>;
     using vec = typename V::vec;
     using ivec = typename V::ivec;
     constexpr int kL = V::kLanes, kGroups = 4, kStep = kL * kGroups;
@@ -167,7 +168,7 @@ void fs_forward_impl(const FsForwardParams& p) {
       if constexpr (kReg) {
         bad = run_for_isa<FsForwardChunk<T, kMode, kReg, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, reg, n);
       } else {
-        bad = run_for_isa<FsForwardChunkVec<T, kMode, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, n);
+        bad = run_for_isa_vec<FsForwardChunkVec<T, kMode, kCheck>>(x + lo, h, d, th, p.steps, y + lo, spikes, n);
       }
       if (bad) nonfinite.store(1, std::memory_order_relaxed);
     }
@@ -251,30 +252,33 @@ struct FsBackwardChunk {
   }
 };
 
-// The backward in the same explicit vectors: kBackGroups vectors per tile, the K potentials of
-// the tile on the stack, parameter gradients summed per lane in the element dtype over
-// kFlush tiles, then added to double lanes (a fixed order: deterministic). The tail of a
-// chunk runs the scalar loop.
+// The backward in the same explicit vectors: the tile is two 64-byte blocks (kBlocks) of
+// kSub native vectors each, the K potentials of the tile on the stack; the parameter gradients
+// are summed per lane of a 64-byte block in the element dtype over kFlush tiles, then added to
+// double lanes (a fixed order): the same operations in the same order whatever the ISA's
+// vector width, so the same bits on every CPU. The tail of a chunk runs the scalar loop.
 template <typename T, bool kWantX, bool kWantParams, bool kReg>
 struct FsBackwardChunkVec {
+  static constexpr int kBlockLanes = 64 / sizeof(T), kBlocks = 2, kStep = kBlockLanes * kBlocks, kFlush = 16;
+
+  template <int kBytes>
   static TTFS_INLINE void run(const T* __restrict gy, const double* __restrict greg, const T* __restrict x,
                               const T* __restrict h, const T* __restrict d, const T* __restrict th, int steps,
                               T* __restrict gx, double* __restrict partial, int64_t n) {
-    using V = FsVec<T>;
+    using V = FsVec<T, kBytes>;
     using vec = typename V::vec;
-    using ivec = typename V::ivec;
-    constexpr int kL = V::kLanes, kG = 2, kStep = kL * kG, kFlush = 16;
+    constexpr int kL = V::kLanes, kG = kStep / kL;  // native vectors per tile
     constexpr int kP = kWantParams ? kFsMaxSteps : 1;
-    double lanes[3][kP][kL];
+    double lanes[3][kP][kBlockLanes];
     vec acc[3][kP][kG];
     if constexpr (kWantParams) {
       for (int q = 0; q < 3; ++q)
         for (int t = 0; t < steps; ++t) {
-          for (int l = 0; l < kL; ++l) lanes[q][t][l] = 0.0;
+          for (int l = 0; l < kBlockLanes; ++l) lanes[q][t][l] = 0.0;
           for (int g = 0; g < kG; ++g) acc[q][t][g] = vec{};
         }
     }
-    const vec zero{}, one = zero + T(1);
+    const vec zero{};
     int64_t i0 = 0;
     int tiles = 0;
     for (; i0 + kStep <= n; i0 += kStep) {
@@ -306,17 +310,17 @@ struct FsBackwardChunkVec {
       }
       if constexpr (kWantParams) {
         if (++tiles == kFlush) {
-          flush(acc, lanes, steps);
+          flush<kBytes>(acc, lanes, steps);
           tiles = 0;
         }
       }
     }
     if constexpr (kWantParams) {
-      flush(acc, lanes, steps);
+      flush<kBytes>(acc, lanes, steps);
       for (int q = 0; q < 3; ++q)
         for (int t = 0; t < steps; ++t) {
           double sum = 0.0;
-          for (int l = 0; l < kL; ++l) sum += lanes[q][t][l];
+          for (int l = 0; l < kBlockLanes; ++l) sum += lanes[q][t][l];
           partial[q * steps + t] = sum;
         }
     }
@@ -330,15 +334,19 @@ struct FsBackwardChunkVec {
     }
   }
 
-  template <typename A, typename L>
+  // Native vector k holds lanes (k % kSub) * kL .. of block k / kSub: each block lane adds its
+  // blocks in order (block 0, then 1), as with one 64-byte vector per block.
+  template <int kBytes, typename A, typename L>
   static TTFS_INLINE void flush(A& acc, L& lanes, int steps) {
-    constexpr int kL = FsVec<T>::kLanes;
+    constexpr int kL = FsVec<T, kBytes>::kLanes, kSub = kBlockLanes / kL;
     for (int q = 0; q < 3; ++q)
       for (int t = 0; t < steps; ++t)
-        for (int k = 0; k < 2; ++k) {
-          for (int l = 0; l < kL; ++l) lanes[q][t][l] += static_cast<double>(acc[q][t][k][l]);
-          acc[q][t][k] = typename FsVec<T>::vec{};
-        }
+        for (int b = 0; b < kBlocks; ++b)
+          for (int s = 0; s < kSub; ++s) {
+            auto& v = acc[q][t][b * kSub + s];
+            for (int l = 0; l < kL; ++l) lanes[q][t][s * kL + l] += static_cast<double>(v[l]);
+            v = typename FsVec<T, kBytes>::vec{};
+          }
   }
 };
 
@@ -354,8 +362,8 @@ void fs_backward_impl(const FsBackwardParams& p) {
     for (int64_t c = begin; c < end; ++c) {
       const int64_t lo = c * kChunk, n = std::min(kChunk, p.numel - lo);
       double* partial = kWantParams ? p.param_partial + c * 3 * p.steps : nullptr;
-      run_for_isa<FsBackwardChunkVec<T, kWantX, kWantParams, kReg>>(gy + lo, p.grad_reg, x + lo, h, d, th, p.steps,
-                                                                    kWantX ? gx + lo : nullptr, partial, n);
+      run_for_isa_vec<FsBackwardChunkVec<T, kWantX, kWantParams, kReg>>(gy + lo, p.grad_reg, x + lo, h, d, th, p.steps,
+                                                                        kWantX ? gx + lo : nullptr, partial, n);
     }
   });
 }

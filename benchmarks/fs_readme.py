@@ -82,6 +82,28 @@ def bench_md(device: str, suffix: str = "") -> str:
     return "\n".join(rows)
 
 
+def isas_md() -> str:
+    """The fused kernel in every ISA's code against the eager loop (bench_fs.py's fused_<isa>)."""
+    data = json.loads((RESULTS / "fs_cpu_isas.json").read_text())
+    m = data["meta"]
+    isas = [m["cpu_isa"]] + [k[len("fused_"):] for k in data["activation"][0]["impls"] if k.startswith("fused_")]
+    rows = ["| mode | elements | K | " + " | ".join(f"{isa}: ms, loop / fused" for isa in isas) + " |",
+            "|---|---|---|" + "---|" * len(isas)]
+    for c in data["activation"]:
+        cells = []
+        for isa in isas:
+            v = c["impls"]["fused" if isa == m["cpu_isa"] else f"fused_{isa}"]
+            speedup = v.get("over_eager_loop")
+            cells.append(f"{1e3 * v['median_s']:.1f} ms, " + (f"{speedup:.1f}x" if speedup else "–"))
+        rows.append(f"| {c['mode']} | {c['numel']:.0e} | {c['K']} | " + " | ".join(cells) + " |")
+    rows += ["", f"float32, {m['threads']} thread(s), this CPU's {m['cpu_isa']} code and each lower ISA's "
+                 f"(`TTFS_EXT_CPU_ISA`'s choice, set per call), paired in the same {m['cycles']} cycles (median of "
+                 f"per-cycle ratios); torch {m['torch']}, commit {(m['git_commit'] or '?')[:7]}, {m['date']}; "
+                 "`benchmarks/results/fs_cpu_isas.json`. –: the loop not run (its temporaries over the "
+                 "memory budget)."]
+    return "\n".join(rows)
+
+
 def cli_md() -> str:
     """benchmarks/results/fs_cli_digits.json: the outputs of `ttfs fs --json` (a list)."""
     runs = json.loads((RESULTS / "fs_cli_digits.json").read_text())
@@ -111,7 +133,9 @@ def main() -> None:
         bench_md(args.device, "_thp"))
     ok3 = (RESULTS / "fs_cli_digits.json").exists() and replace_between_markers(
         readme, "<!-- fs-cli:begin -->", "<!-- fs-cli:end -->", cli_md())
-    print("README tables updated:", ok1, ok2, ok_thp, ok3)
+    ok_isas = (RESULTS / "fs_cpu_isas.json").exists() and replace_between_markers(
+        readme, "<!-- fs-bench-isas:begin -->", "<!-- fs-bench-isas:end -->", isas_md())
+    print("README tables updated:", ok1, ok2, ok_thp, ok3, ok_isas)
 
 
 if __name__ == "__main__":

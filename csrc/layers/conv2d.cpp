@@ -1,25 +1,43 @@
 // conv2d: the linear form (linear.cpp) with a convolution. Zero padding of activations is
 // t_min padding of spike times.
+//
+// Memory format: the op keeps its input's (conv_memory_format): a channels_last network runs
+// NHWC throughout, as its ReLU twin does, instead of converting at every layer. The element-wise
+// passes walk dense memory in either layout; only the bias needs the channel of an element: in
+// NCHW the spans of one (image, channel), in NHWC rows of C channels (a per-position bias as
+// (H, W, C) rows).
 #include "layers/checks.h"
 #include "layers/layers.h"
 
 namespace ttfs_ext {
+
+at::MemoryFormat conv_memory_format(const at::Tensor& t) {
+  const bool nhwc = t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
 
 at::Tensor conv2d_forward(const KernelTable& k, const at::Tensor& t_in, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, double t_min, double t_max, at::IntArrayRef stride,
                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const char* op = "ttfs_ext.conv2d";
   check_conv2d(op, t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups);
-  const at::Tensor t = t_in.contiguous();
-  at::Tensor x = at::empty(t.sizes(), weight.options());
+  const at::MemoryFormat fmt = conv_memory_format(t_in);
+  const at::Tensor t = t_in.contiguous(fmt);
+  at::Tensor x = at::empty(t.sizes(), weight.options().memory_format(fmt));
   run_forward_prologue(op, k, t, x, t_min);
   const int64_t zeros[2] = {0, 0};
-  at::Tensor u = at::convolution(x, weight.contiguous(), std::nullopt, stride, padding, dilation, false, zeros,
+  at::Tensor u = at::convolution(x, weight.contiguous(fmt), std::nullopt, stride, padding, dilation, false, zeros,
                                  groups)
-                     .contiguous();
-  at::Tensor out = u.scalar_type() == t.scalar_type() ? u : at::empty(u.sizes(), t.options());
+                     .contiguous(fmt);
+  at::Tensor out = u.scalar_type() == t.scalar_type() ? u : at::empty(u.sizes(), t.options().memory_format(fmt));
   const bool per_position = bias.has_value() && bias->dim() == 3;
-  run_epilogue(k, u, bias, per_position, out, u.size(1), u.size(2) * u.size(3), t_max, true);
+  const int64_t channels = u.size(1), positions = u.size(2) * u.size(3);
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    const std::optional<at::Tensor> rows = per_position ? std::optional<at::Tensor>(bias->permute({1, 2, 0})) : bias;
+    run_epilogue(k, u, rows, false, out, per_position ? positions * channels : channels, 1, t_max, true);
+  } else {
+    run_epilogue(k, u, bias, per_position, out, channels, positions, t_max, true);
+  }
   return out;
 }
 
@@ -29,29 +47,33 @@ Grads3 conv2d_backward(const KernelTable& k, const at::Tensor& grad_out, const a
                        bool bias_per_position, std::array<bool, 3> mask) {
   check_conv2d_backward("ttfs_ext.conv2d backward", grad_out, t_in, weight, t_out, t_min, t_max, stride, padding,
                         dilation, groups);
-  const at::Tensor gate = t_out.contiguous();
+  const at::MemoryFormat fmt = conv_memory_format(t_in);
+  const at::Tensor gate = t_out.contiguous(fmt);
   // The per-channel bias gradient: sums of (image, channel) spans from the gating pass, where
-  // the device can, then a sum over images; else one more read of the gradient.
+  // the device can (NCHW: the spans are contiguous), then a sum over images; else one more read
+  // of the gradient.
   const int64_t positions = grad_out.size(2) * grad_out.size(3);
-  const bool span_sums = mask[2] && !bias_per_position && k.sums_spans_in_prologue && positions > 0;
+  const bool span_sums = mask[2] && !bias_per_position && k.sums_spans_in_prologue && positions > 0 &&
+                         fmt == at::MemoryFormat::Contiguous;
   const at::Tensor sums = span_sums ? at::empty({grad_out.size(0), grad_out.size(1)}, grad_out.options())
                                     : at::Tensor();
   const auto [gm, gm_time] = gated_grad(k, grad_out, &gate, 1.0, t_max, weight.scalar_type(),
-                                        span_sums ? &sums : nullptr, positions);
+                                        span_sums ? &sums : nullptr, positions, fmt);
 
   at::Tensor g_in, g_w, g_b;
   if (mask[0] || mask[1]) {
     // The weight gradient needs the delays t_in - t_min; the input gradient only their shape.
-    at::Tensor d = at::empty(t_in.sizes(), weight.options());
-    if (mask[1]) run_prologue(k, t_in.contiguous(), nullptr, d, t_min, 1.0, 0.0);
+    at::Tensor d = at::empty(t_in.sizes(), weight.options().memory_format(fmt));
+    if (mask[1]) run_prologue(k, t_in.contiguous(fmt), nullptr, d, t_min, 1.0, 0.0);
     const int64_t zeros[2] = {0, 0};
-    auto grads = at::convolution_backward(gm, d, weight.contiguous(), std::nullopt, stride, padding, dilation,
+    auto grads = at::convolution_backward(gm, d, weight.contiguous(fmt), std::nullopt, stride, padding, dilation,
                                           false, zeros, groups, {mask[0], mask[1], false});
-    if (mask[0]) g_in = std::get<0>(grads).to(t_in.scalar_type());
-    if (mask[1]) g_w = std::get<1>(grads);
+    // Each gradient in the layout of what it is the gradient of (the fake kernels' rule).
+    if (mask[0]) g_in = std::get<0>(grads).to(t_in.scalar_type()).contiguous(fmt);
+    if (mask[1]) g_w = std::get<1>(grads).contiguous(conv_memory_format(weight));
   }
   if (mask[2]) {
-    g_b = bias_per_position ? gm_time.sum(0) : span_sums ? sums.sum(0) : gm_time.sum({0, 2, 3});
+    g_b = bias_per_position ? gm_time.sum(0).contiguous() : span_sums ? sums.sum(0) : gm_time.sum({0, 2, 3});
     g_b.neg_();
   }
   return {g_in, g_w, g_b};

@@ -30,7 +30,7 @@ void check_data(const char* op, const KernelTable& kt,
 
 // dL/dt_out over dV/dt at the spike; 0 where a neuron has no gradient (slope 0).
 at::Tensor grad_over_slope(const at::Tensor& grad_out, const at::Tensor& slope) {
-  return at::where(slope > 0, grad_out / slope, 0.0).contiguous();
+  return at::where(slope > 0, grad_out / slope, 0.0).contiguous(conv_memory_format(slope));
 }
 
 // Sorts the relative arrivals tau (rows, K), here or in the kernel (kt.sorts_rows), and scans
@@ -216,12 +216,14 @@ at::Tensor group_rows(const ConvShape& c, const at::Tensor& cols, int64_t g) {
   return cols.narrow(1, g * c.k_group, c.k_group).transpose(1, 2).reshape({-1, c.k_group}).contiguous();
 }
 
-// (B, C_out, H_out, W_out) <-> rows (B * positions, C_out).
+// (B, C_out, H_out, W_out) <-> rows (B * positions, C_out): the rows are NHWC memory, so a
+// channels_last tensor is its rows without a copy, either way.
 at::Tensor to_rows(const ConvShape& c, const at::Tensor& x) {
-  return x.reshape({c.batch, c.c_out, c.positions}).transpose(1, 2).reshape({-1, c.c_out}).contiguous();
+  return x.permute({0, 2, 3, 1}).reshape({-1, c.c_out}).contiguous();
 }
-at::Tensor from_rows(const ConvShape& c, const at::Tensor& x) {
-  return x.view({c.batch, c.positions, c.c_out}).transpose(1, 2).contiguous().view({c.batch, c.c_out, c.h_out, c.w_out});
+at::Tensor from_rows(const ConvShape& c, const at::Tensor& x, at::MemoryFormat fmt) {
+  const at::Tensor nhwc = x.view({c.batch, c.h_out, c.w_out, c.c_out}).permute({0, 3, 1, 2});
+  return fmt == at::MemoryFormat::ChannelsLast ? nhwc : nhwc.contiguous();
 }
 
 }  // namespace
@@ -253,7 +255,9 @@ TensorPair first_spike_conv2d_forward(const KernelTable& kt, const at::Tensor& t
                 slope.narrow(0, r0, rows).narrow(1, o0, c.o_group), t_start, t_max, t_origin);
     }
   }
-  return {from_rows(c, t_out), from_rows(c, slope)};
+  // The outputs keep the input's memory format (conv_memory_format), as conv2d's.
+  const at::MemoryFormat fmt = conv_memory_format(t_in);
+  return {from_rows(c, t_out, fmt), from_rows(c, slope, fmt)};
 }
 
 Grads4 first_spike_conv2d_backward(const KernelTable& kt, const at::Tensor& grad_out, const at::Tensor& t_in,
@@ -269,7 +273,7 @@ Grads4 first_spike_conv2d_backward(const KernelTable& kt, const at::Tensor& grad
   at::Tensor g_in, g_w, g_alpha, g_theta;
   // Per position: sum over the batch; per channel: over the batch and the positions.
   auto reduce = [](const at::Tensor& x, bool per_position) {
-    return per_position ? x.sum(0) : x.sum(at::IntArrayRef{0, 2, 3});
+    return per_position ? x.sum(0).contiguous() : x.sum(at::IntArrayRef{0, 2, 3});
   };
   if (mask[2]) g_alpha = reduce(g * (t_out - (t_start - t_origin)), alpha_per_position).neg_();
   if (mask[3]) g_theta = reduce(g, threshold_per_position);
@@ -300,8 +304,11 @@ Grads4 first_spike_conv2d_backward(const KernelTable& kt, const at::Tensor& grad
                                              c.stride));
     }
   }
-  if (mask[0]) g_in.masked_fill_(t < t_start, 0.0);  // held at t_start: no gradient; at t_start: arrives (reference.clamp)
-  if (mask[1]) g_w = w_acc.view(weight.sizes()).to(weight.scalar_type());
+  if (mask[0]) {
+    g_in.masked_fill_(t < t_start, 0.0);  // held at t_start: no gradient; at t_start: arrives (reference.clamp)
+    g_in = g_in.contiguous(conv_memory_format(t_in));  // each gradient in its tensor's layout (as conv2d)
+  }
+  if (mask[1]) g_w = w_acc.view(weight.sizes()).to(weight.scalar_type()).contiguous(conv_memory_format(weight));
   return {g_in, g_w, g_alpha, g_theta};
 }
 

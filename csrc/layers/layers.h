@@ -36,6 +36,9 @@ Grads3 readout_backward(const KernelTable& k, const at::Tensor& grad_out, const 
 
 // The linear form with a convolution; padding holds t_min (activation 0). bias is (C_out,)
 // or per output position (C_out, H_out, W_out).
+// The memory format the conv ops keep: channels_last for a 4-d tensor laid out so (and not
+// also contiguous), else contiguous; functional._memory_format is the fakes' copy of the rule.
+at::MemoryFormat conv_memory_format(const at::Tensor& t);
 at::Tensor conv2d_forward(const KernelTable& k, const at::Tensor& t_in, const at::Tensor& weight,
                           const std::optional<at::Tensor>& bias, double t_min, double t_max, at::IntArrayRef stride,
                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
@@ -97,11 +100,13 @@ void run_epilogue(const KernelTable& k, const at::Tensor& u, const std::optional
                   bool spiking);
 // The upstream gradient, gated by the spike mask (gate != nullptr) or scaled by -1 (readout),
 // in the spike-time dtype (for the bias gradient) and in the matrix dtype (for the GEMMs; a
-// cast only under low precision). With span_sums, the same pass sums spans of `span`.
+// cast only under low precision). With span_sums, the same pass sums spans of `span`. The
+// results and the gate are in memory format fmt (the gate already: the pass is element-wise).
 std::pair<at::Tensor, at::Tensor> gated_grad(const KernelTable& k, const at::Tensor& grad_out,
                                              const at::Tensor* gate, double scale, double t_max,
                                              at::ScalarType matrix_dtype, const at::Tensor* span_sums = nullptr,
-                                             int64_t span = 0);
+                                             int64_t span = 0,
+                                             at::MemoryFormat fmt = at::MemoryFormat::Contiguous);
 
 }  // namespace ttfs_ext
 

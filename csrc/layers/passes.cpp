@@ -82,9 +82,9 @@ void run_epilogue(const KernelTable& k, const at::Tensor& u, const std::optional
 std::pair<at::Tensor, at::Tensor> gated_grad(const KernelTable& k, const at::Tensor& grad_out,
                                              const at::Tensor* gate, double scale, double t_max,
                                              at::ScalarType matrix_dtype, const at::Tensor* span_sums,
-                                             int64_t span) {
-  const at::Tensor go = grad_out.contiguous();
-  at::Tensor gm_time = at::empty(go.sizes(), go.options());
+                                             int64_t span, at::MemoryFormat fmt) {
+  const at::Tensor go = grad_out.contiguous(fmt);
+  at::Tensor gm_time = at::empty(go.sizes(), go.options().memory_format(fmt));
   run_prologue(k, go, gate, gm_time, 0.0, scale, t_max, span_sums, span);
   at::Tensor gm = matrix_dtype == go.scalar_type() ? gm_time : gm_time.to(matrix_dtype);
   return {gm, gm_time};

@@ -258,16 +258,31 @@ def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
     return out.squeeze(0) if unbatched else out
 
 
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The memory format the conv2d op keeps (the C++ conv_memory_format, layers/conv2d.cpp):
+    channels_last for a 4-d tensor laid out so and not also contiguous, else contiguous."""
+    nhwc = t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+def _conv_grads_layout(g_in, g_w, t_in, weight) -> tuple:
+    """The input and weight gradients of the conv ops in the layout of their tensors."""
+    return (None if g_in is None else g_in.contiguous(memory_format=_memory_format(t_in)),
+            None if g_w is None else g_w.contiguous(memory_format=_memory_format(weight)))
+
+
 @_fake("conv2d", "_conv2d_check")
 def _conv2d_fake(t_in, weight, bias, t_min, t_max, stride, padding, dilation, groups):
-    return t_in.new_empty(_conv_out_shape(t_in, weight, stride, padding, dilation))
+    return t_in.new_empty(_conv_out_shape(t_in, weight, stride, padding, dilation)).contiguous(
+        memory_format=_memory_format(t_in))
 
 
 @_fake("_conv2d_backward", "_conv2d_backward_check")
 def _conv2d_backward_fake(grad_out, t_in, weight, t_out, t_min, t_max, stride, padding, dilation, groups,
                           bias_per_position, output_mask):
     bias_shape = tuple(grad_out.shape[1:]) if bias_per_position else (weight.shape[0],)
-    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, bias_shape), output_mask)
+    g_in, g_w, g_b = _grads_fake(t_in, weight, (t_in.shape, weight.shape, bias_shape), output_mask)
+    return _conv_grads_layout(g_in, g_w, t_in, weight) + (g_b,)
 
 
 # --- max_pool2d and encode: Python only, no op of their own -----------------------------------
@@ -409,8 +424,8 @@ def first_spike_conv2d(t_in: torch.Tensor, weight: torch.Tensor, alpha: torch.Te
 @_fake("first_spike_conv2d", "_first_spike_conv2d_check")
 def _first_spike_conv2d_fake(t_in, weight, alpha, threshold, t_start, t_max, stride, padding, dilation, groups,
                              workspace=1 << 23, t_origin=0.0):
-    shape = _conv_out_shape(t_in, weight, stride, padding, dilation)
-    return t_in.new_empty(shape), t_in.new_empty(shape)
+    shape, fmt = _conv_out_shape(t_in, weight, stride, padding, dilation), _memory_format(t_in)
+    return (t_in.new_empty(shape).contiguous(memory_format=fmt), t_in.new_empty(shape).contiguous(memory_format=fmt))
 
 
 @_fake("_first_spike_conv2d_backward", "_first_spike_conv2d_backward_check")
@@ -418,8 +433,10 @@ def _first_spike_conv2d_backward_fake(grad_out, t_in, weight, t_out, slope, t_st
                                       dilation, groups, alpha_per_position, threshold_per_position, output_mask,
                                       workspace=1 << 23):
     per_position, per_channel = tuple(grad_out.shape[1:]), (weight.shape[0],)
-    return _grads_fake(t_in, weight, (t_in.shape, weight.shape, per_position if alpha_per_position else per_channel,
-                                      per_position if threshold_per_position else per_channel), output_mask)
+    g_in, g_w, g_alpha, g_theta = _grads_fake(
+        t_in, weight, (t_in.shape, weight.shape, per_position if alpha_per_position else per_channel,
+                       per_position if threshold_per_position else per_channel), output_mask)
+    return _conv_grads_layout(g_in, g_w, t_in, weight) + (g_alpha, g_theta)
 
 
 # --- the neurons of feedback SNNs (IDE / SPIDE; the networks: ttfs_ext.spide) -----------------

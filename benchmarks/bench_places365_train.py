@@ -7,6 +7,10 @@ measures that).
     python benchmarks/bench_places365_train.py --device cuda --precision bf16 --channels-last --batch 64
     python benchmarks/bench_places365_train.py --sweep            # fp32/bf16 x NCHW/channels_last
     python benchmarks/bench_places365_train.py --table benchmarks/results/places365_train_cpu.json
+    python benchmarks/bench_places365_train.py --sweep --image-size 112 --batch 8   # classifier on 3x3
+
+At an image size other than 224 the VGG16's adaptive pool is left out and its first classifier
+layer takes the (size // 32)^2 x 512 feature map (the same for both networks).
 
 The ReLU VGG16 (torchvision's layout and init, seeded) is converted once on the CPU in
 float64 (ttfs_ext.train.ttfs_vgg16; its time and the process's peak memory are reported),
@@ -16,10 +20,10 @@ steps, so load from other processes affects both sides; per repeat each network 
 steps. Reported: seconds per step (median over repeats), images/s, and the median of the
 per-repeat ratios TTFS images/s / ReLU images/s (below 1: the TTFS network is slower). The
 TTFS network trains with fixed windows (a window rule adds its statistics pass on top). A side
-that fails is recorded with its error. Under CPU bfloat16 autocast the TTFS ops run their float32
-kernels (their AutocastCPU kernels: the CPU kernels compute in float32/float64), so the bf16 rows
-on the CPU compare a float32 TTFS network with a bfloat16 ReLU network; on CUDA both take
-bfloat16 matrices.
+that fails is recorded with its error. Under bfloat16 autocast both networks' convolutions and
+GEMMs run in bfloat16 (the TTFS spike times stay float32), on the CPU as on CUDA. Memory: the
+bytes autograd saves for backward in one forward of each network (saved_for_backward_mib, on
+every device) and, on CUDA, each network's peak allocation over one step alone.
 """
 from __future__ import annotations
 
@@ -75,6 +79,24 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     return step
 
 
+def saved_for_backward_mib(model: torch.nn.Module, x: torch.Tensor, precision: str, device: str) -> float:
+    """MiB of the distinct storages autograd keeps for the backward of one training forward, the
+    parameters excluded: a step's activation memory, measured the same way on every device (the
+    C++ autograd kernels of the TTFS ops save through the same SavedVariable hooks)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x)
+    del out
+    return sum(n for ptr, n in storages.items() if ptr not in params) / 2**20
+
+
 def time_steps(step: Callable[[], float], steps: int, device: str) -> float:
     """Seconds per step over `steps` steps."""
     sync(device)
@@ -99,9 +121,14 @@ def run_config(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Ten
                 steps[name]()
         except RuntimeError as err:  # an unsupported combination: recorded, the other side still runs
             errors[name] = f"{type(err).__name__}: {err}".splitlines()[0][:500]
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     names = [n for n in models if n not in errors]
+    memory: dict[str, dict[str, float]] = {}
+    for name in names:
+        memory[name] = {"saved_for_backward_mib": saved_for_backward_mib(models[name], x, precision, args.device)}
+        if args.device == "cuda":  # one step of this network alone
+            torch.cuda.reset_peak_memory_stats()
+            steps[name]()
+            memory[name]["peak_cuda_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     per_step: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
@@ -113,12 +140,10 @@ def run_config(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Ten
             continue
         t = statistics.median(per_step[name])
         result[name] = {"seconds_per_step": per_step[name], "median_seconds_per_step": t,
-                        "images_per_s": args.batch / t}
+                        "images_per_s": args.batch / t, **memory[name]}
     if not errors:
         ratios = [r_t / t_t for t_t, r_t in zip(per_step["ttfs"], per_step["relu"])]
         result["ttfs_over_relu_images_per_s"] = {"per_repeat": ratios, "median": statistics.median(ratios)}
-    if args.device == "cuda":
-        result["peak_cuda_memory_gib_both"] = torch.cuda.max_memory_allocated() / 2**30
     for model in models.values():
         model.to(memory_format=torch.contiguous_format)
     return result
@@ -132,14 +157,17 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"{env['torch_version']}, commit {str(report.get('git_commit'))[:7]}; {report['config']['repeats']} "
             f"paired repeats of {report['config']['steps']} steps; conversion {conv['seconds']:.1f} s on "
             f"{conv['calibration_images']} images, peak RSS {report['peak_rss_gib']:.2f} GiB", "",
-            "| precision | layout | TTFS images/s | ReLU images/s | TTFS/ReLU (median of paired ratios) |",
-            "|---|---|---|---|---|"]
+            "| precision | layout | TTFS images/s | ReLU images/s | TTFS/ReLU (median of paired ratios) "
+            "| saved for backward, TTFS / ReLU (MiB) |",
+            "|---|---|---|---|---|---|"]
     for r in report["results"]:
         cells = [r["precision"], "channels_last" if r["channels_last"] else "NCHW"]
         for name in ("ttfs", "relu"):
             cells.append(f"{r[name]['images_per_s']:.3g}" if "images_per_s" in r[name] else "fails (see JSON)")
         ratio = r.get("ttfs_over_relu_images_per_s")
         cells.append(f"{ratio['median']:.3f}" if ratio else "-")
+        mib = [r[n].get("saved_for_backward_mib") for n in ("ttfs", "relu")]
+        cells.append(f"{mib[0]:.0f} / {mib[1]:.0f} ({mib[0] / mib[1]:.2f}x)" if None not in mib else "-")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -177,6 +205,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.manual_seed(args.seed)
     build = vgg_small_relu if args.model == "vgg-small" else vgg16_relu
     relu = build(args.num_classes, batch_norm=args.model == "vgg16_bn")
+    side = args.image_size // 32  # VGG16's feature map: five 2x2 max-pools
+    if args.model != "vgg-small" and side != 7:
+        # Another image size: the 7x7 adaptive pool would repeat or average unequal windows (no
+        # exact conversion); the classifier takes the side x side map instead (torchvision's init).
+        relu.avgpool = torch.nn.Identity()
+        first = torch.nn.Linear(512 * side * side, relu.classifier[0].out_features)
+        torch.nn.init.normal_(first.weight, 0, 0.01), torch.nn.init.zeros_(first.bias)
+        relu.classifier[0] = first
     low, high = normalized_input_range(IMAGENET_MEAN, IMAGENET_STD)
     g = torch.Generator().manual_seed(args.seed + 1)
     shape = (3, args.image_size, args.image_size)

@@ -239,12 +239,11 @@ def _upstream(out: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("op", ["linear", "readout", "conv2d"])
-def test_autocast_cpu_runs_the_kernels_in_float32(op, kernel_profile):
-    """The CPU kernels' own profile computes in float32 and float64 only: under CPU autocast
-    (bfloat16) every operand of a B1 layer is float32 (the op's inner GEMM/convolution is not
-    cast down), so the values and gradients are those of a float32 call, bit for bit, and spike
-    times stay float32. Driven as on CUDA (cuda-like), the matrix operand is bfloat16 as under
-    CUDA autocast: test_autocast_cuda's rule on the CPU."""
+def test_autocast_cpu_runs_the_matrices_in_bfloat16(op, kernel_profile):
+    """CPU autocast takes CUDA's rule (test_autocast_cuda): the matrix operand is bfloat16, so the
+    GEMM/convolution runs in bfloat16 as the ReLU twin's does, spike times stay float32, and the
+    errors against float64 are at most twice those of the reference with the same bfloat16
+    matrices; a bfloat16 input (from an autocast layer before) is cast up, not refused."""
     if op == "conv2d":
         t_in, w, t_min, t_max, gen = conv_case(93)
         b = 0.3 * torch.randn(6, generator=gen, dtype=torch.float64)
@@ -255,22 +254,10 @@ def test_autocast_cpu_runs_the_kernels_in_float32(op, kernel_profile):
         window = (t_min, t_max) if op == "linear" else (t_min,)
         fn = lambda t, w_, b_: getattr(TF, op)(t, w_, b_, *window)  # noqa: E731
         ref = lambda t, w_, b_: getattr(R, op)(t, w_, b_, *window)  # noqa: E731
-    if kernel_profile == "cuda-like":
-        _assert_autocast_error_rule(fn, ref, (t_in, w, b), "cpu", torch.bfloat16)
-        return
-    plain, plain_grads = forward_backward(fn, (t_in, w, b), "cpu", torch.float32)
-    leaves = [x.float().requires_grad_() for x in (t_in, w, b)]
+    _assert_autocast_error_rule(fn, ref, (t_in, w, b), "cpu", torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = fn(*leaves)
-        # A bfloat16 input (from an autocast layer before) is cast up, not refused.
         low = fn(t_in.to(torch.bfloat16), w.float(), b.float())
-    # Backward outside the autocast region, as PyTorch recommends (inside, the backward's own
-    # matrix products would autocast too).
-    grads = torch.autograd.grad(out, leaves, _upstream(plain))
-    assert out.dtype == low.dtype == torch.float32
-    torch.testing.assert_close(out, plain, rtol=0, atol=0)
-    for g, p in zip(grads, plain_grads):
-        torch.testing.assert_close(g, p, rtol=0, atol=0)
+    assert low.dtype == torch.float32
 
 
 @pytest.mark.needs_cuda

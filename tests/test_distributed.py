@@ -292,13 +292,15 @@ def _tiny_run(**options):
 
 
 def test_bfloat16_autocast_and_compile_train_the_same_network():
-    """bf16 on the CPU: the TTFS layers run their float32 kernels under autocast, so the run is the
-    float32 run; torch.compile of the training forward gives it too (float tolerance)."""
+    """bf16 on the CPU: the layers' GEMMs run in bfloat16 under autocast (spike times and the
+    master weights float32), so the run follows the float32 run to bfloat16's precision;
+    torch.compile of the training forward gives the float32 run (float tolerance)."""
     plain, h_plain = _tiny_run()
     bf16, h_bf16 = _tiny_run(precision="bf16")
-    for a, b in zip(plain.parameters(), bf16.parameters()):
-        assert torch.equal(a, b)
-    assert [r["loss"] for r in h_bf16] == [r["loss"] for r in h_plain]
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())
+    for a, b in zip(plain.parameters(), bf16.parameters()):  # 2 epochs of 6 steps at lr 0.1
+        torch.testing.assert_close(b, a, rtol=0.05, atol=0.02)
+    assert [r["loss"] for r in h_bf16] == pytest.approx([r["loss"] for r in h_plain], rel=0.02)
     compiled, h_compiled = _tiny_run(compile=True)
     for a, b in zip(plain.parameters(), compiled.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

@@ -1,9 +1,9 @@
-// Autocast of the B1 layers (autocast/<op>.cpp), as torchvision's autocast kernels. On CUDA the
-// matrix operand (weight) takes the autocast dtype (the GEMM/convolution accumulates in float32);
-// on the CPU, whose kernels compute in float32 and float64 only, every operand is float32 (the
-// op's inner convolution would otherwise be cast to bfloat16 by AutocastCPU). Spike times and bias
-// stay float32 at layer boundaries; float64 calls are left alone. The CPU under the CUDA-like
-// kernel profile of the tests (layers/checks.h) takes CUDA's rule. at::autocast::cached_cast keeps
+// Autocast of the B1 layers (autocast/<op>.cpp), as torchvision's autocast kernels: on every
+// device the matrix operand (weight) takes the autocast dtype, so the GEMM/convolution runs in it
+// (accumulating in float32) as the ReLU twin's does, and the prologue writes the activations that
+// feed it in that dtype; spike times and bias stay float32 at layer boundaries; float64 calls are
+// left alone. (Until 0.1 the CPU ran every operand in float32: a bfloat16 VGG16 step then took
+// 1.4x its twin's; benchmarks/results/places365_train_*.json.) at::autocast::cached_cast keeps
 // one cast of a leaf weight per autocast region.
 #pragma once
 
@@ -27,8 +27,7 @@ template <c10::DeviceType device>
 AutocastOperands autocast_operands(const at::Tensor& t_in, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias) {
   if (t_in.scalar_type() == at::kDouble) return {t_in, weight, bias};
-  const bool cuda = device == c10::DeviceType::CUDA || cpu_runs_cuda_profile();
-  const auto matrix_dtype = cuda ? at::autocast::get_autocast_dtype(device) : at::kFloat;
+  const auto matrix_dtype = at::autocast::get_autocast_dtype(device);
   return {at::autocast::cached_cast(at::kFloat, t_in, device),
           at::autocast::cached_cast(matrix_dtype, weight, device),
           at::autocast::cached_cast(at::kFloat, bias, device)};

@@ -34,13 +34,12 @@ void check_shape(const char* op, const char* name, const at::Tensor& x, at::IntA
   TORCH_CHECK_VALUE(x.sizes() == expected, op, ": ", name, " has shape ", x.sizes(), ", expected ", expected);
 }
 
-// The matrix operand may be float16/bfloat16 with float32 spike times on CUDA (autocast).
+// The matrix operand may be float16/bfloat16 with float32 spike times (autocast), on every device.
 void check_weight_dtype(const char* op, const at::Tensor& weight, const at::Tensor& t_in) {
   const auto ts = t_in.scalar_type(), ws = weight.scalar_type();
-  const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat && cuda_rules(t_in.device());
+  const bool low_precision = (ws == at::kHalf || ws == at::kBFloat16) && ts == at::kFloat;
   TORCH_CHECK_TYPE(ws == ts || low_precision, op, ": weight must have the dtype of t_in (", ts,
-                   "), or float16/bfloat16 with float32 t_in on CUDA (the CPU kernels support float64 and "
-                   "float32 only); got ", ws);
+                   "), or float16/bfloat16 with float32 t_in (autocast); got ", ws);
 }
 
 // The B1 layers' tensors: spike times, the matrix operand, a bias in the spike-time dtype.

@@ -36,7 +36,6 @@ struct Cpu {
       k.one_pass_backward_pays = linear_one_pass_pays;
     }
     k.checks_finite_in_prologue = !cuda_like;
-    k.sums_spans_in_prologue = !cuda_like;
     k.sorts_rows = !cuda_like;
     k.checks_data = data_checks_enabled(c10::Device(c10::kCPU));
     k.fs_forward = fs_forward_cpu;

@@ -10,7 +10,7 @@ from ttfs_ext import reference as R
 from _utils import DEVICES, assert_close_scaled, conv_case, forward_backward, generator, input_times
 
 # Every CPU test runs with the CPU kernels' own profile and driven as CUDA drives its kernels
-# (no NaN/inf check and no bias-gradient span sums fused in the prologue).
+# (no NaN/inf check fused in the prologue).
 pytestmark = pytest.mark.usefixtures("kernel_profile")
 
 # (stride, padding, dilation, groups, kernel)

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -58,59 +57,8 @@ void prologue_kernel_impl(const PrologueParams& p) {
   if constexpr (kCheck) *p.nonfinite = nonfinite.load();
 }
 
-// The gated gradient of one span and its sum, for the bias gradient of a convolution: one
-// running sum per lane of a 16-lane vector, a fixed order of additions (deterministic). The
-// lanes are an explicit GCC vector: GCC 12.2's loop vectoriser miscompiles the same loop
-// written with a scalar lanes[16] array at -O3 with AVX2/AVX-512 (stores skipped, wrong sums;
-// benchmarks/NOTES.md).
-template <typename in_t, typename out_t>
-struct GatedSpanSum {
-  static TTFS_INLINE in_t run(const in_t* __restrict in, const in_t* __restrict gate, out_t* __restrict out,
-                              int64_t n, in_t t_max) {
-    constexpr int kLanes = 16;
-    typedef in_t lanes_t __attribute__((vector_size(kLanes * sizeof(in_t))));
-    lanes_t sums = {};
-    const lanes_t zero = {};
-    int64_t i = 0;
-    if constexpr (std::is_same_v<in_t, out_t>) {
-      for (; i + kLanes <= n; i += kLanes) {
-        lanes_t x, g;
-        std::memcpy(&x, in + i, sizeof(x));
-        std::memcpy(&g, gate + i, sizeof(g));
-        const lanes_t v = g < t_max ? x : zero;  // math::gated, on 16 lanes
-        std::memcpy(out + i, &v, sizeof(v));
-        sums += v;
-      }
-    }
-    in_t total = 0;
-    for (; i < n; ++i) {
-      const in_t v = math::gated(in[i], gate[i], t_max);
-      out[i] = math::cast<out_t>(v);
-      total += v;
-    }
-    for (int l = 0; l < kLanes; ++l) total += sums[l];
-    return total;
-  }
-};
-
-template <typename in_t, typename out_t>
-void gated_span_sums_impl(const PrologueParams& p) {
-  const in_t* in = static_cast<const in_t*>(p.in);
-  const in_t* gate = static_cast<const in_t*>(p.gate);
-  out_t* out = static_cast<out_t*>(p.out);
-  in_t* sums = static_cast<in_t*>(p.span_sums);
-  const in_t t_max = static_cast<in_t>(p.t_max);
-  const int64_t span = p.span;
-  at::parallel_for(0, p.numel / span, std::max<int64_t>(1, kGrain / span), [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end; ++s) {
-      sums[s] = run_for_isa<GatedSpanSum<in_t, out_t>>(in + s * span, gate + s * span, out + s * span, span, t_max);
-    }
-  });
-}
-
 template <typename in_t, typename out_t>
 void prologue_dispatch(const PrologueParams& p) {
-  if (p.span_sums != nullptr) return gated_span_sums_impl<in_t, out_t>(p);
   // The gated pass never checks (prologue_cpu refuses the pair).
   BOOL_SWITCH(p.gate != nullptr, kGate, [&] {
     BOOL_SWITCH(p.scale < 0, kNegate, [&] {
@@ -203,10 +151,6 @@ const char* cpu_parallel_backend() {
 // kernel profile of the tests.
 const char* prologue_cpu(const PrologueParams& p, void* /*stream*/) {
   if (p.gate != nullptr && p.nonfinite != nullptr) return "the gated prologue does not check its input";
-  if (p.span_sums != nullptr && (p.gate == nullptr || p.offset != 0.0 || p.scale != 1.0 || p.span <= 0 ||
-                                 p.numel % p.span != 0)) {
-    return "span sums are for the gated gradient (offset 0, scale 1) in whole spans only";
-  }
   if (p.nonfinite != nullptr) *p.nonfinite = 0;
   if (p.numel == 0) return nullptr;
   const bool ran = time_and_matrix_dtypes(p.in_dtype, p.out_dtype, [&](auto t, auto m) {

@@ -33,12 +33,6 @@ struct PrologueParams {
   // with KernelTable::checks_finite_in_prologue (the CPU) take it: there the input check
   // rides on the forward's one read of the spike times instead of a separate pass.
   int32_t* nonfinite = nullptr;
-  // Where set (devices with KernelTable::sums_spans_in_prologue, gated gradients only): the
-  // sum of each span of `span` consecutive outputs, numel / span values in in_dtype. A
-  // convolution's bias gradient is then a sum over images of (image, channel) spans, instead
-  // of another read of the gradient.
-  void* span_sums = nullptr;
-  int64_t span = 0;
 };
 
 // Output laid out as (batch, channels, positions), contiguous.
@@ -297,7 +291,6 @@ struct KernelTable {
   OnePassPaysFn one_pass_forward_pays = nullptr;
   OnePassPaysFn one_pass_backward_pays = nullptr;
   bool checks_finite_in_prologue = false;  // the prologue honours PrologueParams::nonfinite
-  bool sums_spans_in_prologue = false;     // ... and PrologueParams::span_sums
   bool sorts_rows = false;                 // first_spike_forward reads tau and sorts each row itself
   // Whether the ops check their data for NaN/inf now (data_checks_enabled: on CUDA only when
   // asked for, since it synchronises the host; never while a CUDA graph is being captured).

@@ -49,33 +49,31 @@ Grads3 conv2d_backward(const KernelTable& k, const at::Tensor& grad_out, const a
                         dilation, groups);
   const at::MemoryFormat fmt = conv_memory_format(t_in);
   const at::Tensor gate = t_out.contiguous(fmt);
-  // The per-channel bias gradient: sums of (image, channel) spans from the gating pass, where
-  // the device can (NCHW: the spans are contiguous), then a sum over images; else one more read
-  // of the gradient.
-  const int64_t positions = grad_out.size(2) * grad_out.size(3);
-  const bool span_sums = mask[2] && !bias_per_position && k.sums_spans_in_prologue && positions > 0 &&
-                         fmt == at::MemoryFormat::Contiguous;
-  const at::Tensor sums = span_sums ? at::empty({grad_out.size(0), grad_out.size(1)}, grad_out.options())
-                                    : at::Tensor();
-  const auto [gm, gm_time] = gated_grad(k, grad_out, &gate, 1.0, t_max, weight.scalar_type(),
-                                        span_sums ? &sums : nullptr, positions, fmt);
+  // A per-channel bias gradient comes from the convolution's backward, as the ReLU twin's does
+  // (the sum of the gated gradient it reads anyway: no pass of its own), so the gating pass writes
+  // the matrix dtype directly; a per-position one, or one without the convolution, is summed
+  // from the gated gradient in the spike-time dtype.
+  const bool conv_runs = mask[0] || mask[1];
+  const bool bias_from_conv = mask[2] && !bias_per_position && conv_runs;
+  const bool bias_from_time = mask[2] && !bias_from_conv;
+  const auto [gm, gm_time] = gated_grad(k, grad_out, &gate, 1.0, t_max, weight.scalar_type(), bias_from_time, fmt);
 
   at::Tensor g_in, g_w, g_b;
-  if (mask[0] || mask[1]) {
+  if (conv_runs) {
     // The weight gradient needs the delays t_in - t_min; the input gradient only their shape.
     at::Tensor d = at::empty(t_in.sizes(), weight.options().memory_format(fmt));
     if (mask[1]) run_prologue(k, t_in.contiguous(fmt), nullptr, d, t_min, 1.0, 0.0);
     const int64_t zeros[2] = {0, 0};
-    auto grads = at::convolution_backward(gm, d, weight.contiguous(fmt), std::nullopt, stride, padding, dilation,
-                                          false, zeros, groups, {mask[0], mask[1], false});
+    const int64_t bias_size[1] = {weight.size(0)};
+    auto grads = at::convolution_backward(gm, d, weight.contiguous(fmt),
+                                          bias_from_conv ? at::OptionalIntArrayRef(bias_size) : std::nullopt, stride,
+                                          padding, dilation, false, zeros, groups, {mask[0], mask[1], bias_from_conv});
     // Each gradient in the layout of what it is the gradient of (the fake kernels' rule).
     if (mask[0]) g_in = std::get<0>(grads).to(t_in.scalar_type()).contiguous(fmt);
     if (mask[1]) g_w = std::get<1>(grads).contiguous(conv_memory_format(weight));
+    if (bias_from_conv) g_b = std::get<2>(grads).to(t_in.scalar_type()).neg_();
   }
-  if (mask[2]) {
-    g_b = bias_per_position ? gm_time.sum(0).contiguous() : span_sums ? sums.sum(0) : gm_time.sum({0, 2, 3});
-    g_b.neg_();
-  }
+  if (bias_from_time) g_b = (bias_per_position ? gm_time.sum(0).contiguous() : gm_time.sum({0, 2, 3})).neg_();
   return {g_in, g_w, g_b};
 }
 

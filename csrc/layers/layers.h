@@ -85,11 +85,9 @@ Grads4 fs_activation_backward(const KernelTable& k, const at::Tensor& grad_y, co
 Dtype to_dtype(at::ScalarType s);
 void check_launch(const char* err, const char* what);
 
-// out = cast(scale * (in - offset)), zeroed where gate >= t_max (when a gate is given). In the
-// same pass, where the device can: the sums of spans of `span` consecutive outputs (span_sums).
+// out = cast(scale * (in - offset)), zeroed where gate >= t_max (when a gate is given).
 void run_prologue(const KernelTable& k, const at::Tensor& in, const at::Tensor* gate, const at::Tensor& out,
-                  double offset, double scale, double t_max, const at::Tensor* span_sums = nullptr,
-                  int64_t span = 0);
+                  double offset, double scale, double t_max);
 // The forward's prologue x = t_min - t_in, with the NaN/inf check of t_in: in the same read
 // where the device can, else as a read of its own.
 void run_forward_prologue(const char* op, const KernelTable& k, const at::Tensor& t_in, const at::Tensor& x,
@@ -99,13 +97,13 @@ void run_epilogue(const KernelTable& k, const at::Tensor& u, const std::optional
                   bool bias_per_position, const at::Tensor& out, int64_t channels, int64_t positions, double t_max,
                   bool spiking);
 // The upstream gradient, gated by the spike mask (gate != nullptr) or scaled by -1 (readout),
-// in the spike-time dtype (for the bias gradient) and in the matrix dtype (for the GEMMs; a
-// cast only under low precision). With span_sums, the same pass sums spans of `span`. The
-// results and the gate are in memory format fmt (the gate already: the pass is element-wise).
+// in the matrix dtype (for the GEMMs) and, with want_time, in the spike-time dtype (for a bias
+// gradient; under low precision the matrix operand is then its cast, else the pass writes the
+// matrix dtype itself). The results and the gate are in memory format fmt (the gate already:
+// the pass is element-wise).
 std::pair<at::Tensor, at::Tensor> gated_grad(const KernelTable& k, const at::Tensor& grad_out,
                                              const at::Tensor* gate, double scale, double t_max,
-                                             at::ScalarType matrix_dtype, const at::Tensor* span_sums = nullptr,
-                                             int64_t span = 0,
+                                             at::ScalarType matrix_dtype, bool want_time = true,
                                              at::MemoryFormat fmt = at::MemoryFormat::Contiguous);
 
 }  // namespace ttfs_ext

@@ -22,8 +22,7 @@ void check_launch(const char* err, const char* what) {
 namespace {
 
 void prologue(const KernelTable& k, const at::Tensor& in, const at::Tensor* gate, const at::Tensor& out,
-              double offset, double scale, double t_max, int32_t* nonfinite, const at::Tensor* span_sums,
-              int64_t span) {
+              double offset, double scale, double t_max, int32_t* nonfinite) {
   PrologueParams p;
   p.in = in.const_data_ptr();
   p.gate = gate != nullptr ? gate->const_data_ptr() : nullptr;
@@ -35,27 +34,25 @@ void prologue(const KernelTable& k, const at::Tensor& in, const at::Tensor* gate
   p.scale = scale;
   p.t_max = t_max;
   p.nonfinite = nonfinite;
-  p.span_sums = span_sums != nullptr ? span_sums->data_ptr() : nullptr;
-  p.span = span;
   check_launch(k.prologue(p, k.stream), "prologue");
 }
 
 }  // namespace
 
 void run_prologue(const KernelTable& k, const at::Tensor& in, const at::Tensor* gate, const at::Tensor& out,
-                  double offset, double scale, double t_max, const at::Tensor* span_sums, int64_t span) {
-  prologue(k, in, gate, out, offset, scale, t_max, nullptr, span_sums, span);
+                  double offset, double scale, double t_max) {
+  prologue(k, in, gate, out, offset, scale, t_max, nullptr);
 }
 
 void run_forward_prologue(const char* op, const KernelTable& k, const at::Tensor& t_in, const at::Tensor& x,
                           double t_min) {
   if (!k.checks_finite_in_prologue) {
     if (k.checks_data) check_finite_data(op, "t_in", t_in);
-    prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, nullptr, nullptr, 0);
+    prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, nullptr);
     return;
   }
   int32_t nonfinite = 0;
-  prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, k.checks_data ? &nonfinite : nullptr, nullptr, 0);
+  prologue(k, t_in, nullptr, x, t_min, -1.0, 0.0, k.checks_data ? &nonfinite : nullptr);
   TORCH_CHECK_VALUE(nonfinite == 0, op, ": t_in contains NaN or inf spike times");
 }
 
@@ -81,11 +78,15 @@ void run_epilogue(const KernelTable& k, const at::Tensor& u, const std::optional
 
 std::pair<at::Tensor, at::Tensor> gated_grad(const KernelTable& k, const at::Tensor& grad_out,
                                              const at::Tensor* gate, double scale, double t_max,
-                                             at::ScalarType matrix_dtype, const at::Tensor* span_sums,
-                                             int64_t span, at::MemoryFormat fmt) {
+                                             at::ScalarType matrix_dtype, bool want_time, at::MemoryFormat fmt) {
   const at::Tensor go = grad_out.contiguous(fmt);
+  if (!want_time && matrix_dtype != go.scalar_type()) {  // one pass, written in the matrix dtype
+    at::Tensor gm = at::empty(go.sizes(), go.options().dtype(matrix_dtype).memory_format(fmt));
+    run_prologue(k, go, gate, gm, 0.0, scale, t_max);
+    return {gm, at::Tensor()};
+  }
   at::Tensor gm_time = at::empty(go.sizes(), go.options().memory_format(fmt));
-  run_prologue(k, go, gate, gm_time, 0.0, scale, t_max, span_sums, span);
+  run_prologue(k, go, gate, gm_time, 0.0, scale, t_max);
   at::Tensor gm = matrix_dtype == go.scalar_type() ? gm_time : gm_time.to(matrix_dtype);
   return {gm, gm_time};
 }

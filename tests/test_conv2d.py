@@ -128,3 +128,24 @@ def test_max_pool2d_is_earliest_spike(device, kernel_size, stride, padding):
     # The gradient reaches exactly the earliest spike of each window.
     out.sum().backward()
     assert float(t.grad.sum()) == out.numel()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_max_pool2d_keeps_only_the_indices_for_backward(layout):
+    """The reference's autograd keeps -t, a copy of the input; the op keeps the winners' indices
+    only (as much as the ReLU twin's pool adds to what its ReLU keeps), with the same values and
+    gradients, in the input's layout, and gradcheck holds."""
+    gen = generator(22)
+    t = input_times((2, 3, 6, 8), 1.0, 4.0, gen).contiguous(memory_format=layout).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x) or x, lambda x: x):
+        out = TF.max_pool2d(t, 3, 2, 1)
+    assert [x.dtype for x in saved] == [torch.int64]
+    ref = R.max_pool2d(t, 3, 2, 1)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    grad, = torch.autograd.grad(out, t, g)
+    ref_grad, = torch.autograd.grad(ref, t, g)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=0)
+    assert out.is_contiguous(memory_format=layout) and grad.stride() == t.stride()
+    assert torch.autograd.gradcheck(lambda x: TF.max_pool2d(x, 3, 2, 1), (t,))

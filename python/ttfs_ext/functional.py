@@ -259,7 +259,7 @@ def conv2d(t_in: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
 
 
 def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    """The memory format the conv2d op keeps (the C++ conv_memory_format, layers/conv2d.cpp):
+    """The memory format the conv ops keep (the C++ conv_memory_format, layers/conv2d.cpp):
     channels_last for a 4-d tensor laid out so and not also contiguous, else contiguous."""
     nhwc = t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if nhwc else torch.contiguous_format
@@ -303,12 +303,13 @@ def _all_finite(t: torch.Tensor) -> bool:
     NaN or inf element makes it NaN or +inf, and squares cannot cancel); only a non-finite
     result, which float overflow can also cause, pays for the exact test. The ops' own check
     is its C++ twin (csrc/layers/checks.cpp)."""
-    if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
-        flat = t.view(-1)
-        quick = torch.dot(flat, flat)
-    else:
-        quick = t.sum()
-    return math.isfinite(quick.item()) or bool(torch.isfinite(t).all())
+    with torch.no_grad():  # a check, not part of the graph
+        if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():
+            flat = t.view(-1)
+            quick = torch.dot(flat, flat)
+        else:
+            quick = t.sum()
+        return math.isfinite(quick.item()) or bool(torch.isfinite(t).all())
 
 
 def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPair] = None,
@@ -329,7 +330,35 @@ def max_pool2d(t_in: torch.Tensor, kernel_size: IntPair, stride: Optional[IntPai
     padding = _pair(op, "padding", padding, 0)
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size {kernel}")
+    if torch.is_grad_enabled() and t_in.requires_grad:
+        return _EarliestSpikePool.apply(t_in, kernel, stride, padding)
     return reference.max_pool2d(t_in, kernel, stride, padding)
+
+
+class _EarliestSpikePool(torch.autograd.Function):
+    """reference.max_pool2d (-max_pool2d(-t)) that keeps only the winners' indices for backward:
+    autograd of the reference would also keep -t, a copy of the input (the ReLU twin's pool keeps
+    its input, which its ReLU keeps anyway). The gradient is the pool's: each output's to the
+    earliest spike of its window. Once differentiable, as the compiled ops."""
+
+    @staticmethod
+    def forward(ctx, t_in, kernel, stride, padding):
+        neg, indices = torch.nn.functional.max_pool2d(-t_in, kernel, stride, padding, return_indices=True)
+        ctx.save_for_backward(indices)
+        ctx.geometry = (kernel, stride, padding)
+        ctx.input = (t_in.shape, _memory_format(t_in))
+        return neg.neg_()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (indices,) = ctx.saved_tensors
+        kernel, stride, padding = ctx.geometry
+        shape, fmt = ctx.input
+        like = torch.empty(shape, dtype=grad.dtype, device=grad.device, memory_format=fmt)  # sizes, layout: never read
+        grad_in = torch.ops.aten.max_pool2d_with_indices_backward(grad, like, kernel, stride, padding, (1, 1),
+                                                                   False, indices)
+        return grad_in, None, None, None
 
 
 def encode(x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:

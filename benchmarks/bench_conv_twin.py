@@ -28,7 +28,7 @@ import ttfs_ext
 from ttfs_ext import functional as TF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite.host import ROOT, git  # noqa: E402
+from suite.host import ROOT, git, replace_between_markers  # noqa: E402
 
 T_MIN, T_MAX = 1.0, 3.0
 # (name, C_in, C_out, spatial divisor of the image size): VGG16's last conv of each block
@@ -101,6 +101,22 @@ def case(name, c_in, c_out, size, batch, low, channels_last, cycles) -> dict:
             **r, "passes_bytes": nbytes}
 
 
+def readme_table(report: dict) -> str:
+    m = report["meta"]
+    rows = ["| layer | C, H x W | precision | layout | TTFS ms | twin ms | twin / TTFS time "
+            "| element-wise MB, TTFS / twin |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        b = r["passes_bytes"]
+        rows.append(f"| {r['layer']} | {r['c_out']}, {r['size']}x{r['size']} | {r['precision']} | {r['layout']} | "
+                    f"{r['ttfs_ms']:.1f} | {r['relu_ms']:.1f} | {r['relu_over_ttfs_time']:.3f} | "
+                    f"{b['ttfs'] / 1e6:.1f} / {b['relu'] / 1e6:.1f} |")
+    rows += ["", f"Forward + backward of one layer, batch {m['batch']} at VGG16's {m['image_size']}x{m['image_size']} "
+                 f"scale, {m['threads']} threads ({m['cpu_isa']}), torch {m['torch']}, commit "
+                 f"{(m['git_commit'] or '?')[:7]}, {m['cycles']} paired cycles (median of per-cycle ratios); "
+                 "`benchmarks/results/conv_twin_cpu.json`."]
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=4)
@@ -108,7 +124,13 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=7)
     ap.add_argument("--layers", default=",".join(n for n, *_ in LAYERS))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "conv_twin_cpu.json")
+    ap.add_argument("--readme", action="store_true", help="write the table of --out into README.md and exit")
     args = ap.parse_args()
+    if args.readme:
+        ok = replace_between_markers(ROOT / "README.md", "<!-- conv-twin:begin -->", "<!-- conv-twin:end -->",
+                                     readme_table(json.loads(args.out.read_text())))
+        print("README table updated:", ok)
+        return
     ttfs_ext.set_input_checks(False)  # as the twin: no NaN/inf check (it costs a reduction on CUDA)
     rows = []
     for name, c_in, c_out, div in LAYERS:

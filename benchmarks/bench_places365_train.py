@@ -45,7 +45,7 @@ import torch.nn.functional as F  # noqa: E402
 from ttfs_ext.bench.report import environment  # noqa: E402
 from ttfs_ext.train.vgg16 import normalized_input_range, ttfs_vgg16, vgg16_relu, vgg_small_relu  # noqa: E402
 
-from suite.host import git_state  # noqa: E402
+from suite.host import ROOT, git_state, replace_between_markers  # noqa: E402
 
 JSON_VERSION = 1
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the torchvision preset
@@ -190,9 +190,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--table", type=Path, metavar="JSON", help="print a report's markdown table and exit")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the tables of results/places365_train_cpu*.json into README.md and exit")
     args = parser.parse_args(argv)
     if args.table is not None:
         print(markdown_table(json.loads(args.table.read_text())))
+        return 0
+    if args.readme:
+        reports = sorted((json.loads(p.read_text()) for p in DEFAULT_OUT.parent.glob("places365_train_cpu*.json")),
+                         key=lambda r: (r["config"]["image_size"], r["config"]["batch"]))
+        tables = "\n\n".join(markdown_table(r) for r in reports)
+        ok = replace_between_markers(ROOT / "README.md", "<!-- places365-train:begin -->",
+                                     "<!-- places365-train:end -->", tables)
+        print("README table updated:", ok)
         return 0
     for name in ("batch", "steps", "repeats", "calibration_images", "image_size"):
         if getattr(args, name) < 1:

@@ -96,3 +96,10 @@ def test_every_command_checks_device_the_same_way(command, capsys, tmp_path, mon
         assert main([*command, "--device", "cuda"]) == 2
         assert "--device cuda: CUDA is not available here" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_channels_last_outside_the_data_parallel_loop_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--channels-last"]) == 2
+    assert "--channels-last is for the data-parallel loop" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

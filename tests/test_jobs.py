@@ -241,3 +241,15 @@ def test_run_lock_belongs_to_the_process_not_to_its_forked_workers(tmp_path):
         with jobs._run_lock(tmp_path):  # free at once
             pass
     assert not (tmp_path / ".ttfs-train.lock").exists()  # removed at the end of the run
+
+
+def test_a_file_that_is_no_checkpoint_is_called_so(tmp_path, capsys):
+    """metrics.json given to evaluate is not a checkpoint; only a pickle asking for code is
+    refused as one that could run it."""
+    path = tmp_path / "metrics.json"
+    path.write_text('{"epoch": 1}')
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable checkpoint" in err and "could run code" not in err
+    assert main(["evaluate", str(_evil_checkpoint(tmp_path))]) == 2
+    assert "could run code" in capsys.readouterr().err

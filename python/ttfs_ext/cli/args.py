@@ -7,7 +7,7 @@ import math
 from typing import Callable
 
 __all__ = ["CommandError", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "SEED",
-           "device_arg"]
+           "device_arg", "count"]
 
 
 class CommandError(Exception):
@@ -62,6 +62,11 @@ POSITIVE_INT = bounded(int, 1)
 POSITIVE_FLOAT = bounded(float, 0.0, strict=True)
 NONNEGATIVE_FLOAT = bounded(float, 0.0)
 SEED = bounded(int, 0, maximum=2**32 - 1)  # numpy's and every data loader's seed range
+
+
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs': the messages' counts."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def device_arg(name: str) -> "torch.device":

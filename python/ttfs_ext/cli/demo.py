@@ -14,7 +14,7 @@ from torch import nn
 
 import ttfs_ext
 from ttfs_ext import data
-from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, SEED
+from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, SEED, count
 
 
 def load_digits(seed: int = 0, test_fraction: float = 0.2):
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = build_model(args.model)
     say = (lambda *a: None) if args.json else print
     say(f"training a ReLU {args.model} on digits ({len(x_train)} train / {len(x_test)} test images, "
-        f"{args.epochs} epochs)")
+        f"{count(args.epochs, 'epoch')})")
     start = time.perf_counter()
     train(model, x_train, y_train, args.epochs, args.seed, quiet=args.json)
     say(f"converting (mapping={args.mapping}, windows={args.windows}, zeta={args.zeta}) "

@@ -13,7 +13,7 @@ from torch import nn
 
 from ttfs_ext import data, fs
 
-from .args import POSITIVE_INT, SEED, CommandError
+from .args import POSITIVE_INT, SEED, CommandError, count
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.dataset}, {args.activation} CNN, {epochs} epochs ({train_s:.1f} s), {ds.n_test} test images")
+    print(f"{args.dataset}, {args.activation} CNN, {count(epochs, 'epoch')} ({train_s:.1f} s), {ds.n_test} test images")
     print(f"  ANN accuracy        {result['ann_accuracy']:.4f}")
     print(f"  FS accuracy         {result['fs_accuracy']:.4f}   agreement {result['agreement']:.4f}, "
           f"max |logit difference| {result['max_logit_difference']:.3g}")

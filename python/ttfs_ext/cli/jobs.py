@@ -44,7 +44,7 @@ from ttfs_ext import plots
 from ttfs_ext import train as T
 
 from .args import (NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, bounded_list,
-                   device_arg)
+                   count, device_arg)
 
 MODELS = ("fc2", "vgg16", "vgg-small")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -234,6 +234,9 @@ def train_main(args: argparse.Namespace) -> int:
     from . import scale
     if scale.wants_scale(args):  # Places365, or any dataset under torchrun: the data-parallel loop
         return scale.train_main(args)
+    if args.channels_last:
+        raise CommandError("--channels-last is for the data-parallel loop (--dataset places365, or any dataset "
+                           "under torchrun); the small datasets' networks train in NCHW")
     if args.resume and (args.init is not None or args.overwrite):
         raise CommandError("--resume continues a run; it cannot be combined with "
                            + ("--init (which starts a new one)" if args.init is not None else "--overwrite"))
@@ -274,7 +277,7 @@ def train_main(args: argparse.Namespace) -> int:
     windows = T.FixedWindows() if (fine_tuning or args.latency is not None) else _window_rule(args)
     checkpoint = out / "checkpoint.pt"
     say = (lambda *a, **k: None) if args.json else print
-    say(f"ttfs train: {args.model} on {dataset.summary()}\n  {args.epochs} epochs, batch {args.batch_size}, "
+    say(f"ttfs train: {args.model} on {dataset.summary()}\n  {count(args.epochs, 'epoch')}, batch {args.batch_size}, "
         f"Adam lr {args.lr}, windows {args.windows if windows.__class__ is not T.FixedWindows else 'fixed'}, "
         f"{args.dtype} on {device}{', with its ReLU twin side by side' if twin is not None else ''}; "
         f"run folder {out}{' (resumed)' if args.resume else ''}")
@@ -369,7 +372,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
         say(f"  {sweep:<12} {value:>8g}   accuracy {accuracy:.4f}" +
             "".join(f"   {k} {v:.4g}" if isinstance(v, float) else f"   {k} {v}" for k, v in extra.items()))
 
-    say(f"ttfs evaluate: {config['model']} on {dataset.summary()} ({len(x)} test images)")
+    say(f"ttfs evaluate: {config['model']} on {dataset.name}, {count(len(x), 'test image')} of "
+        f"{'x'.join(map(str, dataset.input_shape))} (from {dataset.source})")
     for sigma in args.noise:
         accs = []
         for repeat in range(args.repeats if sigma > 0 else 1):

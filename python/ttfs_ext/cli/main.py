@@ -95,6 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
-        print(f"ttfs {args.command}: interrupted (a run keeps its last complete checkpoint)", file=sys.stderr)
+        hint = {"train": "; the same command with --resume continues it",
+                "spide": "; the same command with --resume continues it"}.get(args.command, "")
+        print(f"ttfs {args.command}: interrupted (a run keeps its last complete checkpoint{hint})", file=sys.stderr)
         return 130
 

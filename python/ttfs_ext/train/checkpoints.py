@@ -55,9 +55,15 @@ def load_checkpoint(path: Union[str, Path]) -> dict:
         if lines and lines[0].lower().startswith("weights only load failed"):
             # torch names what the file asks for ("unsupported GLOBAL posix.system ...").
             why = next((line for line in lines[1:] if "GLOBAL" in line or "global" in line), "")
-            raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, and loading it "
-                                  f"could run code (checkpoints load with weights_only=True){': ' + why if why else ''}"
-                                  ) from None
+            if why:  # a pickle that asks for a function or class: what code execution needs
+                raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, and loading it "
+                                      f"could run code (checkpoints load with weights_only=True): {why}") from None
+            # Not a PyTorch file (JSON, a plain pickle, ...): torch names the byte it stopped at.
+            text = str(err)
+            after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+            detail = next((line.strip() for line in after.splitlines() if line.strip()), lines[-1])
+            raise CheckpointError(f"{path}: not a readable checkpoint (the safe loader stopped at: {detail})") \
+                from None
         raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError: {lines[0] if lines else ''})") \
             from None
     except Exception as err:  # noqa: BLE001  (a truncated or foreign file fails in many ways)

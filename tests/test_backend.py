@@ -1,4 +1,6 @@
 """Backend choice, fallback warnings and status."""
+import os
+
 import pytest
 import torch
 
@@ -105,7 +107,7 @@ def test_compile_caches_are_keyed_by_this_build(monkeypatch):
     against another build of ttfs_ext was loaded after a rebuild and corrupted the heap. The
     build goes into the key, next to the user's own tag, once."""
     config = pytest.importorskip("torch.compiler.config")
-    tag = f"ttfs_ext={_backend.build_id()}"
+    tag = f"ttfs_ext={_backend.build_id()},aten_cpu={os.environ.get('ATEN_CPU_CAPABILITY', '')}"
     assert tag in config.cache_key_tag
     monkeypatch.setattr(config, "cache_key_tag", "mine")
     _backend.tag_compile_caches()

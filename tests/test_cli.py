@@ -103,3 +103,21 @@ def test_channels_last_outside_the_data_parallel_loop_is_refused(capsys, tmp_pat
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--channels-last"]) == 2
     assert "--channels-last is for the data-parallel loop" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_threads_is_every_commands_option(capsys):
+    """--threads N on any command sets torch's CPU threads for the run; ttfs info shows them and
+    the machine's load."""
+    import torch
+    before = torch.get_num_threads()
+    try:
+        assert main(["info", "--json", "--threads", "1"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["threads"] == 1 == torch.get_num_threads()
+        assert {"cpu_count", "load_1min", "oversubscribed"} <= set(info)
+    finally:
+        torch.set_num_threads(before)
+    for name, sub in _subparsers():
+        assert "--threads" in sub._option_string_actions, name
+    with pytest.raises(SystemExit):
+        main(["train", "--threads", "0"])

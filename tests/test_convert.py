@@ -16,6 +16,12 @@ from ttfs_ext.convert import ConversionError
 F64 = torch.float64
 
 
+def convert64(*args, **kwargs):
+    """ttfs_ext.convert returning float64 (default: the model's dtype): the exactness checks here
+    compare float64 networks."""
+    return ttfs_ext.convert(*args, dtype=torch.float64, **kwargs)
+
+
 def randomise_bn(m: nn.Module, g: torch.Generator) -> nn.Module:
     """Non-trivial statistics and affine parameters, with some negative scales."""
     n = m.num_features
@@ -133,7 +139,7 @@ def test_conversion_is_exact(name, trained, mapping):
     calib, y = data(shape, 96, seed=1, low=low, high=high)
     if trained:
         train_briefly(model, calib, y)
-    net = ttfs_ext.convert(model, calib, input_range=(low, high), mapping=mapping)
+    net = convert64(model, calib, input_range=(low, high), mapping=mapping)
     report = net.conversion
     assert report.calibration.agreement == 1.0 and report.calibration.max_logit_diff <= 1e-9
     test_x, _ = data(shape, 64, seed=2, low=low, high=high)
@@ -160,7 +166,7 @@ def relu_maxima(model: nn.Module, x: torch.Tensor) -> list[tuple[float, float]]:
 def test_windows_from_calibration(zeta):
     model = vgg_bn_after(torch.Generator().manual_seed(4))
     x, _ = data((1, 16, 16), 50, seed=5)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1), zeta=zeta)
+    net = convert64(model, x, input_range=(0, 1), zeta=zeta)
     stats = relu_maxima(model, x)
     assert len(stats) == len(net.spiking_layers()) == 5
     for (x_max, rate), layer, info in zip(stats, net.spiking_layers(), net.conversion.layers):
@@ -177,7 +183,7 @@ def test_per_position_biases_are_needed():
     position its own bias; a per-channel bias would be wrong there."""
     model = vgg_bn_after(torch.Generator().manual_seed(6))
     x, _ = data((1, 16, 16), 40, seed=7)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1))
+    net = convert64(model, x, input_range=(0, 1))
     conv2 = net.spiking_layers()[1]
     assert conv2.bias.shape == (8, 16, 16)
     interior = conv2.bias[:, 1:-1, 1:-1]
@@ -194,7 +200,7 @@ def test_negative_bn_scale_flips_max_pool():
     bn = model[5]
     assert bool((bn.weight < 0).any())
     x, _ = data((1, 16, 16), 40, seed=9)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1))
+    net = convert64(model, x, input_range=(0, 1))
     pool = next(m for m in net if isinstance(m, tnn.TTFSMaxPool2d))
     assert torch.equal(pool.channel_sign, torch.where(bn.weight < 0, -1.0, 1.0).double())
     assert_exact(model, net, x)
@@ -210,7 +216,7 @@ def test_alpha1_neurons():
     with torch.no_grad():
         model[4].weight.mul_(3.0)  # weight sums above 1: the mapping must rescale
     x, _ = data((1, 16, 16), 40, seed=11)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1), mapping="alpha1", windows="event")
+    net = convert64(model, x, input_range=(0, 1), mapping="alpha1", windows="event")
     assert_exact(model, net, x)
     for layer in net.spiking_layers():
         weight_sum = layer.weight.detach().flatten(1).sum(dim=1)
@@ -232,13 +238,13 @@ def test_event_windows_make_the_event_simulation_exact(name, mapping):
     model = build(torch.Generator().manual_seed(12))
     x, y = data(shape, 48, seed=13)
     train_briefly(model, x, y)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1), mapping=mapping, windows="event")
+    net = convert64(model, x, input_range=(0, 1), mapping=mapping, windows="event")
     result = ttfs_ext.agreement(model, net, x, event=True)
     assert result.max_logit_diff <= 1e-9
     assert result.event_agreement == 1.0 and result.event_max_logit_diff <= 1e-9
     assert set(result.early_spikes) == {0} and set(result.event_deviating) == {0}
     assert "event-driven" in str(result)
-    plain = ttfs_ext.convert(model, x, input_range=(0, 1), mapping=mapping)
+    plain = convert64(model, x, input_range=(0, 1), mapping=mapping)
     assert all(a <= b * (1 + 1e-12) for a, b in zip(plain.widths, net.widths))
 
 
@@ -250,7 +256,7 @@ def test_activation_windows_can_leave_early_spikes():
     model = mlp(torch.Generator().manual_seed(12))
     x, y = data((1, 8, 8), 48, seed=13)
     train_briefly(model, x, y)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1))
+    net = convert64(model, x, input_range=(0, 1))
     result = ttfs_ext.agreement(model, net, x, event=True)
     assert result.max_logit_diff <= 1e-9 and result.agreement == 1.0
     assert result.early_spikes[1] > 0 and result.event_deviating[1] > 0
@@ -261,7 +267,7 @@ def test_narrow_windows_give_early_spikes():
     activations. The B1 closed form still computes the ReLU network, the true dynamics do not."""
     model = mlp(torch.Generator().manual_seed(14))
     x, _ = data((1, 8, 8), 64, seed=15)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1), zeta=-0.5)
+    net = convert64(model, x, input_range=(0, 1), zeta=-0.5)
     result = ttfs_ext.agreement(model, net, x, event=True)
     assert result.max_logit_diff <= 1e-9
     assert sum(result.early_spikes) > 0 and sum(result.event_deviating) > 0
@@ -273,7 +279,7 @@ def test_calibration_data_forms():
     model = mlp(torch.Generator().manual_seed(16))
     x, y = data((1, 8, 8), 40, seed=17)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
-    nets = [ttfs_ext.convert(model, d, input_range=(0, 1)) for d in (x, list(x.split(7)), loader)]
+    nets = [convert64(model, d, input_range=(0, 1)) for d in (x, list(x.split(7)), loader)]
     assert nets[0].widths == nets[1].widths == nets[2].widths
     assert nets[2].conversion.calibration.samples == 40
 
@@ -281,7 +287,7 @@ def test_calibration_data_forms():
 def test_model_is_left_alone():
     model = mlp(torch.Generator().manual_seed(18)).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ttfs_ext.convert(model, data((1, 8, 8), 20, seed=19)[0], input_range=(0, 1))
+    convert64(model, data((1, 8, 8), 20, seed=19)[0], input_range=(0, 1))
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert next(model.parameters()).dtype == torch.float32
 
@@ -289,13 +295,13 @@ def test_model_is_left_alone():
 def test_input_range():
     model = mlp(torch.Generator().manual_seed(20))
     x, _ = data((1, 8, 8), 20, seed=21, low=-0.5, high=0.5)
-    net = ttfs_ext.convert(model, x)  # default: the data's range
+    net = convert64(model, x)  # default: the data's range
     assert net[0].low == float(x.min()) and net[0].high == float(x.max())
     assert_exact(model, net, x)
     with pytest.raises(ValueError, match="outside input_range"):
-        ttfs_ext.convert(model, x, input_range=(0.0, 1.0))
+        convert64(model, x, input_range=(0.0, 1.0))
     with pytest.raises(ValueError, match="low < high"):
-        ttfs_ext.convert(model, x, input_range=(1.0, 1.0))
+        convert64(model, x, input_range=(1.0, 1.0))
 
 
 class Residual(nn.Module):
@@ -343,29 +349,29 @@ def test_unsupported_models_are_refused(model, shape, match):
             if isinstance(m, nn.BatchNorm1d):
                 m.eval()
     with pytest.raises(ConversionError, match=match):
-        ttfs_ext.convert(model, x, input_range=(0, 1))
+        convert64(model, x, input_range=(0, 1))
 
 
 def test_bad_arguments():
     model = mlp(torch.Generator().manual_seed(22))
     x = data((1, 8, 8), 8, seed=23)[0]
     with pytest.raises(ValueError, match="mapping must be"):
-        ttfs_ext.convert(model, x, input_range=(0, 1), mapping="alpha2")
+        convert64(model, x, input_range=(0, 1), mapping="alpha2")
     with pytest.raises(ValueError, match="windows must be"):
-        ttfs_ext.convert(model, x, input_range=(0, 1), windows="data")
+        convert64(model, x, input_range=(0, 1), windows="data")
     with pytest.raises(ValueError, match="zeta must be a number > -1"):
-        ttfs_ext.convert(model, x, input_range=(0, 1), zeta=-1.0)
+        convert64(model, x, input_range=(0, 1), zeta=-1.0)
     with pytest.raises(ValueError, match="fails on the calibration data"):
-        ttfs_ext.convert(model, torch.rand(4, 1, 5, 5), input_range=(0, 1))
+        convert64(model, torch.rand(4, 1, 5, 5), input_range=(0, 1))
     with pytest.raises(ValueError, match="NaN or inf"):
-        ttfs_ext.convert(model, torch.full((4, 1, 8, 8), float("nan")), input_range=(0, 1))
+        convert64(model, torch.full((4, 1, 8, 8), float("nan")), input_range=(0, 1))
     for bad in (float("nan"), float("inf"), -float("inf")):
         one_bad = torch.rand(4, 1, 8, 8)
         one_bad[2, 0, 3, 5] = bad
         with pytest.raises(ValueError, match="NaN or inf"):
-            ttfs_ext.convert(model, one_bad, input_range=(0, 1))
+            convert64(model, one_bad, input_range=(0, 1))
     with pytest.raises(ValueError, match="empty"):
-        ttfs_ext.convert(model, torch.rand(0, 1, 8, 8), input_range=(0, 1))
+        convert64(model, torch.rand(0, 1, 8, 8), input_range=(0, 1))
 
 
 def test_network_ending_with_relu_and_batch_norm():
@@ -374,7 +380,7 @@ def test_network_ending_with_relu_and_batch_norm():
     torch.manual_seed(24)  # the Linear layers' initialisation
     model = nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 5), nn.ReLU(), randomise_bn(nn.BatchNorm1d(5), g))
     x = torch.rand(30, 6, generator=g)
-    net = ttfs_ext.convert(model, x, input_range=(0, 1))
+    net = convert64(model, x, input_range=(0, 1))
     assert_exact(model, net, x)
     assert len(net.spiking_layers()) == 2
 
@@ -383,8 +389,8 @@ def test_converted_network_round_trips_state_dict():
     model = vgg_bn_after(torch.Generator().manual_seed(25))
     x = data((1, 16, 16), 20, seed=26)[0]
     for mapping in ("b1", "alpha1"):
-        net = ttfs_ext.convert(model, x, input_range=(0, 1), mapping=mapping)
-        copy = ttfs_ext.convert(model, x[:5], input_range=(0, 1), mapping=mapping)
+        net = convert64(model, x, input_range=(0, 1), mapping=mapping)
+        copy = convert64(model, x[:5], input_range=(0, 1), mapping=mapping)
         copy.load_state_dict(net.state_dict())
         assert copy.widths == net.widths
         torch.testing.assert_close(copy(x.double()), net(x.double()), rtol=0, atol=0)
@@ -419,8 +425,25 @@ def test_calibration_passes_do_not_grow_with_depth(mapping, windows, monkeypatch
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), *hidden, nn.Linear(16, 10))
         loader = CountingData(x, 10)
         calls[0] = 0
-        net = ttfs_ext.convert(model, loader, input_range=(0, 1), mapping=mapping, windows=windows)
+        net = convert64(model, loader, input_range=(0, 1), mapping=mapping, windows=windows)
         assert loader.reads == 1
         assert len(net.spiking_layers()) == depth
         per_batch = 2 * depth + (depth - 1 if windows == "event" else 0)
         assert calls[0] == per_batch * len(loader.batches)
+
+
+def test_the_network_comes_back_in_the_models_dtype():
+    """A float32 model gives a float32 network that runs float32 images (the conversion and its
+    report stay float64); dtype=torch.float64 keeps the conversion's precision."""
+    model = mlp(torch.Generator().manual_seed(40)).eval()
+    x, _ = data((1, 8, 8), 40, 41)
+    net = ttfs_ext.convert(model, x, input_range=(0.0, 1.0))
+    assert all(p.dtype == torch.float32 for p in net.parameters()) and net.conversion.dtype == "float32"
+    out = net(x)
+    assert out.dtype == torch.float32
+    exact = ttfs_ext.convert(model, x, input_range=(0.0, 1.0), dtype=torch.float64)
+    assert exact.conversion.dtype == "float64"
+    ref = exact(x.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)  # float32 rounding of the same network
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        ttfs_ext.convert(model, x, input_range=(0.0, 1.0), dtype=torch.float16)

@@ -163,7 +163,8 @@ def _alpha1_net(seed: int):
     relu = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, stride=2),
                          nn.ReLU(), nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     x = torch.rand(12, 1, 8, 8, generator=generator(seed), dtype=torch.float64)
-    return relu, ttfs_ext.convert(relu, x, input_range=(0, 1), mapping="alpha1", windows="event"), x
+    return relu, ttfs_ext.convert(relu, x, input_range=(0, 1), mapping="alpha1", windows="event",
+                                  dtype=torch.float64), x
 
 
 def test_alpha_layers_event_mode_equals_closed_form_with_gradients():

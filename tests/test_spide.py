@@ -385,9 +385,10 @@ def test_peak_memory_does_not_grow_with_T_b():
 
 
 def test_cli_spide_json(tmp_path):
-    ckpt = tmp_path / "run.pt"
+    out = tmp_path / "run"
+    ckpt = out / "checkpoint.pt"
     cmd = [sys.executable, "-m", "ttfs_ext.cli", "spide", "--dataset", "digits", "--epochs", "1", "--T", "4",
-           "--T-b", "10", "--hidden", "16", "--max-steps", "3", "--checkpoint", str(ckpt), "--json"]
+           "--T-b", "10", "--hidden", "16", "--max-steps", "3", "--out", str(out), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
@@ -563,35 +564,45 @@ def test_feedback_snn_rejects_nonfinite_input_and_takes_an_empty_batch():
 
 
 def test_cli_spide_keeps_runs_like_ttfs_train(tmp_path, capsys):
-    """ttfs spide's --checkpoint follows ttfs train's run rules: no silent overwrite, --resume of
-    nothing is an error, another model is one clear line, nothing to do says so, a mistyped
-    folder is not created, and --device is checked as ttfs train checks it."""
+    """ttfs spide's --out is a run folder under ttfs train's rules (the same code): no silent
+    overwrite, --resume of nothing is an error, another model is one clear line, nothing to do
+    says so, and --device is checked as ttfs train checks it. The old --checkpoint FILE and
+    --data-root still work, with a deprecation warning, under the same rules."""
     from ttfs_ext.cli.main import main
 
     base = ["spide", "--dataset", "digits", "--T", "4", "--T-b", "6", "--hidden", "8", "--max-steps", "2"]
-    ck = tmp_path / "run.pt"
+    out = tmp_path / "run"
 
     def fails(argv, needle):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith("ttfs spide: error: ") and "Traceback" not in err and needle in err, err
+        assert "ttfs spide: error: " in err and "Traceback" not in err and needle in err, err
 
-    assert main([*base, "--epochs", "1", "--checkpoint", str(ck)]) == 0
-    first = ck.read_bytes()
-    fails([*base, "--epochs", "1", "--checkpoint", str(ck)], "exists: --resume continues it, --overwrite replaces it")
-    assert ck.read_bytes() == first  # untouched
-    fails([*base, "--epochs", "2", "--checkpoint", str(tmp_path / "none.pt"), "--resume"], "nothing to continue")
-    fails([*base, "--epochs", "2", "--checkpoint", str(ck), "--resume", "--model", "convnet_f"],
+    assert main([*base, "--epochs", "1", "--out", str(out)]) == 0
+    assert "wrote " in capsys.readouterr().out and (out / "metrics.json").is_file()
+    first = (out / "checkpoint.pt").read_bytes()
+    fails([*base, "--epochs", "1", "--out", str(out)], "already holds a run (checkpoint.pt, metrics.json)")
+    assert (out / "checkpoint.pt").read_bytes() == first  # untouched
+    fails([*base, "--epochs", "2", "--out", str(tmp_path / "none"), "--resume"], "holds no checkpoint.pt to continue")
+    fails([*base, "--epochs", "2", "--out", str(out), "--resume", "--model", "convnet_f"],
           "differs in --model convnet_f (the checkpoint has f400)")
-    capsys.readouterr()
-    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--resume"]) == 0
+    assert main([*base, "--epochs", "1", "--out", str(out), "--resume"]) == 0
     assert "nothing to do" in capsys.readouterr().out
-    fails([*base, "--epochs", "1", "--checkpoint", str(tmp_path / "missing" / "run.pt")], "does not exist")
-    assert not (tmp_path / "missing").exists()
     if not torch.cuda.is_available():
         fails([*base, "--epochs", "1", "--device", "cuda"], "--device cuda: CUDA is not available here")
     fails([*base, "--epochs", "1", "--device", "meta"], "--device meta: only cpu and cuda are supported")
-    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--overwrite"]) == 0
+    assert main([*base, "--epochs", "1", "--out", str(out), "--overwrite"]) == 0
+    assert not (out / ".ttfs-train.lock").exists()
+    # the deprecated spellings
+    ck = tmp_path / "old.pt"
+    capsys.readouterr()
+    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--data-root", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "--checkpoint FILE is deprecated" in err and "--data-root is deprecated" in err and ck.is_file()
+    fails([*base, "--epochs", "1", "--checkpoint", str(ck)], "exists: --resume continues it, --overwrite replaces it")
+    fails([*base, "--epochs", "1", "--checkpoint", str(tmp_path / "missing" / "run.pt")], "does not exist")
+    assert not (tmp_path / "missing").exists()
+    fails([*base, "--epochs", "1", "--checkpoint", str(ck), "--out", str(out)], "give --out only")
 
 
 def test_feedback_snn_refuses_bool_step_counts():

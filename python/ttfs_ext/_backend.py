@@ -137,7 +137,9 @@ def tag_compile_caches() -> None:
     config = getattr(torch.compiler, "config", None)
     if config is None or not hasattr(config, "cache_key_tag"):
         return
-    tag = f"ttfs_ext={build_id()}"
+    # Also ATen's CPU capability: torch (2.13) reuses a graph compiled without ATEN_CPU_CAPABILITY
+    # in a process that sets it to avx2 and computes garbage, a plain nn.Conv2d network included.
+    tag = f"ttfs_ext={build_id()},aten_cpu={os.environ.get('ATEN_CPU_CAPABILITY', '')}"
     if tag not in config.cache_key_tag:
         config.cache_key_tag = f"{config.cache_key_tag};{tag}" if config.cache_key_tag else tag
 

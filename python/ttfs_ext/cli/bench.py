@@ -29,7 +29,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "layer, network, event, simulate, timestepped)")
     parser.add_argument("--precisions", default=None,
                         help="comma-separated subset of float32,tf32,bfloat16 (CUDA; CPU runs float32 only)")
-    parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads (default: torch's)")
+    if "--threads" not in parser._option_string_actions:  # `ttfs bench` has every command's --threads
+        parser.add_argument("--threads", type=POSITIVE_INT, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--min-run-time", type=POSITIVE_FLOAT, default=None,
                         help="seconds of timing per implementation and mode")
     parser.add_argument("--rounds", type=POSITIVE_INT, default=None,

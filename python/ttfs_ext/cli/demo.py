@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say(f"converting (mapping={args.mapping}, windows={args.windows}, zeta={args.zeta}) "
         f"with the training images as calibration data")
     net = ttfs_ext.convert(model, x_train, input_range=(0.0, 1.0), zeta=args.zeta, mapping=args.mapping,
-                           windows=args.windows)
+                           windows=args.windows, dtype=torch.float64)  # the exactness check runs in float64
     say(str(net.conversion))
     with torch.no_grad():
         relu_logits = model.double()(x_test.double())

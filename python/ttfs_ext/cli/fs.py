@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-train", type=POSITIVE_INT, default=None, help="use only this many training images")
     p.add_argument("--n-test", type=POSITIVE_INT, default=None, help="use only this many test images")
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also with --json)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -56,9 +57,12 @@ def run(args: argparse.Namespace) -> int:
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
-    for _ in range(epochs):
+    from ..train.loop import _progress
+    for epoch in range(epochs):
         model.train()
-        for idx in torch.randperm(ds.n_train, generator=gen).split(64):
+        batches = torch.randperm(ds.n_train, generator=gen).split(64)
+        for idx in _progress(batches, len(batches), f"training the ANN, epoch {epoch + 1}/{epochs}",
+                             not (args.json or args.no_progress)):
             opt.zero_grad()
             F.cross_entropy(model(ds.x_train[idx]), ds.y_train[idx]).backward()
             opt.step()

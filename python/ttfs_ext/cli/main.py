@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 import tarfile
@@ -13,11 +14,16 @@ from typing import Optional, Sequence
 
 import ttfs_ext
 
-from .args import CommandError
+from .args import POSITIVE_INT, CommandError
 
 
 def _info(args: argparse.Namespace) -> int:
+    import torch
     info = ttfs_ext.status()
+    # CPU threads: torch's (or --threads), and whether other jobs already fill this machine's cores
+    load, cores = os.getloadavg()[0] if hasattr(os, "getloadavg") else None, os.cpu_count()
+    info.update(threads=torch.get_num_threads(), cpu_count=cores, load_1min=load,
+                oversubscribed=None if load is None else load > (cores or 1))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -39,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error")
+    common.add_argument("--threads", type=POSITIVE_INT, default=None,
+                        help="CPU threads of torch and the kernels (default: torch's, one per core); on a busy "
+                             "or shared machine fewer are faster (ttfs info shows the load)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -84,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         return args.func(args)
     except _USER_ERRORS as err:

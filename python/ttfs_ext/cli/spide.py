@@ -3,13 +3,14 @@ papers' settings per dataset as defaults (ttfs_ext.spide.train.DEFAULTS)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, device_arg
+from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, count, device_arg
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
@@ -45,10 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-steps", type=POSITIVE_INT, help="at most this many iterations per epoch")
-    p.add_argument("--checkpoint", help="checkpoint file, written after every epoch")
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --checkpoint")
-    p.add_argument("--data-root", help="folder of the dataset's files")
+    p.add_argument("--out", help="run folder, as ttfs train's: checkpoint.pt after every epoch, metrics.json at the "
+                   "end; never replaced without --overwrite")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--data-dir", help="folder of the dataset's files, the only one searched")
+    # Deprecated spellings (one release): a checkpoint file instead of a run folder; --data-dir's old name.
+    p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--data-root", help=argparse.SUPPRESS)
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
@@ -60,20 +65,34 @@ def run(args: argparse.Namespace) -> int:
     from ..spide import build
     from ..spide.train import DEFAULTS, fit
 
-    if args.resume and not args.checkpoint:
-        raise CommandError("--resume needs --checkpoint")
+    from . import jobs
+
+    _deprecated(args)
+    if args.out and args.checkpoint:
+        raise CommandError("--checkpoint is the old spelling of a run's checkpoint: give --out only")
+    if args.resume and not (args.out or args.checkpoint):
+        raise CommandError("--resume needs --out (the run folder to continue)")
     if args.resume and args.overwrite:
-        raise CommandError("--resume continues a checkpoint; it cannot be combined with --overwrite")
+        raise CommandError("--resume continues a run; it cannot be combined with --overwrite")
     device = device_arg(args.device)  # the check of every ttfs command
     d = DEFAULTS[args.dataset]
     model = args.model or d["model"]
     epochs = args.epochs or d["epochs"]
-    if args.checkpoint:  # before any data is read: a mistake costs nothing
-        done = _checkpoint_rules(Path(args.checkpoint), args, model, epochs)
-        if done is not None:
-            print(f"ttfs spide: nothing to do: {args.checkpoint} has {done} epochs and --epochs is {epochs}")
-            return 0
-    ds = data.load_dataset(args.dataset, root=args.data_root, download=args.download) if args.dataset != "digits" \
+    # Before any data is read (a mistake costs nothing): ttfs train's run-folder rules, or for the
+    # deprecated --checkpoint file the same rules on one file.
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        jobs._claim_run_folder(out, argparse.Namespace(resume=args.resume, init=None, overwrite=args.overwrite))
+        checkpoint = out / "checkpoint.pt"
+    else:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else None
+        if checkpoint is not None:
+            _file_rules(checkpoint, args)
+    done = _continuation(checkpoint, model, args, epochs) if args.resume else None
+    if done is not None:
+        print(f"ttfs spide: nothing to do: {checkpoint} has {count(done, 'epoch')} and --epochs is {epochs}")
+        return 0
+    ds = data.load_dataset(args.dataset, root=args.data_dir, download=args.download) if args.dataset != "digits" \
         else data.load_digits(seed=args.seed)
     c, size = ds.x_train.shape[1], ds.x_train.shape[2]
     kw = dict(in_channels=c, size=size, classes=ds.classes, backward=args.backward,
@@ -103,35 +122,56 @@ def run(args: argparse.Namespace) -> int:
                   f"{row['seconds']:.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
-                  warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
-                  seed=args.seed, checkpoint=args.checkpoint, resume=args.resume, device=device,
-                  max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings)
+    with jobs._run_lock(out) if out is not None else contextlib.nullcontext():
+        history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
+                      warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
+                      seed=args.seed, checkpoint=checkpoint, resume=args.resume, device=device,
+                      max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings)
     last = history[-1] if history else {}
     result = dict(test_accuracy=last.get("test_accuracy"), backward=args.backward,
                   forward_rate=last.get("forward_rate"), backward_rate=last.get("backward_rate"),
                   train_accuracy=last.get("train_accuracy"), settings=settings, history=history,
                   seconds=time.perf_counter() - t0, command="ttfs " + " ".join(sys.argv[1:]))
+    if out is not None:
+        jobs._write_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
+    else:
+        written = f"{out / 'checkpoint.pt'} and {out / 'metrics.json'}" if out is not None else \
+            (str(checkpoint) if checkpoint is not None else "nothing (no --out)")
+        print(f"ttfs spide: {count(len(history), 'epoch')}, test accuracy {result['test_accuracy']:.4f}; "
+              f"wrote {written}")
     return 0
 
 
-def _checkpoint_rules(path: Path, args: argparse.Namespace, model: str, epochs: int) -> Optional[int]:
-    """The run rules of ttfs train for a --checkpoint file: its folder must exist (nothing is
-    created for a mistyped path), an existing checkpoint is never replaced without --overwrite,
-    --resume needs one of this command's checkpoints of the same model, dataset and backward.
-    Returns the epochs already done when --epochs asks for no more (nothing to do), else None."""
-    from ..train.checkpoints import CheckpointError, load_checkpoint
+def _deprecated(args: argparse.Namespace) -> None:
+    """The old spellings, kept one release: a warning each, then the new meaning."""
+    if args.data_root is not None:
+        print("ttfs spide: warning: --data-root is deprecated, use --data-dir", file=sys.stderr)
+        if args.data_dir is None:
+            args.data_dir = args.data_root
+    if args.checkpoint is not None:
+        print("ttfs spide: warning: --checkpoint FILE is deprecated, use --out FOLDER (its checkpoint.pt)",
+              file=sys.stderr)
 
+
+def _file_rules(path: Path, args: argparse.Namespace) -> None:
+    """ttfs train's run-folder rules for the deprecated --checkpoint file: its folder must exist
+    (nothing is created for a mistyped path), an existing file is never replaced without
+    --overwrite, --resume needs the file."""
     if not path.parent.is_dir():
         raise CommandError(f"--checkpoint {path}: the folder {path.parent} does not exist")
-    if not args.resume:
-        if path.exists() and not args.overwrite:
-            raise CommandError(f"--checkpoint {path} exists: --resume continues it, --overwrite replaces it")
-        return None
-    if not path.is_file():
+    if not args.resume and path.exists() and not args.overwrite:
+        raise CommandError(f"--checkpoint {path} exists: --resume continues it, --overwrite replaces it")
+    if args.resume and not path.is_file():
         raise CommandError(f"--resume: {path} does not exist, so there is nothing to continue (drop --resume to start)")
+
+
+def _continuation(path: Path, model: str, args: argparse.Namespace, epochs: int) -> Optional[int]:
+    """--resume: the checkpoint must be one of this command's, of the same model, dataset and
+    backward. Returns the epochs already done when --epochs asks for no more (nothing to do)."""
+    from ..train.checkpoints import CheckpointError, load_checkpoint
+
     try:
         state = load_checkpoint(path)
     except CheckpointError as err:

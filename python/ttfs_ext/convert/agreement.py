@@ -24,7 +24,9 @@ def agreement(model: nn.Module, net: nn.Module, data: Data, event: bool = False)
     batches), both in float64: the fraction of samples with the same predicted class and the
     largest logit difference. event=True also runs the exact event-driven simulation
     (ttfs_ext.simulate) and reports its agreement, early spikes and neurons that differ from
-    the closed form."""
+    the closed form. A float32 network is compared through a float64 copy (on its device)."""
+    if any(p.dtype != F64 for p in net.parameters()):
+        net = copy.deepcopy(net).to(dtype=F64)
     return compare(float64_copy(model), net, float64_batches(data), event)[0]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import torch
 from torch import nn
 
 from .. import nn as tnn
@@ -18,8 +19,10 @@ __all__ = ["convert"]
 
 
 def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tuple[float, float]] = None,
-            zeta: float = 0.5, mapping: str = "b1", windows: str = "activation") -> tnn.TTFSSequential:
-    """Convert a trained ReLU network into an exact TTFS network (float64, CPU).
+            zeta: float = 0.5, mapping: str = "b1", windows: str = "activation",
+            dtype: Optional[torch.dtype] = None) -> tnn.TTFSSequential:
+    """Convert a trained ReLU network into an exact TTFS network, returned in the model's dtype
+    and on its device (the conversion and its check run in float64 on the CPU).
 
     calibration_data: a tensor of model inputs, or an iterable of tensors or (input, ...)
     batches (a DataLoader), read once; the windows are sized on it and the agreement is
@@ -36,6 +39,8 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
     there too, at the cost of latency). The closed form is exact with either; with
     "activation", a neuron whose inputs drive its potential over the threshold while they
     still arrive fires early in the true dynamics (ttfs_ext.simulate counts such spikes).
+    dtype: of the returned network (default: the model's floating-point dtype, float32 for a
+    float32 model; torch.float64 keeps the conversion's own precision, for exactness checks).
 
     Returns a TTFSSequential whose attribute `conversion` (a ConversionReport) lists the
     windows, the spikes per neuron and the agreement on the calibration data. Raises
@@ -47,6 +52,12 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
         raise ValueError(f"ttfs_ext.convert: zeta must be a number > -1, got {zeta!r}")
     if windows not in ("activation", "event"):
         raise ValueError(f"ttfs_ext.convert: windows must be 'activation' or 'event', got {windows!r}")
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"ttfs_ext.convert: dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    source = next((p for p in model.parameters() if p.is_floating_point()), None)
+    out_dtype = dtype or (source.dtype if source is not None and source.dtype in (torch.float32, torch.float64)
+                          else torch.float32)
+    out_device = source.device if source is not None else torch.device("cpu")
     model = float64_copy(model)
     held, data_range = read(calibration_data)  # the only pass over calibration_data
     low, high = calibration.input_range(data_range, input_range)
@@ -75,5 +86,7 @@ def convert(model: nn.Module, calibration_data: Data, input_range: Optional[tupl
     layers = [(i, m) for i, m in enumerate(net) if isinstance(m, tnn.SpikingLayer)]
     for (i, m), step, a, rate in zip(layers, spiking_steps, max_act, spikes):
         report.layers.append(SpikingLayerInfo(i, " + ".join(step.source), m.t_min, m.t_max, a, rate))
+    report.dtype, report.device = str(out_dtype).replace("torch.", ""), str(out_device)
+    net = net.to(device=out_device, dtype=out_dtype)
     net.conversion = report
     return net

@@ -47,9 +47,12 @@ class ConversionReport:
     layers: list[SpikingLayerInfo] = field(default_factory=list)
     latency: float = float("nan")
     calibration: Optional[Agreement] = None
+    dtype: str = "float64"  # of the returned network (the conversion itself runs in float64)
+    device: str = "cpu"
 
     def __str__(self) -> str:
-        rows = [f"TTFS conversion (mapping={self.mapping}, zeta={self.zeta}, input range {self.input_range})",
+        rows = [f"TTFS conversion (mapping={self.mapping}, zeta={self.zeta}, input range {self.input_range}; "
+                f"built in float64, returned in {self.dtype} on {self.device})",
                 f"{'layer':>5}  {'from':<34}{'window':>24}{'max act.':>11}{'spikes/neuron':>15}"]
         for r in self.layers:
             window = f"[{r.t_min:.4g}, {r.t_max:.4g}]"

@@ -265,7 +265,8 @@ def ttfs_vgg16(relu_model: nn.Module, calibration_data: Any, input_range: Option
     if len(sizes) != 1 or held[0].dim() != 4:
         raise ValueError(f"ttfs_vgg16: calibration_data must be (N, C, H, W) images of one size, got sizes {sizes}")
     chain = _relu_chain(relu_model, sizes.pop())
-    return convert(chain, held, input_range=input_range, zeta=zeta, mapping=mapping, windows=windows)
+    return convert(chain, held, input_range=input_range, zeta=zeta, mapping=mapping, windows=windows,
+                   dtype=torch.float64)
 
 
 def ttfs_vgg_scratch(config: Sequence[Union[int, str]] = VGG16_CONFIG, num_classes: int = 365,

@@ -135,13 +135,15 @@ def tag_compile_caches() -> None:
     may differ) would be loaded and run; seen here as heap corruption after a rebuild. The tag
     is added to the user's own (torch.compiler.config.cache_key_tag), once."""
     config = getattr(torch.compiler, "config", None)
-    if config is None or not hasattr(config, "cache_key_tag"):
+    try:
+        current = config.cache_key_tag
+    except AttributeError:  # a torch without the tag (or with it hidden): nothing to add to
         return
     # Also ATen's CPU capability: torch (2.13) reuses a graph compiled without ATEN_CPU_CAPABILITY
     # in a process that sets it to avx2 and computes garbage, a plain nn.Conv2d network included.
     tag = f"ttfs_ext={build_id()},aten_cpu={os.environ.get('ATEN_CPU_CAPABILITY', '')}"
-    if tag not in config.cache_key_tag:
-        config.cache_key_tag = f"{config.cache_key_tag};{tag}" if config.cache_key_tag else tag
+    if tag not in current:
+        config.cache_key_tag = f"{current};{tag}" if current else tag
 
 
 tag_compile_caches()

@@ -336,10 +336,10 @@ def test_time_paired_raises_without_on_error_and_keeps_cycles_aligned():
 
 def test_ttfs_bench_runs_given_shapes(tmp_path, capsys):
     """`ttfs bench` needs no benchmarks/ folder: the package's cases, a JSON of the same records."""
-    out = tmp_path / "bench.json"
+    out = tmp_path / "bench"
     assert ttfs(["bench", "--device", "cpu", "--linear", "8,16,8", "--no-compile", "--threads", "1",
                  "--min-run-time", "0.005", "--rounds", "2", "--out", str(out)]) == 0
-    report = json.loads(out.read_text())
+    report = json.loads((out / "bench_cpu.json").read_text())
     assert report["suite"] == "ttfs bench" and report["json_version"] == bench.JSON_VERSION
     assert "targets" not in report and "git_commit" not in report["environment"]
     assert report["environment"]["cpu_allocator"] == "default"

@@ -121,3 +121,43 @@ def test_threads_is_every_commands_option(capsys):
         assert "--threads" in sub._option_string_actions, name
     with pytest.raises(SystemExit):
         main(["train", "--threads", "0"])
+
+
+@pytest.mark.parametrize("argv, usage, message", [
+    (["bench", "--preset", "quick"], "usage: ttfs bench [options]\n",
+     "unrecognized arguments: --preset quick (--preset: did you mean --precisions?)"),
+    (["train", "--epochs", "0"], "usage: ttfs train [options]\n", "--epochs: must be >= 1, got 0"),
+    (["evaluate"], "usage: ttfs evaluate [options] checkpoint\n", "required: checkpoint"),
+    (["trian"], "usage: ttfs [--debug] COMMAND [options]", "invalid choice: 'trian'"),
+])
+def test_errors_show_the_commands_own_short_usage(argv, usage, message, capsys):
+    """A mistake gets three lines: the command's own one-line usage (not the top level's, not
+    thirty lines of options), the error, and where the options are listed."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(usage) and message in err
+    assert len(err.splitlines()) == 3 and "--help' lists the options" in err
+
+
+def test_report_writers_take_an_out_folder(capsys, tmp_path):
+    """validate and bench write their report into an --out folder, as train's run folder: never
+    over an earlier report without --overwrite, new parent folders named; the old --out FILE.json
+    still works for one release, with a warning, and needs its folder to exist."""
+    from ttfs_ext.cli.args import CommandError, report_file
+    out = tmp_path / "typo" / "reports"
+    path = report_file(out, "validate.json", False, "validate")
+    assert path == out / "validate.json" and out.is_dir()
+    assert "created the new folders" in capsys.readouterr().err
+    path.write_text("{}")
+    with pytest.raises(CommandError, match="exists: replace it with --overwrite"):
+        report_file(out, "validate.json", False, "validate")
+    assert report_file(out, "validate.json", True, "validate") == path
+    assert report_file(tmp_path / "old.json", "validate.json", False, "validate") == tmp_path / "old.json"
+    assert "--out FILE.json is deprecated" in capsys.readouterr().err
+    with pytest.raises(CommandError, match="does not exist"):
+        report_file(tmp_path / "nowhere" / "old.json", "validate.json", False, "validate")
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(CommandError, match="is a file; give a folder"):
+        report_file(tmp_path / "a-file", "bench_cpu.json", False, "bench")

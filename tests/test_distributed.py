@@ -222,10 +222,10 @@ def test_a_killed_rank_0_with_dataloader_workers_restarts_on_its_run_lock(data_d
 def test_validate_is_the_same_on_one_and_two_processes(data_dir, two_process_run, tmp_path):
     reports = []
     for nproc in (0, 2):
-        target = tmp_path / f"report{nproc}.json"
+        target = tmp_path / f"report{nproc}"
         _run(["validate", "--checkpoint", str(two_process_run / "checkpoint.pt"), "--data-dir", str(data_dir),
               "--workers", "0", "--eval-batch-size", "3", "--out", str(target), "--no-progress"], nproc=nproc)
-        reports.append(json.loads(target.read_text()))
+        reports.append(json.loads((target / "validate.json").read_text()))
     one, two = reports
     assert one["images"] == two["images"] == 16 and one["world_size"] == 1 and two["world_size"] == 2
     for key in ("top1", "top5", "relu_top1", "agreement", "loss", "spikes_per_neuron"):
@@ -258,11 +258,11 @@ def relu_checkpoint(tmp_path_factory) -> Path:
 def test_a_converted_network_is_exact_on_every_rank(data_dir, relu_checkpoint, tmp_path):
     """Rank 0 converts the ReLU checkpoint, the other rank takes its network: on the validation
     split the SNN decides as the ReLU network on every image; then both ranks fine-tune it."""
-    target = tmp_path / "converted.json"
+    target = tmp_path / "converted"
     _run(["validate", "--relu-checkpoint", str(relu_checkpoint), "--model", "vgg-small", "--image-size", "32",
           "--data-dir", str(data_dir), "--calibration-images", "8", "--workers", "0", "--out", str(target),
           "--no-progress"], nproc=2)
-    report = json.loads(target.read_text())
+    report = json.loads((target / "validate.json").read_text())
     assert report["images"] == 16 and report["agreement"] == 1.0
     assert report["top1"] == report["relu_top1"] and report["top5"] == report["relu_top5"]
     assert report["spikes_per_neuron"] < 1

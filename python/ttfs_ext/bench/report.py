@@ -176,7 +176,9 @@ def run_report(cases: Sequence[Case], ctx: Context, preset: str = "default", des
 def write_json(report: dict[str, Any], path: "str | Path") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")  # never a half-written file
+    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
     return path
 
 

@@ -3,16 +3,77 @@ bad numbers with the option's name."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+from pathlib import Path
 from typing import Callable
 
-__all__ = ["CommandError", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "SEED",
+__all__ = ["CommandError", "Parser", "new_folder", "report_file", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "SEED",
            "device_arg", "count"]
 
 
 class CommandError(Exception):
     """A mistake on the command line or in the files it names: `ttfs` prints the message as one
     line, without a traceback (--debug shows it), and exits with status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with short errors: the command's own one-line usage, the message, a pointer to
+    --help, and for a mistyped option the options it may have meant (not the whole option list)."""
+
+    def short_usage(self) -> str:
+        sub = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None:
+            return f"{self.prog} [--debug] COMMAND [options]   (commands: {', '.join(sub.choices)})"
+        positionals = [a.metavar or a.dest for a in self._actions if not a.option_strings]
+        return " ".join([self.prog, "[options]", *positionals])
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """The error for arguments this (sub)command does not take, with close matches."""
+        options = [s for a in self._actions for s in a.option_strings]
+        hints = {o: difflib.get_close_matches(o.split("=")[0], options, n=2, cutoff=0.6) for o in extras
+                 if o.startswith("-")}
+        hint = "; ".join(f"{o}: did you mean {' or '.join(m)}?" for o, m in hints.items() if m)
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({hint})" if hint else ""))
+
+    def error(self, message: str):
+        self.exit(2, f"usage: {self.short_usage()}\n{self.prog}: error: {message}\n"
+                     f"('{self.prog} --help' lists the options)\n")
+
+
+def new_folder(path: Path, option: str, say: Callable[[str], None]) -> Path:
+    """Create an output folder; where folders above it are new too (a mistyped path?), say so
+    through `say`, naming the option."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    if len(missing) > 1:
+        say(f"note: {option} {path}: created the new folders {', '.join(str(p) for p in reversed(missing))}")
+    return path
+
+
+def report_file(out: str | Path, name: str, overwrite: bool, command: str) -> Path:
+    """The file a command's report goes to: `name` in the folder --out (made by new_folder), or,
+    the old spelling kept one release, --out FILE.json itself (its folder must exist). An
+    existing report is replaced only with --overwrite."""
+    import sys
+
+    out = Path(out)
+    if out.suffix == ".json":
+        print(f"ttfs {command}: warning: --out FILE.json is deprecated, give the folder (it gets {name})",
+              file=sys.stderr)
+        if not out.parent.is_dir():
+            raise CommandError(f"--out {out}: the folder {out.parent} does not exist")
+        path = out
+    else:
+        if out.exists() and not out.is_dir():
+            raise CommandError(f"--out {out} is a file; give a folder (the report is written to FOLDER/{name})")
+        path = out / name
+    if path.exists() and not overwrite:
+        raise CommandError(f"{path} exists: replace it with --overwrite, or choose another --out")
+    if path.parent == out:
+        new_folder(path.parent, "--out", lambda m: print(f"ttfs {command}: {m}", file=sys.stderr))
+    return path
 
 
 def _number(kind: type, text: str) -> float:

@@ -13,7 +13,7 @@ import torch
 import ttfs_ext
 from ttfs_ext import bench
 
-from .args import POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded_list, device_arg
+from .args import POSITIVE_FLOAT, POSITIVE_INT, CommandError, bounded_list, device_arg, report_file
 
 __all__ = ["add_run_arguments", "context", "threads", "add_arguments", "run"]
 
@@ -82,8 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or --conv only the layers given run")
     parser.add_argument("--conv", type=_shape(4), action="append", default=[], metavar="B,CIN,COUT,SIZE",
                         help="time this 3x3 'same' convolution on SIZE x SIZE images (repeatable)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file of the records (default ttfs_bench_<device>.json)")
+    parser.add_argument("--out", default=None,
+                        help="folder of the records, bench_<device>.json (default runs/bench)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a bench_<device>.json in --out")
     add_run_arguments(parser)
 
 
@@ -102,6 +103,7 @@ def _shape(n: int):
 def run(args: argparse.Namespace) -> int:
     ctx = context(args, min_run_time=0.5, warmup=2, rounds=3)
     cases = _cases(args)
+    path = report_file(args.out or Path("runs") / "bench", f"bench_{ctx.device}.json", args.overwrite, "bench")
     with threads(ctx.threads):
         plural = "s" if len(cases) != 1 else ""
         print(f"ttfs bench: {len(cases)} case{plural} on {bench.device_name(ctx.device)} ({ctx.device}, "
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         report = bench.run_report(cases, ctx, description="ttfs bench: " + ("the shapes given" if (
             args.linear or args.conv) else "the default cases"))
     print(bench.format_table(report))
-    path = bench.write_json(report, args.out or Path(f"ttfs_bench_{ctx.device}.json"))
-    print(f"\nwrote {path}")
+    bench.write_json(report, path)
+    print(f"\nttfs bench: {len(cases)} case{plural}, {len(report['failures'])} failed; wrote {path}")
     return 1 if report["failures"] else 0
 

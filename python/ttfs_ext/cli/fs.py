@@ -108,4 +108,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  latency             {stats['latency_steps']} time steps (rate coding at the same resolution: "
           f"{stats['rate_coding_latency_steps']})")
     print(f"  throughput          one image every {stats['throughput_steps_per_image']} steps (pipelined)")
+    print(f"ttfs fs: FS accuracy {result['fs_accuracy']:.4f} (ANN {result['ann_accuracy']:.4f}), "
+          f"{result['spikes_per_neuron']:.3f} spikes per neuron; nothing written (--json prints every number)")
     return 0

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -44,7 +45,7 @@ from ttfs_ext import plots
 from ttfs_ext import train as T
 
 from .args import (NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, bounded_list,
-                   count, device_arg)
+                   count, device_arg, new_folder)
 
 MODELS = ("fc2", "vgg16", "vgg-small")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -197,7 +198,7 @@ def _run_lock(out: Path):
     whole run, where the OS has fcntl. A POSIX record lock (lockf), not flock: it belongs to the
     process that took it, so the DataLoader workers it forks never hold it, and it dies with
     that process (a restarted rank finds it free at once). The file is removed at the end."""
-    out.mkdir(parents=True, exist_ok=True)
+    new_folder(out, "--out", lambda m: print(f"ttfs: {m}", file=sys.stderr))
     path = out / ".ttfs-train.lock"
     with open(path, "a") as f:
         if fcntl is not None:
@@ -367,8 +368,8 @@ def evaluate_main(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     say = (lambda *a, **k: None) if args.json else print
 
-    def record(sweep: str, value: float, accuracy: float, **extra: Any) -> None:
-        rows.append({"sweep": sweep, "value": value, "accuracy": accuracy, **extra})
+    def record(sweep: str, value: float, accuracy: float, images: int = len(x), **extra: Any) -> None:
+        rows.append({"sweep": sweep, "value": value, "accuracy": accuracy, "images": images, **extra})
         say(f"  {sweep:<12} {value:>8g}   accuracy {accuracy:.4f}" +
             "".join(f"   {k} {v:.4g}" if isinstance(v, float) else f"   {k} {v}" for k, v in extra.items()))
 
@@ -395,11 +396,11 @@ def evaluate_main(args: argparse.Namespace) -> int:
         sim = ttfs_ext.simulate(net, x[:args.event_size])
         early = sum(layer.early_spikes for layer in sim.layers)
         accuracy = float((sim.logits.argmax(1).cpu() == y[:args.event_size]).double().mean())
-        record("latency", fraction, accuracy, latency=net.latency, early_spikes=early,
+        record("latency", fraction, accuracy, images=len(sim.logits), latency=net.latency, early_spikes=early,
                closed_form_accuracy=_accuracy(net, x[:args.event_size], y[:args.event_size]))
     net.set_widths(widths)
 
-    out.mkdir(parents=True, exist_ok=True)
+    new_folder(out, "--out", lambda m: print(f"ttfs evaluate: {m}", file=sys.stderr))
     table = io.StringIO()
     keys = sorted({k for r in rows for k in r}, key=lambda k: ("sweep", "value", "accuracy").index(k)
                   if k in ("sweep", "value", "accuracy") else 3)

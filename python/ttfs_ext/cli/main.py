@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import ttfs_ext
 
-from .args import POSITIVE_INT, CommandError
+from .args import POSITIVE_INT, CommandError, Parser
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -39,8 +39,9 @@ _USER_ERRORS = (CommandError, OSError, ValueError, tarfile.TarError, pickle.Unpi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ttfs", description="Exact time-to-first-spike networks (ttfs_ext).")
+    parser = Parser(prog="ttfs", description="Exact time-to-first-spike networks (ttfs_ext).")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {ttfs_ext.__version__}")
     # --debug after the command too; SUPPRESS: it does not reset a --debug given before the command
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -48,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--threads", type=POSITIVE_INT, default=None,
                         help="CPU threads of torch and the kernels (default: torch's, one per core); on a busy "
                              "or shared machine fewer are faster (ttfs info shows the load)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", parents=[common])
 
     info = command("info", "how ttfs_ext was built and which kernels are available")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -92,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # the command's own error and usage, not the top-level one
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        commands[args.command].unrecognized(extras)
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)

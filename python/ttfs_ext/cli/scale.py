@@ -33,7 +33,7 @@ from ttfs_ext import train as T
 from ttfs_ext.train import distributed as dd
 
 from . import jobs
-from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, CommandError, bounded, device_arg
+from .args import NONNEGATIVE_FLOAT, POSITIVE_INT, CommandError, bounded, device_arg, report_file
 
 PLACES365_MODELS = ("vgg16", "vgg16_bn", "vgg-paper", "vgg-small")
 # Options of `ttfs train` that only the one-process in-memory path has.
@@ -413,7 +413,8 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=POSITIVE_INT, help="the first N validation images")
     p.add_argument("--eval-batch-size", type=POSITIVE_INT, default=64, help="per rank")
     p.add_argument("--workers", type=bounded(int, 0), default=4, help="data loader processes per rank")
-    p.add_argument("--out", help="write the report as JSON to this file (rank 0)")
+    p.add_argument("--out", help="folder of the report, validate.json (rank 0 writes it)")
+    p.add_argument("--overwrite", action="store_true", help="replace a validate.json in --out")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -423,6 +424,8 @@ def validate_main(args: argparse.Namespace) -> int:
     trained or converted network on the validation split, sharded over torchrun's processes."""
     args.dataset = _dataset_name(args.dataset)
     ctx = dd.init_distributed(device_arg(args.device))
+    # where the report goes, decided before the work (rank 0 writes it)
+    path = report_file(args.out, "validate.json", args.overwrite, "validate") if args.out and ctx.is_main else None
     try:
         state = None
         if args.checkpoint:
@@ -445,9 +448,8 @@ def validate_main(args: argparse.Namespace) -> int:
         report.update(seconds=time.perf_counter() - start, world_size=ctx.world_size, model=args.model,
                       dataset=summary, source=args.checkpoint or args.relu_checkpoint)
         if ctx.is_main:
-            if args.out:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                jobs._write_atomic(Path(args.out), json.dumps(report, indent=2) + "\n")
+            if path is not None:
+                jobs._write_atomic(path, json.dumps(report, indent=2) + "\n")
             if args.json:
                 print(json.dumps(report, indent=2))
             else:
@@ -457,7 +459,8 @@ def validate_main(args: argparse.Namespace) -> int:
                       f"{jobs._percent(report['relu_top5'])}; agreement {jobs._percent(report['agreement'])}\n"
                       f"  spikes per neuron {jobs._fmt(report['spikes_per_neuron'], 0, '.3f')}, "
                       f"latency {report['latency']:.4g}, "
-                      f"{report['images']} images ({report['unreadable']} unreadable) in {report['seconds']:.1f} s")
+                      f"{report['images']} images ({report['unreadable']} unreadable) in {report['seconds']:.1f} s; "
+                      f"wrote {path or 'nothing (no --out)'}")
         return 0
     finally:
         dd.shutdown()

@@ -55,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--data-root", help=argparse.SUPPRESS)
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also with --json)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
 
 
@@ -121,12 +122,17 @@ def run(args: argparse.Namespace) -> int:
                   f"test {row['test_accuracy']:.4f}  forward rate {row['forward_rate']:.4f}  backward rate {b}  "
                   f"{row['seconds']:.1f} s", flush=True)
 
+    if not args.json:
+        print(f"ttfs spide: {model} on {args.dataset} ({ds.n_train} train / {ds.n_test} test images), "
+              f"{args.backward.upper()} backward, {count(epochs, 'epoch')}, batch {args.batch_size}, SGD lr {lr}"
+              f"{f', run folder {out}' if out is not None else ''}", flush=True)
     t0 = time.perf_counter()
     with jobs._run_lock(out) if out is not None else contextlib.nullcontext():
         history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
                       warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
                       seed=args.seed, checkpoint=checkpoint, resume=args.resume, device=device,
-                      max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings)
+                      max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings,
+                      progress=not (args.json or args.no_progress))
     last = history[-1] if history else {}
     result = dict(test_accuracy=last.get("test_accuracy"), backward=args.backward,
                   forward_rate=last.get("forward_rate"), backward_rate=last.get("backward_rate"),

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from ..train.loop import _progress
 from .network import FeedbackSNN
 
 __all__ = ["fit", "evaluate", "DEFAULTS"]
@@ -56,7 +57,7 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
         weight_decay: float = 5e-4, warmup: int = 0, milestones: Sequence[int] = (), gamma: float = 0.1,
         reference_scaling: bool = False, seed: int = 0, checkpoint: Optional[Union[str, Path]] = None,
         resume: bool = False, device: Union[str, torch.device] = "cpu", max_steps_per_epoch: Optional[int] = None,
-        eval_batch_size: int = 500, on_epoch: Optional[Callable[[dict], None]] = None,
+        eval_batch_size: int = 500, on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = False,
         config: Optional[dict] = None) -> list[dict]:
     """Trains `net` on `data` (a ttfs_ext.data.Dataset); returns the per-epoch history.
 
@@ -65,7 +66,8 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
     (so weight decay acts as wd / scale, as there). Otherwise the network scales the injected
     gradient itself and returns the loss's own gradients.
     checkpoint: a file written after every epoch (atomically); resume=True continues from it
-    exactly (model, optimizer, data order, history); a foreign or unsafe file is refused."""
+    exactly (model, optimizer, data order, history); a foreign or unsafe file is refused.
+    progress: a tqdm bar over each epoch's steps (where tqdm is installed)."""
     scale = net.loss_scale if reference_scaling else 1.0
     if reference_scaling:
         net.loss_scale = 1.0
@@ -91,9 +93,8 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
         order = torch.randperm(len(x_train), generator=gen)
         loss_sum = correct = seen = 0
         f_rates, b_rates = [], []
-        for step, idx in enumerate(order.split(batch_size)):
-            if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
-                break
+        batches = order.split(batch_size)[:max_steps_per_epoch]
+        for idx in _progress(batches, len(batches), f"epoch {epoch + 1}/{epochs}", progress):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(lr, it, epoch, warmup, milestones, gamma) / scale
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)

@@ -19,7 +19,7 @@ def _weights(row) -> str:
     if isinstance(w, str):
         return "initial weights, uniform random inputs"
     c, last = w["config"], w["last_epoch"]
-    steps = f" --max-steps {c['max_steps']}" if c.get("max_steps") else ""
+    steps = f" --max-steps-per-epoch {c['max_steps']}" if c.get("max_steps") else ""
     return (f"trained by `ttfs spide --dataset {c['dataset']} --model {c['model']} --epochs {c['epochs']}{steps}` "
             f"(test accuracy {last['test_accuracy']:.1%}); {c['dataset']} test images")
 

@@ -161,3 +161,18 @@ def test_report_writers_take_an_out_folder(capsys, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(CommandError, match="is a file; give a folder"):
         report_file(tmp_path / "a-file", "bench_cpu.json", False, "bench")
+
+
+def test_deprecated_spellings_set_the_new_option_with_a_warning(capsys):
+    """One vocabulary across commands (--train-size/--test-size, --max-steps-per-epoch,
+    --data-dir); the old spellings work one release, with a warning naming the new one."""
+    from ttfs_ext.cli.main import build_parser
+    args = build_parser().parse_args(["fs", "--n-train", "30", "--n-test", "20"])
+    assert (args.train_size, args.test_size) == (30, 20)
+    err = capsys.readouterr().err
+    assert "--n-train is deprecated, use --train-size" in err and "--n-test is deprecated, use --test-size" in err
+    args = build_parser().parse_args(["spide", "--max-steps", "4", "--data-root", "d"])
+    assert (args.max_steps_per_epoch, args.data_dir) == (4, "d")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fs", "--n-train", "0"])  # the new option's bounds
+    assert "--n-train: must be >= 1, got 0" in capsys.readouterr().err

@@ -586,7 +586,7 @@ def _logit_error_bound(model: torch.nn.Module, layer_errors: list[float], lipsch
 @pytest.mark.parametrize("act", ["relu", "silu"])
 def test_cli_fs_json(act):
     cmd = [sys.executable, "-m", "ttfs_ext.cli", "fs", "--json", "--activation", act, "--epochs", "1",
-           "--n-train", "300", "--n-test", "100"]
+           "--train-size", "300", "--test-size", "100"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

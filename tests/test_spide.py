@@ -388,7 +388,7 @@ def test_cli_spide_json(tmp_path):
     out = tmp_path / "run"
     ckpt = out / "checkpoint.pt"
     cmd = [sys.executable, "-m", "ttfs_ext.cli", "spide", "--dataset", "digits", "--epochs", "1", "--T", "4",
-           "--T-b", "10", "--hidden", "16", "--max-steps", "3", "--out", str(out), "--json"]
+           "--T-b", "10", "--hidden", "16", "--max-steps-per-epoch", "3", "--out", str(out), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
@@ -567,10 +567,10 @@ def test_cli_spide_keeps_runs_like_ttfs_train(tmp_path, capsys):
     """ttfs spide's --out is a run folder under ttfs train's rules (the same code): no silent
     overwrite, --resume of nothing is an error, another model is one clear line, nothing to do
     says so, and --device is checked as ttfs train checks it. The old --checkpoint FILE and
-    --data-root still work, with a deprecation warning, under the same rules."""
+    --data-root and --max-steps still work, with a deprecation warning, under the same rules."""
     from ttfs_ext.cli.main import main
 
-    base = ["spide", "--dataset", "digits", "--T", "4", "--T-b", "6", "--hidden", "8", "--max-steps", "2"]
+    base = ["spide", "--dataset", "digits", "--T", "4", "--T-b", "6", "--hidden", "8", "--max-steps-per-epoch", "2"]
     out = tmp_path / "run"
 
     def fails(argv, needle):
@@ -596,9 +596,10 @@ def test_cli_spide_keeps_runs_like_ttfs_train(tmp_path, capsys):
     # the deprecated spellings
     ck = tmp_path / "old.pt"
     capsys.readouterr()
-    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--data-root", str(tmp_path)]) == 0
+    assert main([*base, "--epochs", "1", "--checkpoint", str(ck), "--data-root", str(tmp_path), "--max-steps", "1"]) == 0
     err = capsys.readouterr().err
-    assert "--checkpoint FILE is deprecated" in err and "--data-root is deprecated" in err and ck.is_file()
+    assert "--checkpoint FILE is deprecated" in err and "--data-root is deprecated, use --data-dir" in err
+    assert "--max-steps is deprecated, use --max-steps-per-epoch" in err and ck.is_file()
     fails([*base, "--epochs", "1", "--checkpoint", str(ck)], "exists: --resume continues it, --overwrite replaces it")
     fails([*base, "--epochs", "1", "--checkpoint", str(tmp_path / "missing" / "run.pt")], "does not exist")
     assert not (tmp_path / "missing").exists()

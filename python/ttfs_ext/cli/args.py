@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["CommandError", "Parser", "new_folder", "report_file", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "SEED",
+__all__ = ["CommandError", "Parser", "deprecated_alias", "new_folder", "report_file", "bounded", "bounded_list", "POSITIVE_INT", "POSITIVE_FLOAT", "NONNEGATIVE_FLOAT", "SEED",
            "device_arg", "count"]
 
 
@@ -39,6 +39,22 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"usage: {self.short_usage()}\n{self.prog}: error: {message}\n"
                      f"('{self.prog} --help' lists the options)\n")
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep the option spelling `old` one release: it sets the value of the option `new` (same
+    type), with a warning naming `new`; hidden from --help."""
+    import sys
+
+    target = parser._option_string_actions[new]
+
+    class Alias(argparse.Action):
+        def __call__(self, p, namespace, values, option_string=None):
+            print(f"{p.prog}: warning: {old} is deprecated, use {new}", file=sys.stderr)
+            setattr(namespace, target.dest, values)
+
+    parser.add_argument(old, dest=target.dest, type=target.type, nargs=target.nargs, action=Alias,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def new_folder(path: Path, option: str, say: Callable[[str], None]) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ttfs_ext import data, fs
 
-from .args import POSITIVE_INT, SEED, CommandError, count
+from .args import POSITIVE_INT, SEED, CommandError, count, deprecated_alias
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,8 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX files, the only one searched "
                                       "(default: ttfs_ext.data's search path)")
     p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="training epochs (default 15 digits, 2 fashion)")
-    p.add_argument("--n-train", type=POSITIVE_INT, default=None, help="use only this many training images")
-    p.add_argument("--n-test", type=POSITIVE_INT, default=None, help="use only this many test images")
+    p.add_argument("--train-size", type=POSITIVE_INT, default=None, help="use only the first N training images")
+    p.add_argument("--test-size", type=POSITIVE_INT, default=None, help="use only the first N test images")
+    deprecated_alias(p, "--n-train", "--train-size")
+    deprecated_alias(p, "--n-test", "--test-size")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also with --json)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -50,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         ds = data.load_dataset(args.dataset, root=args.data_dir)
     except (ImportError, FileNotFoundError) as err:
         raise CommandError(f"ttfs fs: {err}") from err
-    if args.n_train or args.n_test:
-        ds = data.subset(ds, args.n_train, args.n_test)
+    if args.train_size or args.test_size:
+        ds = data.subset(ds, args.train_size, args.test_size)
     epochs = args.epochs or (15 if args.dataset == "digits" else 2)
     model = build_model(args.activation, ds.input_shape, ds.classes)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)

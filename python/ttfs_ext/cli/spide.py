@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .args import NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, count, device_arg
+from .args import (NONNEGATIVE_FLOAT, POSITIVE_FLOAT, POSITIVE_INT, SEED, CommandError, bounded, count,
+                   deprecated_alias, device_arg)
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100")
 
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=POSITIVE_INT, help="F400's population size (default 400)")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-steps", type=POSITIVE_INT, help="at most this many iterations per epoch")
+    p.add_argument("--max-steps-per-epoch", type=POSITIVE_INT, help="stop each epoch after N iterations")
     p.add_argument("--out", help="run folder, as ttfs train's: checkpoint.pt after every epoch, metrics.json at the "
                    "end; never replaced without --overwrite")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -53,7 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder of the dataset's files, the only one searched")
     # Deprecated spellings (one release): a checkpoint file instead of a run folder; --data-dir's old name.
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    p.add_argument("--data-root", help=argparse.SUPPRESS)
+
+    deprecated_alias(p, "--max-steps", "--max-steps-per-epoch")
+    deprecated_alias(p, "--data-root", "--data-dir")
     p.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also with --json)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(model=model, dataset=args.dataset, backward=args.backward, epochs=epochs, lr=lr,
                     batch_size=args.batch_size, T=net.T, T_b=net.T_b, loss_scale=net.loss_scale, leak=net.leak,
                     dropout=net.dropout, milestones=list(milestones), warmup=d["warmup"],
-                    reference_scaling=args.reference_scaling, seed=args.seed, max_steps=args.max_steps)
+                    reference_scaling=args.reference_scaling, seed=args.seed, max_steps=args.max_steps_per_epoch)
 
     def show(row):
         if not args.json:
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         history = fit(net, ds, epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
                       warmup=d["warmup"], milestones=milestones, reference_scaling=args.reference_scaling,
                       seed=args.seed, checkpoint=checkpoint, resume=args.resume, device=device,
-                      max_steps_per_epoch=args.max_steps, on_epoch=show, config=settings,
+                      max_steps_per_epoch=args.max_steps_per_epoch, on_epoch=show, config=settings,
                       progress=not (args.json or args.no_progress))
     last = history[-1] if history else {}
     result = dict(test_accuracy=last.get("test_accuracy"), backward=args.backward,
@@ -152,10 +155,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _deprecated(args: argparse.Namespace) -> None:
     """The old spellings, kept one release: a warning each, then the new meaning."""
-    if args.data_root is not None:
-        print("ttfs spide: warning: --data-root is deprecated, use --data-dir", file=sys.stderr)
-        if args.data_dir is None:
-            args.data_dir = args.data_root
     if args.checkpoint is not None:
         print("ttfs spide: warning: --checkpoint FILE is deprecated, use --out FOLDER (its checkpoint.pt)",
               file=sys.stderr)

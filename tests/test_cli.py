@@ -176,3 +176,23 @@ def test_deprecated_spellings_set_the_new_option_with_a_warning(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fs", "--n-train", "0"])  # the new option's bounds
     assert "--n-train: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_busy_machine_gets_a_threads_hint(capsys, monkeypatch):
+    """Load above the core count: long commands suggest --threads 1 (a hint only: the thread
+    count, and so the rounding of the results, stays the user's); none with --threads."""
+    import os
+
+    from ttfs_ext.cli import main as cli_main
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cli_main._hint_if_busy("train")
+        assert "--threads 1 may well be faster" in capsys.readouterr().err
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        cli_main._hint_if_busy("train")
+        assert capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)

@@ -92,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hint_if_busy(command: str) -> None:
+    """Other jobs already fill the cores: torch's threads would wait on each other (README,
+    threads on a shared machine). A hint only: the thread count, and so the results' rounding,
+    stays what the user chose."""
+    import torch
+    if not hasattr(os, "getloadavg") or torch.get_num_threads() == 1:
+        return
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        print(f"ttfs {command}: note: this machine is busy (load {load:.1f} on {cores} cores); "
+              f"--threads 1 may well be faster", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -101,6 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
+    elif args.command not in ("info", "check"):
+        _hint_if_busy(args.command)
     try:
         return args.func(args)
     except _USER_ERRORS as err:

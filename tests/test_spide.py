@@ -610,3 +610,37 @@ def test_feedback_snn_refuses_bool_step_counts():
     for name in ("T", "T_b"):
         with pytest.raises(ValueError, match=f"{name} must be a positive int, got True"):
             spide.FeedbackSNN(nn.Linear(4, 4), **{name: True})
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.9])
+def test_firing_rates_count_every_spike_as_the_papers(leak, monkeypatch):
+    """forward_rate and backward_rate are spikes per neuron per step, counted as SPIDE-FSNN
+    counts them (modules/snn_modules.py:105-114, 139, 158-169): every spike, and in the backward
+    both signs (a +1 and a -1 in one neuron are two spikes, not zero); the net count |sum s| is
+    backward_net_rate. Counted here from the steps' outputs, independently of the network."""
+    counted = {"forward": 0.0, "backward": 0.0}
+    fwd, bwd = TF.spide_forward_step, TF.spide_backward_step
+
+    def forward_step(*a, **k):
+        s = fwd(*a, **k)
+        counted["forward"] += float(s.abs().sum())
+        return s
+
+    def backward_step(u, rate, current, current_gate=None, inject=None, gate=None, **kw):
+        # the neuron's own spikes, from the op's documented math (its output is gated)
+        v = u + current * (1 if current_gate is None else current_gate) + (0 if inject is None else inject)
+        counted["backward"] += float(((v >= kw["v_th"]).double() - (v <= -kw["v_th"]).double()).abs().sum())
+        return bwd(u, rate, current, current_gate, inject, gate, **kw)
+    monkeypatch.setattr(TF, "spide_forward_step", forward_step)
+    monkeypatch.setattr(TF, "spide_backward_step", backward_step)
+    torch.manual_seed(7)
+    net = spide.convnet_f(size=8, channels=4, T=9, T_b=12, leak=leak, loss_scale=300.0).double()
+    x = torch.rand(3, 1, 8, 8, dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", spide.SaturationWarning)
+        net(x).sum().backward()
+    neurons = 3 * sum(4 * s * s for s in (4, 2, 2))  # three populations of 4 channels, at 4x4, 2x2, 2x2
+    stats = net.last_stats
+    assert stats["forward_rate"] == pytest.approx(counted["forward"] / (neurons * 9), rel=1e-12)
+    assert stats["backward_rate"] == pytest.approx(counted["backward"] / (neurons * 12), rel=1e-12)
+    assert counted["backward"] > 0 and stats["backward_rate"] >= stats["backward_net_rate"] > 0

@@ -221,6 +221,13 @@ class FeedbackSNN(nn.Module):
     ConvTranspose2d connections have the event-driven form; pooling stays dense.
     forward_mode: "spiking" (the simulation) or "equilibrium" (the continuous map's fixed point,
     solved to solver_tol: an oracle for tests).
+
+    last_stats after a pass: forward_rate and backward_rate, spikes per neuron per step over all
+    populations, counted as the papers count them (every spike; in the backward both signs);
+    backward_net_rate, the net count |sum s| per neuron per step; backward_saturated. Counting
+    the backward spikes costs a copy per step and population (+75 % on a ConvNet-F iteration on
+    the CPU): set count_backward_spikes = False to skip it (backward_rate is then absent);
+    spide.fit counts every rate_every-th iteration.
     """
 
     def __init__(self, input: nn.Module, layers: Sequence[nn.Module] = (), feedback: Optional[nn.Module] = None,
@@ -266,6 +273,7 @@ class FeedbackSNN(nn.Module):
         self.solver, self.solver_tol, self.solver_max_iter, self.strict = solver, solver_tol, solver_max_iter, strict
         self.backend, self.forward_mode, self.products = backend, forward_mode, products
         self.last_stats: dict = {}
+        self.count_backward_spikes = True  # backward_rate: a copy per step and population (fit: some steps)
         self._shapes: Optional[tuple] = None  # (input shape, the populations' shapes at batch 1)
 
     def extra_repr(self) -> str:
@@ -285,10 +293,14 @@ class FeedbackSNN(nn.Module):
         mods = [self.input, *self.layers] + ([self.feedback] if self.feedback is not None else [])
         return [p for m in mods for p in m.parameters()]
 
-    @staticmethod
-    def _mean_rate(rates: list) -> float:
-        """The average firing rate over every neuron of every population."""
-        return sum(float(r.sum()) for r in rates) / max(sum(r.numel() for r in rates), 1)
+    def _mean_rate(self, rates: list) -> float:
+        """The forward firing rate as the papers count it: spikes per neuron per time step, over
+        every neuron of every population (LIF: the spikes themselves, not the leak-weighted
+        rates)."""
+        neurons = max(sum(r.numel() for r in rates), 1)
+        if self.leak != 1.0 and getattr(self, "_forward_spikes", None) is not None:
+            return float(self._forward_spikes) / (neurons * self.T)
+        return sum(float(r.sum()) for r in rates) / neurons
 
     def _rate_norm(self, steps: int) -> float:
         return 1.0 / steps if self.leak == 1.0 else (1 - self.leak) / (1 - self.leak ** steps)
@@ -353,6 +365,8 @@ class FeedbackSNN(nn.Module):
         u: list = [None] * n
         rate: list = [None] * n
         s_last = None
+        count = self.leak != 1.0  # IF: the rates are the counts / T; LIF weights them by the leak
+        self._forward_spikes = None
         step = TF.spide_forward_step
         kw = dict(v_th=self.v_th, reset=self.q, leak=self.leak, backend=self.backend)
         for t in range(T):
@@ -370,9 +384,17 @@ class FeedbackSNN(nn.Module):
                                        memory_format=self._layout(x, shapes[l])).zero_()
                     rate[l] = torch.zeros_like(u[l])
                 s = step(u[l], rate[l], cur, extra, drops[l] if drops is not None else None, **kw)
+                if count:
+                    self._forward_spikes = self._count_spikes(self._forward_spikes, s)
             s_last = s
         norm = self._rate_norm(T)
         return [r.mul_(norm) for r in rate]
+
+    def _count_spikes(self, spikes: Optional[torch.Tensor], s: torch.Tensor) -> torch.Tensor:
+        """spikes + sum |s| (the spikes of every sign, as the papers count firing rates), without
+        a synchronisation (the loops may be captured in a CUDA graph)."""
+        n = torch.linalg.vector_norm(s, 1, dtype=torch.float64)
+        return n if spikes is None else spikes.add_(n)
 
     def _batch_shapes(self, x: torch.Tensor) -> list:
         """The populations' shapes at x's batch size."""
@@ -412,6 +434,7 @@ class FeedbackSNN(nn.Module):
             a_last = x.new_zeros(self._batch_shapes(x)[-1])
             out = a_last.flatten(1) if self.readout is not None and a_last.dim() > 2 else a_last
             return self.readout(out) if self.readout is not None else out
+        self._forward_spikes = None
         if self.training and self.fb_norm is not None and self.feedback is not None:
             self.restrict_feedback_norm(x)
         drops = self._drops(x)
@@ -465,9 +488,15 @@ class FeedbackSNN(nn.Module):
         beta, masks = self._spide_loop(g, rates, drops)
         T_b = self.T_b
         norm = self._rate_norm(T_b) / self.loss_scale
-        rate_b = sum(float(b.abs().sum()) for b in beta) * self._rate_norm(T_b) / sum(b.numel() for b in beta)
+        neurons = sum(b.numel() for b in beta)
+        # the papers' rate: every spike, either sign (SPIDE-FSNN modules/snn_modules.py:139,158-169);
+        # the net count |sum s| (a +1 and a -1 cancel) is kept as backward_net_rate
+        net_rate = sum(float(b.abs().sum()) for b in beta) * self._rate_norm(T_b) / neurons
         saturated = max(float((b.abs() * self._rate_norm(T_b) >= 1 - 1.0 / T_b).float().mean()) for b in beta)
-        self.last_stats.update(backward_rate=rate_b, backward_saturated=saturated)
+        self.last_stats.update(backward_net_rate=net_rate, backward_saturated=saturated)
+        self.last_stats.pop("backward_rate", None)
+        if self._backward_spikes is not None:
+            self.last_stats["backward_rate"] = float(self._backward_spikes) / (neurons * T_b)
         if saturated > 0.01:
             warnings.warn(f"ttfs_ext.spide: {saturated:.1%} of the backward neurons of a population saturated at "
                           f"the spike amplitude: the gradient is clipped (lower loss_scale={self.loss_scale:g})",
@@ -488,6 +517,8 @@ class FeedbackSNN(nn.Module):
         layers, feedback = self._products(rates[-1], shapes, adjoint=True)
         step = TF.spide_backward_step
         kw = dict(v_th=self.v_th_b, reset=self.q_b, amplitude=1.0, leak=self.leak, backend=self.backend)
+        self._backward_spikes = None
+        count = self.count_backward_spikes
         for t in range(T_b):
             for l in reversed(range(n)):
                 cg = drops[l] if drops is not None else None
@@ -498,7 +529,11 @@ class FeedbackSNN(nn.Module):
                         cur, cg_l, inj = feedback(out[0]), cg, inject
                 else:
                     cur, cg_l, inj = layers[l](out[l + 1]), cg, None
+                before = beta[l].clone() if count else None
                 out[l] = step(u[l], beta[l], cur, cg_l, inj, gates[l], **kw)
+                if count:  # the step returns the gated spikes; the neuron's own: beta - leak beta_before
+                    k = before.mul_(-self.leak).add_(beta[l]).round_()
+                    self._backward_spikes = self._count_spikes(self._backward_spikes, k)
         return beta, masks
 
     def _weight_grads(self, x: torch.Tensor, rates: list, masks: list, betas: list, drops: Optional[list],

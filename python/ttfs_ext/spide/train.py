@@ -58,6 +58,7 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
         reference_scaling: bool = False, seed: int = 0, checkpoint: Optional[Union[str, Path]] = None,
         resume: bool = False, device: Union[str, torch.device] = "cpu", max_steps_per_epoch: Optional[int] = None,
         eval_batch_size: int = 500, on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = False,
+        rate_every: int = 10,
         config: Optional[dict] = None) -> list[dict]:
     """Trains `net` on `data` (a ttfs_ext.data.Dataset); returns the per-epoch history.
 
@@ -67,7 +68,11 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
     gradient itself and returns the loss's own gradients.
     checkpoint: a file written after every epoch (atomically); resume=True continues from it
     exactly (model, optimizer, data order, history); a foreign or unsafe file is refused.
-    progress: a tqdm bar over each epoch's steps (where tqdm is installed)."""
+    progress: a tqdm bar over each epoch's steps (where tqdm is installed).
+    rate_every: the backward firing rate (every spike counted, as the papers do; FeedbackSNN's
+    count_backward_spikes) is counted on every rate_every-th iteration and averaged over those."""
+    if not isinstance(rate_every, int) or rate_every < 1:
+        raise ValueError(f"ttfs_ext.spide.fit: rate_every must be a positive int, got {rate_every!r}")
     scale = net.loss_scale if reference_scaling else 1.0
     if reference_scaling:
         net.loss_scale = 1.0
@@ -98,6 +103,7 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
             for group in opt.param_groups:
                 group["lr"] = _lr_at(lr, it, epoch, warmup, milestones, gamma) / scale
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+            net.count_backward_spikes = it % rate_every == 0  # the copies it costs: on a sample of steps
             out = net(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
@@ -117,6 +123,7 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
                    backward_rate=(sum(b_rates) / len(b_rates)) if b_rates else None, test_forward_rate=test_rate,
                    lr=_lr_at(lr, max(it - 1, 0), epoch, warmup, milestones, gamma), seconds=train_time)
         history.append(row)
+        net.count_backward_spikes = True
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"kind": "ttfs_ext.spide", "model": net.state_dict(),
                                          "optimizer": opt.state_dict(), "generator": gen.get_state(),

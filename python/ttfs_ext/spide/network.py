@@ -225,8 +225,8 @@ class FeedbackSNN(nn.Module):
     last_stats after a pass: forward_rate and backward_rate, spikes per neuron per step over all
     populations, counted as the papers count them (every spike; in the backward both signs);
     backward_net_rate, the net count |sum s| per neuron per step; backward_saturated. Counting
-    the backward spikes costs a copy per step and population (+75 % on a ConvNet-F iteration on
-    the CPU): set count_backward_spikes = False to skip it (backward_rate is then absent);
+    the backward spikes costs a copy per step and population (element-wise passes that are a
+    large share of a CPU iteration): set count_backward_spikes = False to skip it (backward_rate is then absent);
     spide.fit counts every rate_every-th iteration.
     """
 

@@ -408,22 +408,65 @@ def test_feedback_norm_restriction():
     x = torch.rand(2, 6, dtype=F64)
     with torch.no_grad():
         net.feedback.module.weight.mul_(10)
-    W = net.feedback.module.weight
+    W = net.feedback.module.weight.detach().clone()
     # spectral: power iteration on the operator = the matrix's largest singular value
-    exact = float(torch.linalg.matrix_norm(W.detach(), ord=2))
+    exact = float(torch.linalg.matrix_norm(W, ord=2))
     assert abs(net.feedback_norm(x, "spectral", iterations=200) - exact) < 1e-6
-    # frobenius: the RMS gain ||W||_F / sqrt(inputs), from random projections (64: within ~20 %)
-    est = net.feedback_norm(x, "frobenius", samples=4096)
-    assert abs(est - float(W.detach().norm() / 5 ** 0.5)) < 0.05 * est
-    for kind, limit in (("spectral", 0.9), ("frobenius", 0.5)):
+    # rms-gain: ||W||_F / sqrt(inputs), from random projections; frobenius: ||W||_F itself
+    est = net.feedback_norm(x, "rms-gain", samples=4096)
+    assert abs(est - float(W.norm() / 5 ** 0.5)) < 0.05 * est
+    assert net.feedback_norm(x, "frobenius") == pytest.approx(float(W.norm()), rel=1e-14)
+    for kind, limit in (("spectral", 0.9), ("rms-gain", 0.5)):  # projected in place at a training forward
         net.fb_norm = (kind, limit)
-        net.train()(x)  # a training forward enforces it
+        net.train()(x)
         assert net.feedback_norm(x, kind, samples=4096, iterations=200) <= limit * 1.15
     # a conv feedback (ConvTranspose2d): the same through the operator, not the kernel
     conv = spide.convnet_f(size=8, channels=4, fb_norm=("spectral", 0.5), T=3, T_b=3).double()
     xi = torch.rand(2, 1, 8, 8, dtype=F64)
     conv(xi).sum().backward()
     assert conv.feedback_norm(xi, "spectral", iterations=100) <= 0.5 * 1.05
+
+
+def test_frobenius_limit_is_the_authors_reparametrisation():
+    """fb_norm ("frobenius", r), as SPIDE-FSNN modules/optimizations.py:96-110: the weight used is
+    W = W_w min(1, r / ||W_w||_F) at every forward (train and eval), the factor without gradient:
+    the optimiser's parameter W_w keeps its norm, its gradient is the used weight's times the
+    factor. An old state dict (a plain weight) loads as W_w."""
+    torch.manual_seed(28)
+    net = spide.convnet_f(size=8, channels=4, T=12, T_b=40, fb_norm=("frobenius", 0.3)).double()
+    original = net.feedback.module.parametrizations.weight.original
+    with torch.no_grad():
+        original.normal_()
+    scale = 0.3 / float(original.norm())
+    assert scale < 1
+    used = net.feedback.module.weight
+    assert float(used.norm()) == pytest.approx(0.3, rel=1e-13) and torch.allclose(used, original * scale)
+    assert any(p is original for p in net.snn_parameters())
+    x = 4 * torch.rand(3, 1, 8, 8, dtype=F64)
+    net.eval()(x)  # eval: the restriction applies too; nothing is changed in place
+    assert float(original.norm()) == pytest.approx(0.3 / scale, rel=1e-13)
+    # the same network with the used weight as a plain one: the same outputs, and W_w's gradient
+    # is the used weight's times the factor
+    state = {k.replace("parametrizations.weight.original", "weight"): v for k, v in net.state_dict().items()}
+    plain = spide.convnet_f(size=8, channels=4, T=12, T_b=40, fb_norm=None).double()
+    plain.load_state_dict(state)
+    with torch.no_grad():
+        plain.feedback.module.weight.mul_(scale)
+    outs = []
+    for model in (net.train(), plain.train()):
+        torch.manual_seed(5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", spide.SaturationWarning)
+            out = model(x)
+            (out ** 2).sum().backward()
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])
+    g = plain.feedback.module.weight.grad
+    assert g.abs().sum() > 0 and torch.allclose(original.grad, g * scale, rtol=1e-12, atol=0)
+    # an old state dict (plain feedback weight) loads into the parametrised network as W_w
+    fresh = spide.convnet_f(size=8, channels=4, T=12, T_b=40, fb_norm=("frobenius", 0.3)).double()
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.feedback.module.parametrizations.weight.original, original.detach())
 
 
 @pytest.mark.usefixtures("kernel_profile")

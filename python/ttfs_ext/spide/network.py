@@ -25,12 +25,13 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .. import _backend
 from .. import functional as TF
 from .solvers import solve
 
-__all__ = ["FeedbackSNN", "Connection", "sigma", "SaturationWarning"]
+__all__ = ["FeedbackSNN", "Connection", "FrobeniusLimit", "sigma", "SaturationWarning"]
 
 
 class SaturationWarning(RuntimeWarning):
@@ -42,6 +43,22 @@ def sigma(z: torch.Tensor) -> torch.Tensor:
     """clamp(z, 0, 1) whose derivative is the forward mask [0 < z < 1] (strict, as SPIDE's)."""
     inside = (z > 0) & (z < 1)
     return torch.where(inside, z, z.detach().clamp(0, 1))
+
+
+class FrobeniusLimit(nn.Module):
+    """SPIDE's restriction of the feedback weight as a parametrisation: W = W_w min(1, r / ||W_w||_F),
+    the factor without gradient, recomputed at every forward (SPIDE-FSNN
+    modules/optimizations.py:96-110, which estimates ||W_w||_F from 64 random projections; here it
+    is computed exactly). Weight decay and the optimiser act on W_w."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.limit = float(limit)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            scale = (self.limit / torch.linalg.vector_norm(w).clamp_min(1e-30)).clamp(max=1.0)
+        return w * scale
 
 
 class Connection(nn.Module):
@@ -119,6 +136,21 @@ class Connection(nn.Module):
         # the module's weight as the other kind
         packed = TF.spike_conv_weight(w, transposed=isinstance(m, nn.ConvTranspose2d) == (not adjoint))
         return (packed, None if adjoint else _detached(m.bias), *geometry, transposed)
+
+
+# fb_norm kinds: "frobenius", SPIDE's ||W||_F as a parametrisation (FrobeniusLimit); "rms-gain", the
+# operator's RMS gain, projected in place (this library's earlier "frobenius"); "spectral", IDE's
+# largest singular value, projected in place
+FB_NORMS = ("frobenius", "rms-gain", "spectral")
+
+
+def _load_unrestricted_feedback(module: "FeedbackSNN", state_dict, prefix, *args) -> None:
+    """A state dict saved without the frobenius parametrisation (a plain feedback.module.weight,
+    as before it existed) loads into a network with it, as the unrestricted weight W_w."""
+    plain, original = prefix + "feedback.module.weight", prefix + "feedback.module.parametrizations.weight.original"
+    if module.feedback is not None and parametrize.is_parametrized(module.feedback.module, "weight") \
+            and plain in state_dict and original not in state_dict:
+        state_dict[original] = state_dict.pop(plain)
 
 
 def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -210,9 +242,11 @@ class FeedbackSNN(nn.Module):
     the loss's own (the reference scales the loss and divides the learning rate instead: do
     that outside with loss_scale=1). dropout: variational, one mask per sample and neuron on
     each population's spikes, reused over all steps and in the backward pass (training only).
-    fb_norm: None, ("frobenius", r) (SPIDE: the feedback operator's RMS gain, from 64 random
-    projections, kept <= r) or ("spectral", r) (IDE: its largest singular value by power
-    iteration, <= r), enforced on the feedback weight at each training forward.
+    fb_norm: None; ("frobenius", r), SPIDE's: ||W_fb||_F <= r as a parametrisation of the
+    feedback weight (FrobeniusLimit, at every forward, train and eval); ("rms-gain", r): the
+    feedback operator's RMS gain from 64 random projections (this library's earlier "frobenius")
+    or ("spectral", r), IDE's: its largest singular value by power iteration, each kept
+    <= r by scaling the weight in place at each training forward.
     backend: the neuron steps' ('cpu', 'cuda', 'reference' or None: automatic).
     products: how the connections multiply spike tensors inside the simulations: "auto"
     (event-driven, ttfs_ext.functional.spike_conv2d, on the CPU while at most EVENT_DENSITY of
@@ -256,10 +290,9 @@ class FeedbackSNN(nn.Module):
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: dropout must lie in [0, 1), got {dropout}")
         if not (v_th > 0 and v_th_b > 0 and loss_scale > 0):
             raise ValueError("ttfs_ext.spide.FeedbackSNN: v_th, v_th_b and loss_scale must be positive")
-        if fb_norm is not None and (len(fb_norm) != 2 or fb_norm[0] not in ("frobenius", "spectral")
-                                    or not fb_norm[1] > 0):
-            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: fb_norm must be None, ('frobenius', r) or "
-                             f"('spectral', r) with r > 0, got {fb_norm!r}")
+        if fb_norm is not None and (len(fb_norm) != 2 or fb_norm[0] not in FB_NORMS or not fb_norm[1] > 0):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: fb_norm must be None or (kind, r) with kind one of "
+                             f"{', '.join(FB_NORMS)} and r > 0, got {fb_norm!r}")
         self.input = Connection(input)
         self.layers = nn.ModuleList(Connection(m) for m in layers)
         self.feedback = Connection(feedback) if feedback is not None else None
@@ -272,6 +305,8 @@ class FeedbackSNN(nn.Module):
         self.loss_scale, self.dropout, self.fb_norm = float(loss_scale), float(dropout), fb_norm
         self.solver, self.solver_tol, self.solver_max_iter, self.strict = solver, solver_tol, solver_max_iter, strict
         self.backend, self.forward_mode, self.products = backend, forward_mode, products
+        self._sync_feedback_norm()
+        self._register_load_state_dict_pre_hook(_load_unrestricted_feedback, with_module=True)
         self.last_stats: dict = {}
         self.count_backward_spikes = True  # backward_rate: a copy per step and population (fit: some steps)
         self._shapes: Optional[tuple] = None  # (input shape, the populations' shapes at batch 1)
@@ -435,7 +470,8 @@ class FeedbackSNN(nn.Module):
             out = a_last.flatten(1) if self.readout is not None and a_last.dim() > 2 else a_last
             return self.readout(out) if self.readout is not None else out
         self._forward_spikes = None
-        if self.training and self.fb_norm is not None and self.feedback is not None:
+        self._sync_feedback_norm()
+        if self.training and self.fb_norm is not None and self.fb_norm[0] != "frobenius" and self.feedback is not None:
             self.restrict_feedback_norm(x)
         drops = self._drops(x)
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.snn_parameters())
@@ -566,17 +602,36 @@ class FeedbackSNN(nn.Module):
 
     # --- feedback-weight norm restriction ----------------------------------------------------
 
+    def _sync_feedback_norm(self) -> None:
+        """fb_norm ("frobenius", r) as a parametrisation of the feedback weight (FrobeniusLimit),
+        registered, updated or removed to match fb_norm (which may be reassigned)."""
+        if self.feedback is None:
+            return
+        m = self.feedback.module
+        want = self.fb_norm is not None and self.fb_norm[0] == "frobenius"
+        has = parametrize.is_parametrized(m, "weight")
+        if want and not has:
+            parametrize.register_parametrization(m, "weight", FrobeniusLimit(self.fb_norm[1]))
+        elif has and not want:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+        elif want:
+            m.parametrizations.weight[0].limit = float(self.fb_norm[1])
+
     @torch.no_grad()
     def feedback_norm(self, x: torch.Tensor, kind: str = "frobenius", samples: int = 64,
                       iterations: int = 20) -> float:
-        """The feedback operator's RMS gain ||A||_F / sqrt(dim) from `samples` random
-        projections (SPIDE), or its largest singular value by power iteration (IDE)."""
+        """The feedback weight's norm as fb_norm measures it: "frobenius", ||W||_F of the weight
+        (SPIDE); "rms-gain", the operator's RMS gain ||A||_F / sqrt(dim) from `samples` random
+        projections (this library's earlier "frobenius"); "spectral", the operator's largest
+        singular value by power iteration (IDE)."""
         if self.feedback is None:
             return 0.0
         shape = self._last_shape(x[:1])
         A = self.feedback.linear_part
         w = self.feedback.module.weight
         if kind == "frobenius":
+            return float(torch.linalg.vector_norm(w))
+        if kind == "rms-gain":
             v = torch.randn((samples, *shape[1:]), dtype=w.dtype, device=w.device)
             return float((A(v).pow(2).sum() / v.pow(2).sum()).sqrt())
         v = torch.randn(shape, dtype=w.dtype, device=w.device)
@@ -590,11 +645,12 @@ class FeedbackSNN(nn.Module):
 
     @torch.no_grad()
     def restrict_feedback_norm(self, x: torch.Tensor) -> float:
-        """Scales the feedback weight down so that its norm (fb_norm) is at most the limit;
-        returns the norm before."""
+        """fb_norm "rms-gain" or "spectral": scales the feedback weight down in place so that its
+        norm is at most the limit (called at each training forward); returns the norm before.
+        ("frobenius" is a parametrisation, applied at every forward: nothing to do here.)"""
         kind, limit = self.fb_norm
         norm = self.feedback_norm(x, kind, iterations=5)
-        if norm > limit:
+        if kind != "frobenius" and norm > limit:
             self.feedback.module.weight.mul_(limit / norm)
         return norm
 

@@ -7,7 +7,11 @@ transposed network, injected with the loss gradient times the loss scale at ever
 gradients (1/q) (beta m) a^T through each connection. Their norm estimate from 64 random
 projections is replaced by its expectation, the exact ||W||_F. Dense products, float64, random
 weights (the builders' own initialisation) and inputs: the spikes, logits and SPIDE gradients
-agree to float rounding. Dropout is 0 here: ttfs_ext masks populations, the authors connections."""
+agree to float rounding, with and without dropout: the authors' variational masks on every
+connection's output current (F x + b included), drawn once per forward, reused in every step and
+in the transposed products (their back_compute). Their set_grad leaves the mask out of the weight
+gradients (modules/snn_modules.py:482-486) although their forward has it; the gradient of that
+forward has it, here and in ttfs_ext."""
 import warnings
 
 import pytest
@@ -30,8 +34,10 @@ def _vjp(module, x_shape, y, dtype):
     return g
 
 
-def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor):
-    """(rates, logits, {parameter: gradient}) by the authors' algorithm."""
+def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor, drops=None):
+    """(rates, logits, {parameter: gradient}) by the authors' algorithm; drops: the masks of the
+    connections [F, layer 1, ..., feedback] (None: no dropout)."""
+    d = drops if drops is not None else [1.0] * (len(net.layers) + 2)
     conns = [net.input.module] + [c.module for c in net.layers]
     fb = None
     if net.feedback is not None:
@@ -55,15 +61,15 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor):
         return m(s.flatten(1) if isinstance(m, nn.Linear) else s)
 
     with torch.no_grad():
-        c = layer(0, x)
+        c = d[0] * layer(0, x)
         n = len(conns)
         u, s, a = [None] * n, [None] * n, [None] * n
         for t in range(T):
             for l in range(n):
                 if l == 0:
-                    cur = c if (t == 0 or fb is None) else c + fb(s[-1]).reshape(c.shape)
+                    cur = c if (t == 0 or fb is None) else c + d[-1] * fb(s[-1]).reshape(c.shape)
                 else:
-                    cur = layer(l, s[l - 1])
+                    cur = d[l] * layer(l, s[l - 1])
                 u[l] = cur if t == 0 else u[l] + cur
                 s[l] = (u[l] >= vth).to(F64)
                 u[l] = u[l] - q * s[l]
@@ -79,20 +85,20 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor):
         for t in range(T_b):
             for l in reversed(range(n)):
                 if l == n - 1:
-                    cur = g if (t == 0 or fb is None) else g + _vjp(fb, a[-1].shape, sb[0] * m[0], F64) / q
+                    cur = g if (t == 0 or fb is None) else g + _vjp(fb, a[-1].shape, d[-1] * sb[0] * m[0], F64) / q
                 else:
-                    cur = _vjp(conns[l + 1], a[l].shape, sb[l + 1] * m[l + 1], F64) / q
+                    cur = _vjp(conns[l + 1], a[l].shape, d[l + 1] * sb[l + 1] * m[l + 1], F64) / q
                 ub[l] = cur if t == 0 else ub[l] + cur
                 sb[l] = ((ub[l] >= vth_b).to(F64) - (ub[l] <= -vth_b).to(F64))
                 ub[l] = ub[l] - q_b * sb[l]
                 beta[l] = sb[l] if t == 0 else beta[l] + sb[l]
         beta = [b / T_b / net.loss_scale for b in beta]  # and divide the result by it
     grads = {}
-    pairs = [(conns[0], x, 0)] + [(conns[l], a[l - 1], l) for l in range(1, n)]
+    pairs = [(conns[0], x, 0, d[0])] + [(conns[l], a[l - 1], l, d[l]) for l in range(1, n)]
     if fb is not None:
-        pairs.append((fb, a[-1], 0))
+        pairs.append((fb, a[-1], 0, d[-1]))
     with torch.enable_grad():
-        for module, inp, target in pairs:
+        for module, inp, target, mask in pairs:
             if module is fb:
                 out, params = fb(inp), [fb.w_w]  # through the reparametrisation
             else:
@@ -100,7 +106,7 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor):
                 params = [p for p in module.parameters()]
             if not params:
                 continue  # pooling
-            gs = torch.autograd.grad(out, params, (beta[target] * m[target] / q).reshape(out.shape))
+            gs = torch.autograd.grad(out, params, (mask * beta[target] * m[target] / q).reshape(out.shape))
             grads.update({p: gp for p, gp in zip(params, gs)})
     return a, logits.detach(), grads
 
@@ -111,8 +117,12 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor):
     lambda: spide.lenet5_f(size=12, T=10, T_b=30),
     lambda: spide.f400(size=6, hidden=40, T=8, T_b=30, fb_norm=None),
     lambda: spide.alexnet_f(size=8, T=16, T_b=30, dropout=0.0),
-], ids=["convnet_f", "convnet_f-restricted", "lenet5_f", "f400", "alexnet_f"])
-def test_the_authors_spide_forward_and_backward(build):
+    lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40, dropout=0.2),
+    lambda: spide.lenet5_f(size=12, T=10, T_b=30, dropout=0.2),
+    lambda: spide.f400(size=6, hidden=40, T=8, T_b=30, fb_norm=None, dropout=0.2),
+], ids=["convnet_f", "convnet_f-restricted", "lenet5_f", "f400", "alexnet_f", "convnet_f-dropout",
+        "lenet5_f-dropout", "f400-dropout"])
+def test_the_authors_spide_forward_and_backward(build, monkeypatch):
     torch.manual_seed(31)
     net = build().double()
     net.products = "dense"
@@ -124,14 +134,20 @@ def test_the_authors_spide_forward_and_backward(build):
     images = (4, 1, 6, 6) if isinstance(net.input.module, nn.Linear) else {1: (4, 1, 12, 12), 3: (4, 3, 8, 8)}[channels]
     x = (2 if channels == 1 else 8) * torch.rand(images, dtype=F64)
     y = torch.randint(0, 10, (4,))
-    rates, logits, grads = _port(net, x, y)
+    drops = None
+    if net.dropout > 0:  # the masks, drawn here, for both (the port's order: F, layers, feedback)
+        shapes = [tuple(r.shape) for r in net._simulate(x, None)]
+        targets = shapes + ([shapes[0]] if net.feedback is not None else [])
+        drops = [torch.bernoulli(torch.full(t, 0.8, dtype=F64)) / 0.8 for t in targets]
+        monkeypatch.setattr(net, "_drops", lambda x_: [t.clone() for t in drops])
+    rates, logits, grads = _port(net, x, y, drops)
     assert 0 < float(rates[-1].mean()) < 1, "a silent or saturated last population tests little"
     net.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", spide.SaturationWarning)
         out = net(x)
         F.cross_entropy(out, y).backward()
-    ours = net._simulate(x, None)
+    ours = net._simulate(x, [t.clone() for t in drops] if drops else None)
     for a, b in zip(ours, rates):  # the same spike counts in every population (rates: count / T)
         assert torch.equal((a * net.T).round(), (b * net.T).round()) and torch.allclose(a, b, rtol=0, atol=1e-15)
     assert torch.allclose(out, logits, rtol=0, atol=1e-12)

@@ -5,11 +5,9 @@ FeedbackSNN, with the authors' defaults: each setting cites its line of the auth
 defaults, this library's earlier default); every other keyword goes to FeedbackSNN (T, T_b,
 backward, leak, dropout, fb_norm, ...).
 
-Not yet as the authors': dropout masks each population's outgoing spikes here, each
-connection's output current there (F x included; SPIDE-FSNN modules/snn_modules.py:462-466), so
-the builders keep dropout 0 where the authors use 0.2 on MNIST; F400 has no batch norm on F and
-IDE's neuron (v_th 2, reset to 0, LIF 0.95) is not its default here; the data are not
-normalised nor (CIFAR) augmented as theirs."""
+Not yet as the authors': LeNet-5-F's dropout 0.5 on its FC alone (one rate per network here);
+F400 has no batch norm on F and IDE's neuron (v_th 2, reset to 0, LIF 0.95) is not its default
+here; the data are not normalised nor (CIFAR) augmented as theirs."""
 from __future__ import annotations
 
 from typing import Optional
@@ -62,13 +60,14 @@ def convnet_f(in_channels: int = 1, size: int = 28, classes: int = 10, channels:
     """SPIDE's MNIST ConvNet-F (SPIDE-FSNN models/snn_spide_mnist.py:28-44): F 1->64 c5 s2 p2;
     64->64 c5 s2 p2; 64->64 c5 p2; feedback ConvT 64->64 c3 s2 p1 (output padding to population
     1's size; feedback_kernel=5: this library's earlier default, p2) into population 1, no bias;
-    readout Linear; ||W_fb||_F <= 2 (line 40); kaiming init, feedback x 0.1."""
+    readout Linear; ||W_fb||_F <= 2 (line 40); kaiming init, feedback x 0.1; dropout 0.2."""
     _check_init(init)
     s1 = _conv_out(size, 5, 2, 2)
     s2 = _conv_out(s1, 5, 2, 2)
     k, p = feedback_kernel, (feedback_kernel - 1) // 2
     out_pad = s1 - ((s2 - 1) * 2 - 2 * p + k)
     kw.setdefault("fb_norm", ("frobenius", 2.0))
+    kw.setdefault("dropout", 0.2)  # on every connection's current (mnist_convnetf.py:48, 139)
     input, layers = nn.Conv2d(in_channels, channels, 5, 2, 2), [nn.Conv2d(channels, channels, 5, 2, 2),
                                                                 nn.Conv2d(channels, channels, 5, 1, 2)]
     feedback = nn.ConvTranspose2d(channels, channels, k, 2, p, output_padding=out_pad, bias=False)
@@ -102,10 +101,11 @@ def f400(in_channels: int = 1, size: int = 28, classes: int = 10, hidden: int = 
     """IDE's Fashion-MNIST net "400 (F400)" (IDE-FSNN models/snn_ide_fc.py:28-37): one population
     of 400 neurons, F = Linear(784, 400), feedback Linear(400, 400) onto itself, no bias; readout
     Linear; T = 5 (fashionmnist_fc.py:31); the feedback's spectral norm <= 1 (IDE's restriction;
-    projected here, a learnable reparametrisation there); unit-norm rows init."""
+    projected here, a learnable reparametrisation there); unit-norm rows init; dropout 0.2."""
     _check_init(init)
     kw.setdefault("T", 5)
     kw.setdefault("fb_norm", ("spectral", 1.0))
+    kw.setdefault("dropout", 0.2)  # on F and the feedback (fashionmnist_fc.py:45)
     input, feedback = nn.Linear(in_channels * size * size, hidden), nn.Linear(hidden, hidden, bias=False)
     if init == "authors":
         _init([input], feedback, "unit", 1.0)

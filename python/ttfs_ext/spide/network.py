@@ -5,10 +5,10 @@ connections l -> l+1, one feedback connection N -> 1 (or none), and a readout on
 firing rate a^N. The forward pass runs T steps without a graph (memory O(neurons), not
 O(T)); the gradient comes from the equilibrium of the rates,
 
-    a^1 = s((W_fb (d^N a^N) + F x + b) / q),  a^{l+1} = s((W^l (d^l a^l) + b^{l+1}) / q),
+    a^1 = s((d_fb W_fb a^N + d_F (F x + b)) / q),  a^{l+1} = s(d^{l+1} (W^l a^l + b^{l+1}) / q),
     s(z) = clamp(z, 0, 1),  a^N = f(a^N)
 
-(d^l: the variational-dropout masks, q = V_th - u_rest), as the implicit-function theorem
+(d: the variational-dropout masks of the connections, q = V_th - u_rest), as the implicit-function theorem
 gives it: dL/dtheta = beta^T df/dtheta with beta = g + J_f^T beta, g = dL/da^N. Two ways:
   backward="spide": beta from SPIDE's ternary spiking neurons run T_b steps on the transposed
       network, and the weight gradients from the two-stage rates (1/q) (m beta) a^T, returned
@@ -240,8 +240,9 @@ class FeedbackSNN(nn.Module):
     multiplies the gradient injected into the backward neurons (their rates are bounded by
     the amplitude and resolve about 1/T_b) and divides the returned gradients, so that they are
     the loss's own (the reference scales the loss and divides the learning rate instead: do
-    that outside with loss_scale=1). dropout: variational, one mask per sample and neuron on
-    each population's spikes, reused over all steps and in the backward pass (training only).
+    that outside with loss_scale=1). dropout: variational, as the authors': one mask per
+    connection on its output current (F x + b included), per sample and neuron, reused over all
+    steps and in the backward pass (training only).
     fb_norm: None; ("frobenius", r), SPIDE's: ||W_fb||_F <= r as a parametrisation of the
     feedback weight (FrobeniusLimit, at every forward, train and eval); ("rms-gain", r): the
     feedback operator's RMS gain from 64 random projections (this library's earlier "frobenius")
@@ -341,12 +342,18 @@ class FeedbackSNN(nn.Module):
         return 1.0 / steps if self.leak == 1.0 else (1 - self.leak) / (1 - self.leak ** steps)
 
     def _drops(self, x: torch.Tensor) -> Optional[list]:
+        """The variational dropout masks, one per connection on its output current (the authors':
+        SPIDE-FSNN modules/snn_modules.py:462-466, optimizations.py:21-31), in the shape of the
+        population it feeds: [F, layer 1, ..., layer N-1, feedback]; drawn once per forward,
+        reused over all steps and in the backward pass."""
         if not (self.training and self.dropout > 0):
             return None
         keep = 1 - self.dropout
+        shapes = self._batch_shapes(x)
+        targets = shapes + ([shapes[0]] if self.feedback is not None else [])
         # drawn in NCHW order whatever the layout: the same seed, the same masks
         return [torch.empty(s, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
-                .contiguous(memory_format=self._layout(x, s)) for s in self._batch_shapes(x)]
+                .contiguous(memory_format=self._layout(x, s)) for s in targets]
 
     def _events(self, device: torch.device) -> bool:
         """Whether the simulations multiply spikes event-driven (see products)."""
@@ -396,6 +403,8 @@ class FeedbackSNN(nn.Module):
         n, T = self.num_populations, self.T
         shapes = self._batch_shapes(x)
         c = self.input(x).contiguous(memory_format=self._layout(x, shapes[0]))
+        if drops is not None:
+            c = c.mul_(drops[0])
         layers, feedback = self._products(x, shapes, adjoint=False)
         u: list = [None] * n
         rate: list = [None] * n
@@ -412,13 +421,17 @@ class FeedbackSNN(nn.Module):
                         cur, extra = c, None
                     else:
                         cur, extra = feedback(s_last), c
+                        if drops is not None:
+                            cur.mul_(drops[-1])
                 else:
                     cur, extra = layers[l - 1](s), None
+                    if drops is not None:
+                        cur.mul_(drops[l])
                 if t == 0:
                     u[l] = torch.empty(shapes[l], dtype=c.dtype, device=c.device,
                                        memory_format=self._layout(x, shapes[l])).zero_()
                     rate[l] = torch.zeros_like(u[l])
-                s = step(u[l], rate[l], cur, extra, drops[l] if drops is not None else None, **kw)
+                s = step(u[l], rate[l], cur, extra, None, **kw)
                 if count:
                     self._forward_spikes = self._count_spikes(self._forward_spikes, s)
             s_last = s
@@ -441,11 +454,15 @@ class FeedbackSNN(nn.Module):
                         c: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """One evaluation of the continuous map: [a^1, ..., a^N] from a^N (differentiable)."""
         c = self.input(x) if c is None else c
-        z = c if self.feedback is None else c + self.feedback(a_last * drops[-1] if drops else a_last)
-        out = [sigma(z / self.q)]
+        if drops:
+            c = c * drops[0]
+        if self.feedback is not None:
+            fed = self.feedback(a_last)
+            c = c + (fed * drops[-1] if drops else fed)
+        out = [sigma(c / self.q)]
         for l, conn in enumerate(self.layers):
-            a = out[-1] * drops[l] if drops else out[-1]
-            out.append(sigma(conn(a) / self.q))
+            z = conn(out[-1])
+            out.append(sigma((z * drops[l + 1] if drops else z) / self.q))
         return out
 
     def _equilibrium(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
@@ -546,6 +563,9 @@ class FeedbackSNN(nn.Module):
         shapes = [r.shape for r in rates]
         masks = [((r > 0) & (r < 1)).to(r.dtype) for r in rates]
         gates = [m / self.q for m in masks]  # the 1/q of the transposed products, folded in
+        if drops is not None:  # and the dropout mask of the connection whose transpose reads them
+            gates = [g * drops[l] if l else (g * drops[-1] if self.feedback is not None else g)
+                     for l, g in enumerate(gates)]
         inject = torch.empty_like(rates[-1]).copy_(g).mul_(self.loss_scale)  # in the populations' layout
         u = [torch.zeros_like(r) for r in rates]
         beta = [torch.zeros_like(r) for r in rates]
@@ -557,16 +577,15 @@ class FeedbackSNN(nn.Module):
         count = self.count_backward_spikes
         for t in range(T_b):
             for l in reversed(range(n)):
-                cg = drops[l] if drops is not None else None
                 if l == n - 1:
                     if t == 0 or feedback is None:
-                        cur, cg_l, inj = inject, None, None
+                        cur, inj = inject, None
                     else:
-                        cur, cg_l, inj = feedback(out[0]), cg, inject
+                        cur, inj = feedback(out[0]), inject
                 else:
-                    cur, cg_l, inj = layers[l](out[l + 1]), cg, None
+                    cur, inj = layers[l](out[l + 1]), None
                 before = beta[l].clone() if count else None
-                out[l] = step(u[l], beta[l], cur, cg_l, inj, gates[l], **kw)
+                out[l] = step(u[l], beta[l], cur, None, inj, gates[l], **kw)
                 if count:  # the step returns the gated spikes; the neuron's own: beta - leak beta_before
                     k = before.mul_(-self.leak).add_(beta[l]).round_()
                     self._backward_spikes = self._count_spikes(self._backward_spikes, k)
@@ -574,25 +593,28 @@ class FeedbackSNN(nn.Module):
 
     def _weight_grads(self, x: torch.Tensor, rates: list, masks: list, betas: list, drops: Optional[list],
                       need_x: bool) -> list:
-        """(1/q) (m^{l+1} beta^{l+1}) (d^l a^l)^T for every connection, by the connections' own
-        weight-gradient kernels (autograd through one evaluation each); [grad_x, *param grads]."""
+        """(1/q) (d m^{l+1} beta^{l+1}) (a^l)^T for every connection (d: its dropout mask; the
+        authors' set_grad leaves it out, SPIDE-FSNN modules/snn_modules.py:482-486, though their
+        forward and backward currents have it), by the connections' own weight-gradient kernels
+        (autograd through one evaluation each); [grad_x, *param grads]."""
         params = self.snn_parameters()
         grads = {id(p): None for p in params}
-        pairs = [(self.input, x, 0)]
+        pairs = [(self.input, x, 0, 0)]
         for l, conn in enumerate(self.layers):
-            pairs.append((conn, rates[l] * drops[l] if drops else rates[l], l + 1))
+            pairs.append((conn, rates[l], l + 1, l + 1))
         if self.feedback is not None:
-            pairs.append((self.feedback, rates[-1] * drops[-1] if drops else rates[-1], 0))
+            pairs.append((self.feedback, rates[-1], 0, -1))
         grad_x = None
         with torch.enable_grad():
-            for conn, inp, target in pairs:
+            for conn, inp, target, drop in pairs:
                 ps = [p for p in conn.parameters() if p.requires_grad]
                 want_x = need_x and conn is self.input
                 inp = inp.detach().requires_grad_(want_x)
                 if not ps and not want_x:
                     continue
                 y = conn(inp)
-                og = (masks[target] * betas[target] / self.q).reshape(y.shape)
+                og = masks[target] * betas[target] / self.q
+                og = (og * drops[drop] if drops else og).reshape(y.shape)
                 gs = torch.autograd.grad(y, ps + ([inp] if want_x else []), og, allow_unused=True)
                 for p, gp in zip(ps, gs):
                     grads[id(p)] = gp if grads[id(p)] is None else grads[id(p)] + gp

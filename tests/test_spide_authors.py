@@ -54,7 +54,10 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor, drops=None):
         else:
             fb = lambda s, w=w_fb, g=fbm: F.conv_transpose2d(s, w, None, g.stride, g.padding, g.output_padding)  # noqa: E731
         fb.w_w = w_w
-    T, T_b, q, q_b, vth, vth_b = net.T, net.T_b, 2.0, 1.0, 1.0, 0.5
+    # SPIDE's neuron: threshold 1, reset by 2 (u_rest -1); IDE's (F400): threshold 2, reset by 2 (u_rest 0)
+    vth, q = (2.0, 2.0) if net.reset == "zero" else (1.0, 2.0)
+    assert (net.v_th, net.q) == (vth, q)
+    T, T_b, q_b, vth_b = net.T, net.T_b, 1.0, 0.5
 
     def layer(i, s):  # connection i feeds population i (0: the input F)
         m = conns[i]

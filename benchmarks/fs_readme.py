@@ -3,11 +3,14 @@ benchmarks/results/fs_tables.json, fs_<device>.json and fs_<device>_thp.json (th
 benchmark under THP_MEM_ALLOC_ENABLE=1): numbers from the JSON only.
 
     python benchmarks/fs_readme.py [--device cpu]
+    python benchmarks/fs_readme.py --run-cli     # first run `ttfs fs --json` for relu and silu on digits
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 
 from suite.host import ROOT, replace_between_markers
 
@@ -16,19 +19,37 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def tables_md() -> str:
     data = json.loads((RESULTS / "fs_tables.json").read_text())
-    rows = ["| table | K | fit range | MSE | max abs error | spikes/neuron, x ~ N(0, 1.5²) | restarts | steps | fit time "
-            "| commit |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| table | K | fit range | fitted for | MSE on the range | MSE, x ~ N(0, 1.5²) | max abs error "
+            "| spikes/neuron, x ~ N(0, 1.5²) | restarts | steps | fit time | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    default = {}
+    for name, r in data["functions"].items():
+        base = name.partition("_")[0]
+        if base not in default or r["mse_normal_0_1.5"] < data["functions"][default[base]]["mse_normal_0_1.5"]:
+            default[base] = name
     for name, r in sorted(data["functions"].items()):
-        rows.append(f"| {name} | {r['K']} | [{r['x_range'][0]:g}, {r['x_range'][1]:g}] | {r['mse']:.2e} | "
-                    f"{r['max_abs_error']:.3f} | {r['spikes_per_neuron_normal_0_1.5']:.2f} | {r['restarts']} | "
-                    f"{r['steps']} | {r['seconds']:.0f} s | {(r.get('meta', data['meta'])['git_commit'] or '?')[:7]} |")
+        weighting = r.get("weighting", "interval")
+        label = f"{name}{' (default)' if default.get(name.partition('_')[0]) == name else ''}"
+        rows.append(f"| {label} | {r['K']} | [{r['x_range'][0]:g}, {r['x_range'][1]:g}] | "
+                    f"{'the range' if weighting == 'interval' else 'N(0, 1.5²), 15 % range'} | {r['mse']:.2e} | "
+                    f"{r['mse_normal_0_1.5']:.2e} | {r['max_abs_error']:.3f} | {r['spikes_per_neuron_normal_0_1.5']:.2f} | "
+                    f"{r['restarts']} | {r['steps']} | {r['seconds']:.0f} s | "
+                    f"{(r.get('meta', data['meta'])['git_commit'] or '?')[:7]} |")
+    for name, r in sorted(data.get("authors", {}).get("tables", {}).items()):
+        rng = data["functions"][name]["x_range"]
+        rows.append(f"| FS paper's {name} | {r['K']} | [{rng[0]:g}, {rng[1]:g}] | (theirs) | {r['mse']:.2e} | "
+                    f"{r['mse_normal_0_1.5']:.2e} | {r['max_abs_error']:.3f} | {r['spikes_per_neuron_normal_0_1.5']:.2f} "
+                    f"| – | – | – | – |")
     m = data["meta"]
     rows += ["", f"Fitted by `python benchmarks/fit_fs_tables.py` ({m['threads']} threads, {m['cpu_isa']}, torch "
                  f"{m['torch']}); raw results and each fit's settings in `benchmarks/results/fs_tables.json`. MSE on "
-                 "100,001 equally spaced points of the fit range. Each table comes from its command below; "
-                 "`--check` added to it refits the table and compares it with the shipped one, writing nothing "
-                 "(on the fitting machine: the same bits; another CPU may round ATen's Adam steps differently):",
-             ""]
+                 "100,001 equally spaced points of the fit range, and over 1,000,000 draws of N(0, 1.5²) (where a "
+                 "network's pre-activations mostly lie). `FSActivation.sigmoid()` and `.silu()` take the default row "
+                 "(the lower MSE on N(0, 1.5²)); `fit=\"interval\"` the other. The FS paper's tables "
+                 "(christophstoeckl/FS-neurons `fs_weights.py`, measured by `--authors PATH`; not shipped, it has no "
+                 "licence) on the same grids. Each table comes from its command below; `--check` added to it refits "
+                 "the table and compares it with the shipped one, writing nothing (on the fitting machine: the same "
+                 "bits; another CPU may round ATen's Adam steps differently):", ""]
     for name, r in sorted(data["functions"].items()):
         rows.append(f"    {r['command']}" if r.get("command") else f"    # {name}: no command recorded")
     return "\n".join(rows)
@@ -119,10 +140,23 @@ def cli_md() -> str:
     return "\n".join(rows)
 
 
+def run_cli() -> None:
+    """benchmarks/results/fs_cli_digits.json from `ttfs fs --json --activation relu|silu`."""
+    runs = []
+    for activation in ("relu", "silu"):
+        out = subprocess.run([sys.executable, "-m", "ttfs_ext.cli", "fs", "--json", "--activation", activation],
+                             check=True, capture_output=True, text=True).stdout
+        runs.append(json.loads(out[out.index("{"):]))
+    (RESULTS / "fs_cli_digits.json").write_text(json.dumps(runs, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--run-cli", action="store_true", help="first rerun `ttfs fs --json` (relu, silu; digits)")
     args = ap.parse_args()
+    if args.run_cli:
+        run_cli()
     readme = ROOT / "README.md"
     ok1 = replace_between_markers(readme, "<!-- fs-tables:begin -->", "<!-- fs-tables:end -->", tables_md())
     ok2 = (RESULTS / f"fs_{args.device}.json").exists() and replace_between_markers(

@@ -69,16 +69,26 @@ class FSActivation(nn.Module):
         return cls(*relu_table(K, alpha), name=f"relu(K={K}, alpha={alpha:g})")
 
     @classmethod
-    def sigmoid(cls) -> "FSActivation":
-        """FS-sigmoid, K = 12, with the table fitted by benchmarks/fit_fs_tables.py on [-10, 10]."""
-        from .tables import SIGMOID_K12
-        return cls(SIGMOID_K12["h"], SIGMOID_K12["d"], SIGMOID_K12["T"], name="sigmoid(K=12)")
+    def sigmoid(cls, fit: str = "normal") -> "FSActivation":
+        """FS-sigmoid, K = 12, with a table fitted by benchmarks/fit_fs_tables.py on [-10, 10]:
+        fit="normal" (default), the error weighted by where a network's inputs live (x ~ N(0, 1.5^2),
+        with 15 % of the weight spread over the range), lower there and over the range than the FS
+        paper's table; "interval", the plain MSE over the range (the earlier default)."""
+        return cls._fitted("SIGMOID_K12", fit, "sigmoid(K=12)")
 
     @classmethod
-    def silu(cls) -> "FSActivation":
-        """FS-SiLU (swish), K = 16, with the table fitted by benchmarks/fit_fs_tables.py on [-8, 12]."""
-        from .tables import SILU_K16
-        return cls(SILU_K16["h"], SILU_K16["d"], SILU_K16["T"], name="silu(K=16)")
+    def silu(cls, fit: str = "normal") -> "FSActivation":
+        """FS-SiLU (swish), K = 16, with a table fitted by benchmarks/fit_fs_tables.py on [-8, 12];
+        fit as sigmoid's (README: the MSE of each table and of the FS paper's)."""
+        return cls._fitted("SILU_K16", fit, "silu(K=16)")
+
+    @classmethod
+    def _fitted(cls, key: str, fit: str, name: str) -> "FSActivation":
+        from . import tables
+        if fit not in ("normal", "interval"):
+            raise ValueError(f"ttfs_ext.fs: fit must be 'normal' or 'interval', got {fit!r}")
+        t = getattr(tables, key + ("_NORMAL" if fit == "normal" else ""))
+        return cls(t["h"], t["d"], t["T"], name=name if fit == "normal" else name[:-1] + ", interval fit)")
 
     def reset_spike_counts(self) -> None:
         self.spike_total.zero_()

@@ -1,6 +1,7 @@
 """Feedback SNNs (ttfs_ext.spide): the neuron-step ops against their reference, the
 equilibrium of the forward rates, IDE against a dense solve and finite differences, SPIDE's
 beta approaching the IDE solution, non-convergence, training, memory, the CLI."""
+import copy
 import json
 import os
 import subprocess
@@ -687,3 +688,37 @@ def test_firing_rates_count_every_spike_as_the_papers(leak, monkeypatch):
     assert stats["forward_rate"] == pytest.approx(counted["forward"] / (neurons * 9), rel=1e-12)
     assert stats["backward_rate"] == pytest.approx(counted["backward"] / (neurons * 12), rel=1e-12)
     assert counted["backward"] > 0 and stats["backward_rate"] >= stats["backward_net_rate"] > 0
+
+
+@pytest.mark.parametrize("backward", ["spide", "ide"])
+def test_f400_batch_norm_takes_each_batch_once(backward):
+    """IDE's F400 has a BatchNorm1d in F: a training iteration (forward, and the backward's extra
+    evaluations of F) moves its running statistics exactly as one forward of F does."""
+    torch.manual_seed(33)
+    net = spide.f400(size=6, hidden=12, T=4, T_b=8, backward=backward).double().train()
+    x = torch.rand(5, 1, 6, 6, dtype=F64)
+    bn = net.input.module[2]
+    expect = copy.deepcopy(net.input.module).train()
+    expect(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", spide.SaturationWarning)
+        net(x).sum().backward()
+    assert torch.equal(bn.running_mean, expect[2].running_mean) and torch.equal(bn.running_var, expect[2].running_var)
+    assert int(bn.num_batches_tracked) == 1
+    assert bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+
+
+def test_cli_spide_normalises_mnist_as_the_authors():
+    """ttfs spide feeds MNIST and Fashion-MNIST as the authors do, (x - 0.1307) / 0.3081, unless
+    --no-normalize; digits stay in [0, 1]."""
+    from ttfs_ext import data
+    from ttfs_ext.cli import spide as cli
+    from ttfs_ext.cli.main import build_parser
+    assert cli.NORMALIZE["fashion-mnist"] == cli.NORMALIZE["mnist"] == (0.1307, 0.3081)
+    ds = data.Dataset("fashion-mnist", torch.rand(3, 1, 4, 4), torch.zeros(3, dtype=torch.long),
+                      torch.rand(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), 10, "test")
+    n = cli._normalized(ds, 0.1307, 0.3081)
+    torch.testing.assert_close(n.x_train, (ds.x_train - 0.1307) / 0.3081)
+    torch.testing.assert_close(n.x_test, (ds.x_test - 0.1307) / 0.3081)
+    assert build_parser().parse_args(["spide", "--no-normalize"]).no_normalize
+    assert "digits" not in cli.NORMALIZE

@@ -118,7 +118,7 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor, drops=None):
     lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40),
     lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40, fb_norm=("frobenius", 0.2)),  # restriction active
     lambda: spide.lenet5_f(size=12, T=10, T_b=30),
-    lambda: spide.f400(size=6, hidden=40, T=8, T_b=30, fb_norm=None),
+    lambda: spide.f400(size=6, hidden=40, T=8, T_b=30, fb_norm=None, dropout=0.0),
     lambda: spide.alexnet_f(size=8, T=16, T_b=30, dropout=0.0),
     lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40, dropout=0.2),
     lambda: spide.lenet5_f(size=12, T=10, T_b=30, dropout=0.2),
@@ -134,7 +134,8 @@ def test_the_authors_spide_forward_and_backward(build, monkeypatch):
             for conn in net.layers:                       # reach them test more
                 conn.module.weight.mul_(8)
     channels = getattr(net.input.module, "in_channels", 1)
-    images = (4, 1, 6, 6) if isinstance(net.input.module, nn.Linear) else {1: (4, 1, 12, 12), 3: (4, 3, 8, 8)}[channels]
+    dense = isinstance(net.input.module, (nn.Linear, nn.Sequential))  # F400: F = Flatten, Linear, BatchNorm1d
+    images = (4, 1, 6, 6) if dense else {1: (4, 1, 12, 12), 3: (4, 3, 8, 8)}[channels]
     x = (2 if channels == 1 else 8) * torch.rand(images, dtype=F64)
     y = torch.randint(0, 10, (4,))
     drops = None

@@ -6,7 +6,7 @@ defaults, this library's earlier default); every other keyword goes to FeedbackS
 backward, leak, dropout, fb_norm, ...).
 
 Not yet as the authors': LeNet-5-F's dropout 0.5 on its FC alone (one rate per network here);
-F400 has no batch norm on F; the data are not normalised nor (CIFAR) augmented as theirs."""
+the data are not normalised nor (CIFAR) augmented as theirs."""
 from __future__ import annotations
 
 from typing import Optional
@@ -96,11 +96,12 @@ def lenet5_f(in_channels: int = 1, size: int = 28, classes: int = 10, padding: i
 
 
 def f400(in_channels: int = 1, size: int = 28, classes: int = 10, hidden: int = 400, init: str = "authors",
-         **kw) -> FeedbackSNN:
+         batch_norm: bool = True, **kw) -> FeedbackSNN:
     """IDE's Fashion-MNIST net "400 (F400)" (IDE-FSNN models/snn_ide_fc.py:28-37): one population
-    of 400 neurons, F = Linear(784, 400), feedback Linear(400, 400) onto itself, no bias; readout
-    Linear; T = 5 (fashionmnist_fc.py:31); the feedback's spectral norm <= 1 (IDE's restriction;
-    projected here, a learnable reparametrisation there); unit-norm rows init; dropout 0.2."""
+    of 400 neurons, F = Linear(784, 400) then BatchNorm1d (batch_norm=False: without, this
+    library's earlier F400), feedback Linear(400, 400) onto itself, no bias; readout Linear; T = 5
+    (fashionmnist_fc.py:31); the feedback's spectral norm <= 1 (IDE's restriction; projected here,
+    a learnable reparametrisation there); unit-norm rows init; dropout 0.2."""
     _check_init(init)
     kw.setdefault("T", 5)
     # IDE's neuron: threshold 2, reset by subtracting it (u_rest 0) (fashionmnist_fc.py:32; IDE-FSNN
@@ -109,9 +110,10 @@ def f400(in_channels: int = 1, size: int = 28, classes: int = 10, hidden: int = 
     kw.setdefault("reset", "zero")
     kw.setdefault("fb_norm", ("spectral", 1.0))
     kw.setdefault("dropout", 0.2)  # on F and the feedback (fashionmnist_fc.py:45)
-    input, feedback = nn.Linear(in_channels * size * size, hidden), nn.Linear(hidden, hidden, bias=False)
+    linear, feedback = nn.Linear(in_channels * size * size, hidden), nn.Linear(hidden, hidden, bias=False)
     if init == "authors":
-        _init([input], feedback, "unit", 1.0)
+        _init([linear], feedback, "unit", 1.0)
+    input = nn.Sequential(nn.Flatten(), linear, nn.BatchNorm1d(hidden)) if batch_norm else linear
     return FeedbackSNN(input, [], feedback, nn.Linear(hidden, classes), **kw)
 
 

@@ -19,6 +19,7 @@ On the CPU the connections multiply the spikes event-driven while they are spars
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Optional, Sequence
 
@@ -66,11 +67,15 @@ class Connection(nn.Module):
     or AvgPool2d. forward(x) is the module's; adjoint(y, in_shape) the transpose of its linear
     part (no bias): SPIDE's back_compute."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, input: bool = False):
         super().__init__()
-        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d)):
+        # the input connection F is only evaluated (once per forward) and differentiated by
+        # autograd: any nn.Sequential of modules too (IDE's F400: Flatten, Linear, BatchNorm1d)
+        if not isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d)) and not (
+                input and isinstance(module, nn.Sequential)):
             raise TypeError(f"ttfs_ext.spide: a connection must be nn.Linear, nn.Conv2d, nn.ConvTranspose2d or "
-                            f"nn.AvgPool2d, got {type(module).__name__}")
+                            f"nn.AvgPool2d{' (the input: or an nn.Sequential)' if input else ''}, "
+                            f"got {type(module).__name__}")
         self.module = module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,7 +299,7 @@ class FeedbackSNN(nn.Module):
         if fb_norm is not None and (len(fb_norm) != 2 or fb_norm[0] not in FB_NORMS or not fb_norm[1] > 0):
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: fb_norm must be None or (kind, r) with kind one of "
                              f"{', '.join(FB_NORMS)} and r > 0, got {fb_norm!r}")
-        self.input = Connection(input)
+        self.input = Connection(input, input=True)
         self.layers = nn.ModuleList(Connection(m) for m in layers)
         self.feedback = Connection(feedback) if feedback is not None else None
         self.readout = readout
@@ -379,12 +384,31 @@ class FeedbackSNN(nn.Module):
         (they read and write it: no copies between them and the neuron steps), else contiguous."""
         return torch.channels_last if len(shape) == 4 and self._events(x.device) else torch.contiguous_format
 
+    @contextlib.contextmanager
+    def _input_stats_kept(self):
+        """Evaluations of the input connection beyond the forward's own (the weight gradients, IDE's
+        map) leave its batch norms' running statistics as the forward left them: momentum 0 for
+        them (the values stay; restoring them afterwards would change tensors autograd saved)."""
+        norms = [m for m in self.input.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats and m.training]
+        saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, (momentum, tracked) in zip(norms, saved):
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(tracked)
+
     def _population_shapes(self, x: torch.Tensor) -> list:
         """The populations' shapes (batch 1), and the check that the feedback maps the last
         population onto the first, on every path (the event-driven products would not notice)."""
         probe = x[:1] if x.shape[0] else x.new_zeros((1, *x.shape[1:]))
+        was = self.input.training
         with torch.no_grad():
-            h = self.input(probe)
+            h = self.input.eval()(probe)  # eval: a batch norm takes no statistics from the probe
+            self.input.train(was)
             shapes = [tuple(h.shape)]
             for conn in self.layers:
                 h = conn(h)
@@ -453,7 +477,9 @@ class FeedbackSNN(nn.Module):
     def equilibrium_map(self, x: torch.Tensor, a_last: torch.Tensor, drops: Optional[list] = None,
                         c: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """One evaluation of the continuous map: [a^1, ..., a^N] from a^N (differentiable)."""
-        c = self.input(x) if c is None else c
+        if c is None:
+            with self._input_stats_kept():
+                c = self.input(x)
         if drops:
             c = c * drops[0]
         if self.feedback is not None:
@@ -612,7 +638,8 @@ class FeedbackSNN(nn.Module):
                 inp = inp.detach().requires_grad_(want_x)
                 if not ps and not want_x:
                     continue
-                y = conn(inp)
+                with self._input_stats_kept() if conn is self.input else contextlib.nullcontext():
+                    y = conn(inp)
                 og = masks[target] * betas[target] / self.q
                 og = (og * drops[drop] if drops else og).reshape(y.shape)
                 gs = torch.autograd.grad(y, ps + ([inp] if want_x else []), og, allow_unused=True)

@@ -63,6 +63,7 @@ def _build(case, batch, device, backend, T=None, T_b=None, products="auto"):
     builder, shape, _, T0, Tb0 = CASES[case]
     torch.manual_seed(0)
     net = builder(T=T or T0, T_b=T_b or Tb0, dropout=0.0, backend=backend, products=products).to(device)
+    net.count_backward_spikes = False  # as spide.fit's iterations but one in ten: the iteration itself
     net.train()
     if case in STATES:
         state, data = STATES[case]

@@ -400,7 +400,9 @@ def test_cli_spide_json(tmp_path):
     proc = subprocess.run(cmd[:cmd.index("--epochs") + 1] + ["2"] + cmd[cmd.index("--epochs") + 2:] + ["--resume"],
                           capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(json.loads(proc.stdout)["history"]) == 2
+    history = json.loads(proc.stdout)["history"]
+    assert len(history) == 2
+    assert all(isinstance(h["backward_rate"], float) and h["backward_rate"] > 0 for h in history)  # counted each epoch
 
 
 def test_feedback_norm_restriction():
@@ -722,3 +724,28 @@ def test_cli_spide_normalises_mnist_as_the_authors():
     torch.testing.assert_close(n.x_test, (ds.x_test - 0.1307) / 0.3081)
     assert build_parser().parse_args(["spide", "--no-normalize"]).no_normalize
     assert "digits" not in cli.NORMALIZE
+
+
+def test_dropout_modes_and_old_state_dicts():
+    """dropout may be reassigned (and is checked); one rate per connection; a frozen batch norm
+    in F stays frozen through the shape probe; a plain feedback weight from before the
+    Frobenius parametrisation loads with a warning when the bound scales it down."""
+    net = spide.lenet5_f(size=8, T=3, T_b=3)
+    assert net.dropout == (0.0, 0.0, 0.0, 0.0, 0.5) and net.train()._drops(torch.rand(2, 1, 8, 8))[4] is not None
+    assert net._drops(torch.rand(2, 1, 8, 8))[:4] == [None] * 4  # nothing to multiply where the rate is 0
+    net.dropout = 0.0
+    assert net._drops(torch.rand(2, 1, 8, 8)) is None
+    with pytest.raises(ValueError, match="one per connection"):
+        net.dropout = (0.1, 0.2)
+    f = spide.f400(size=6, hidden=8, T=3).train()
+    f.input.module[2].eval()  # a user's frozen batch norm
+    f._shapes = None
+    f(torch.rand(3, 1, 6, 6))
+    assert not f.input.module[2].training and f.input.module[1].training
+    torch.manual_seed(3)
+    old = spide.convnet_f(size=8, channels=4, T=3, T_b=3, fb_norm=None)
+    with torch.no_grad():
+        old.feedback.module.weight.mul_(100)
+    new = spide.convnet_f(size=8, channels=4, T=3, T_b=3)
+    with pytest.warns(UserWarning, match="fb_norm=\\('rms-gain', 2\\)"):
+        new.load_state_dict(old.state_dict())

@@ -117,11 +117,11 @@ def _port(net: spide.FeedbackSNN, x: torch.Tensor, y: torch.Tensor, drops=None):
 @pytest.mark.parametrize("build", [
     lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40),
     lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40, fb_norm=("frobenius", 0.2)),  # restriction active
-    lambda: spide.lenet5_f(size=12, T=10, T_b=30),
+    lambda: spide.lenet5_f(size=12, T=10, T_b=30, dropout=0.0),
     lambda: spide.f400(size=6, hidden=40, T=8, T_b=30, fb_norm=None, dropout=0.0),
     lambda: spide.alexnet_f(size=8, T=16, T_b=30, dropout=0.0),
     lambda: spide.convnet_f(size=12, channels=6, T=12, T_b=40, dropout=0.2),
-    lambda: spide.lenet5_f(size=12, T=10, T_b=30, dropout=0.2),
+    lambda: spide.lenet5_f(size=12, T=10, T_b=30),  # the authors' 0.5 on the FC's current alone
     lambda: spide.f400(size=6, hidden=40, T=8, T_b=30, fb_norm=None, dropout=0.2),
 ], ids=["convnet_f", "convnet_f-restricted", "lenet5_f", "f400", "alexnet_f", "convnet_f-dropout",
         "lenet5_f-dropout", "f400-dropout"])
@@ -139,10 +139,11 @@ def test_the_authors_spide_forward_and_backward(build, monkeypatch):
     x = (2 if channels == 1 else 8) * torch.rand(images, dtype=F64)
     y = torch.randint(0, 10, (4,))
     drops = None
-    if net.dropout > 0:  # the masks, drawn here, for both (the port's order: F, layers, feedback)
+    if any(net._dropout_rates):  # the masks, drawn here, for both (the port's order: F, layers, feedback)
         shapes = [tuple(r.shape) for r in net._simulate(x, None)]
         targets = shapes + ([shapes[0]] if net.feedback is not None else [])
-        drops = [torch.bernoulli(torch.full(t, 0.8, dtype=F64)) / 0.8 for t in targets]
+        drops = [torch.bernoulli(torch.full(t, 1 - r, dtype=F64)) / (1 - r)
+                 for t, r in zip(targets, net._dropout_rates)]
         monkeypatch.setattr(net, "_drops", lambda x_: [t.clone() for t in drops])
     rates, logits, grads = _port(net, x, y, drops)
     assert 0 < float(rates[-1].mean()) < 1, "a silent or saturated last population tests little"

@@ -185,7 +185,7 @@ def _nets(builder, products, **kw):
                                            (spide.alexnet_f, (3, 8, 8)), (spide.lenet5_f, (1, 8, 8))])
 def test_feedback_snn_events_equal_dense(builder, shape):
     """The same spikes (float64 sums in another order flip no threshold here), so the same rates
-    and SPIDE gradients, events or dense, with dropout (its masks gate the spikes)."""
+    and SPIDE gradients, events or dense, with dropout (its masks scale the connections' currents)."""
     kw = dict(in_channels=shape[0], size=shape[1], T=12, T_b=20, loss_scale=10.0)
     if builder is spide.convnet_f:
         kw["channels"] = 8

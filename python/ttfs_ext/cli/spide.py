@@ -124,8 +124,11 @@ def run(args: argparse.Namespace) -> int:
         # SPIDE scales the loss by loss_scale and divides the lr by it (SPIDE-FSNN cifar_alexnetf.py:175,
         # 276-280), so its 5e-4 acts as 5e-4 / loss_scale on the loss's own gradients; IDE does not
         # scale (IDE-FSNN fashionmnist_fc.py). --reference-scaling scales as SPIDE, so 5e-4 there.
-        spide_scaled = args.backward == "spide" and not args.reference_scaling
-        weight_decay = 5e-4 / net.loss_scale if spide_scaled else 5e-4
+        # (IDE with --reference-scaling: fit scales anyway, so 5e-4 x loss_scale acts as IDE's 5e-4)
+        if args.backward == "spide":
+            weight_decay = 5e-4 if args.reference_scaling else 5e-4 / net.loss_scale
+        else:
+            weight_decay = 5e-4 * net.loss_scale if args.reference_scaling else 5e-4
     milestones = tuple(args.milestones) if args.milestones is not None else tuple(d["milestones"])
     settings = dict(model=model, dataset=args.dataset, backward=args.backward, epochs=epochs, lr=lr,
                     weight_decay=weight_decay, batch_size=args.batch_size, T=net.T, T_b=net.T_b, loss_scale=net.loss_scale, leak=net.leak,
@@ -155,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
     result = dict(test_accuracy=last.get("test_accuracy"), backward=args.backward,
                   forward_rate=last.get("forward_rate"), backward_rate=last.get("backward_rate"),
                   train_accuracy=last.get("train_accuracy"), settings=settings, history=history,
-                  seconds=time.perf_counter() - t0, command="ttfs " + " ".join(sys.argv[1:]))
+                  seconds=time.perf_counter() - t0, command="ttfs " + " ".join(sys.argv[1:]),
+                  environment=jobs._environment())
     if out is not None:
         jobs._write_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
     if args.json:
@@ -210,7 +214,9 @@ def _continuation(path: Path, model: str, args: argparse.Namespace, epochs: int)
     if not isinstance(state, dict) or state.get("kind") != "ttfs_ext.spide":
         raise CommandError(f"--resume: {path} is not a checkpoint of ttfs spide")
     config = state.get("config") or {}
-    asked = {"model": model, "dataset": args.dataset, "backward": args.backward}
+    asked = {"model": model, "dataset": args.dataset, "backward": args.backward,
+             "normalized": args.dataset in NORMALIZE and not args.no_normalize}
+    config.setdefault("normalized", False)  # runs from before the normalisation
     differs = [f"--{k} {v} (the checkpoint has {config[k]})" for k, v in asked.items() if k in config and config[k] != v]
     if differs:
         raise CommandError(f"--resume continues the run as it was started; it differs in {'; '.join(differs)}")

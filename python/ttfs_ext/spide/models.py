@@ -5,8 +5,8 @@ FeedbackSNN, with the authors' defaults: each setting cites its line of the auth
 defaults, this library's earlier default); every other keyword goes to FeedbackSNN (T, T_b,
 backward, leak, dropout, fb_norm, ...).
 
-Not yet as the authors': LeNet-5-F's dropout 0.5 on its FC alone (one rate per network here);
-the data are not normalised nor (CIFAR) augmented as theirs."""
+Not yet as the authors': CIFAR's input normalisation and augmentation; IDE's spectral norm as a
+learnable reparametrisation (a projection here)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -80,14 +80,15 @@ def lenet5_f(in_channels: int = 1, size: int = 28, classes: int = 10, padding: i
     """SPIDE's LeNet-5-like net (SPIDE-FSNN models/snn_spide_mnist_lenet.py:28-33): F 1->15 c5
     p2; avgpool 2; 15->40 c5 p2; avgpool 2; FC 300 (1960 inputs at 28 x 28); no feedback (a
     feed-forward chain run as an equilibrium net); each pooling is a population; kaiming init.
-    padding=0 for 28-pixel images was this library's earlier default. (The authors' FC has dropout
-    0.5, the convolutions none: not expressible with one dropout per network here.)"""
+    padding=0 for 28-pixel images was this library's earlier default. Dropout 0.5 on the FC's
+    current alone, none on the convolutions' (the authors' model file, lines 28-33)."""
     _check_init(init)
     s1 = _conv_out(size, 5, 1, padding)
     s2 = s1 // 2
     s3 = _conv_out(s2, 5, 1, padding)
     s4 = s3 // 2
     kw.setdefault("fb_norm", None)
+    kw.setdefault("dropout", (0.0, 0.0, 0.0, 0.0, 0.5))  # F, pool, conv, pool, FC
     input = nn.Conv2d(in_channels, 15, 5, 1, padding)
     layers = [nn.AvgPool2d(2), nn.Conv2d(15, 40, 5, 1, padding), nn.AvgPool2d(2), nn.Linear(40 * s4 * s4, 300)]
     if init == "authors":

@@ -69,8 +69,9 @@ class Connection(nn.Module):
 
     def __init__(self, module: nn.Module, input: bool = False):
         super().__init__()
-        # the input connection F is only evaluated (once per forward) and differentiated by
-        # autograd: any nn.Sequential of modules too (IDE's F400: Flatten, Linear, BatchNorm1d)
+        # the input connection F is only evaluated densely and differentiated by autograd (again for
+        # the weight gradients and IDE's map: it must be deterministic, no dropout inside): any
+        # nn.Sequential of modules too (IDE's F400: Flatten, Linear, BatchNorm1d)
         if not isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d)) and not (
                 input and isinstance(module, nn.Sequential)):
             raise TypeError(f"ttfs_ext.spide: a connection must be nn.Linear, nn.Conv2d, nn.ConvTranspose2d or "
@@ -155,6 +156,12 @@ def _load_unrestricted_feedback(module: "FeedbackSNN", state_dict, prefix, *args
     plain, original = prefix + "feedback.module.weight", prefix + "feedback.module.parametrizations.weight.original"
     if module.feedback is not None and parametrize.is_parametrized(module.feedback.module, "weight") \
             and plain in state_dict and original not in state_dict:
+        norm, limit = float(torch.linalg.vector_norm(state_dict[plain])), module.fb_norm[1]
+        if norm > limit:  # saved under the earlier "frobenius" (the RMS gain), most likely
+            warnings.warn(f"ttfs_ext.spide: the feedback weight loaded has ||W||_F = {norm:.4g} > {limit:g}, so "
+                          f"fb_norm=('frobenius', {limit:g}) scales it down by {limit / norm:.3g}; a state dict "
+                          f"saved under the earlier 'frobenius' (the RMS gain) runs as it did with "
+                          f"fb_norm=('rms-gain', {limit:g})", stacklevel=4)
         state_dict[original] = state_dict.pop(plain)
 
 
@@ -247,7 +254,8 @@ class FeedbackSNN(nn.Module):
     the loss's own (the reference scales the loss and divides the learning rate instead: do
     that outside with loss_scale=1). dropout: variational, as the authors': one mask per
     connection on its output current (F x + b included), per sample and neuron, reused over all
-    steps and in the backward pass (training only).
+    steps and in the backward pass (training only); one rate, or one per connection (F, the
+    layers, the feedback), as LeNet-5-F's 0.5 on its FC alone.
     fb_norm: None; ("frobenius", r), SPIDE's: ||W_fb||_F <= r as a parametrisation of the
     feedback weight (FrobeniusLimit, at every forward, train and eval); ("rms-gain", r): the
     feedback operator's RMS gain from 64 random projections (this library's earlier "frobenius")
@@ -273,7 +281,7 @@ class FeedbackSNN(nn.Module):
     def __init__(self, input: nn.Module, layers: Sequence[nn.Module] = (), feedback: Optional[nn.Module] = None,
                  readout: Optional[nn.Module] = None, *, T: int = 30, T_b: int = 100, backward: str = "spide",
                  leak: float = 1.0, v_th: float = 1.0, reset: str = "modified", v_th_b: float = 0.5,
-                 loss_scale: float = 100.0, dropout: float = 0.0, fb_norm: Optional[tuple] = None,
+                 loss_scale: float = 100.0, dropout=0.0, fb_norm: Optional[tuple] = None,
                  solver: str = "anderson", solver_tol: float = 1e-6, solver_max_iter: int = 50,
                  strict: bool = False, backend: Optional[str] = None, forward_mode: str = "spiking",
                  products: str = "auto"):
@@ -292,8 +300,6 @@ class FeedbackSNN(nn.Module):
                 raise ValueError(f"ttfs_ext.spide.FeedbackSNN: {name} must be a positive int, got {value!r}")
         if not 0 < leak <= 1:
             raise ValueError(f"ttfs_ext.spide.FeedbackSNN: leak must lie in (0, 1], got {leak}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: dropout must lie in [0, 1), got {dropout}")
         if not (v_th > 0 and v_th_b > 0 and loss_scale > 0):
             raise ValueError("ttfs_ext.spide.FeedbackSNN: v_th, v_th_b and loss_scale must be positive")
         if fb_norm is not None and (len(fb_norm) != 2 or fb_norm[0] not in FB_NORMS or not fb_norm[1] > 0):
@@ -308,7 +314,9 @@ class FeedbackSNN(nn.Module):
         self.q = self.v_th * (2.0 if reset == "modified" else 1.0)
         self.v_th_b = float(v_th_b)
         self.q_b = 2.0 * self.v_th_b  # the modified reset of the backward neurons; amplitude 1
-        self.loss_scale, self.dropout, self.fb_norm = float(loss_scale), float(dropout), fb_norm
+        self.loss_scale, self.fb_norm = float(loss_scale), fb_norm
+        self._connections = 1 + len(self.layers) + (self.feedback is not None)  # F, the layers, the feedback
+        self.dropout = dropout
         self.solver, self.solver_tol, self.solver_max_iter, self.strict = solver, solver_tol, solver_max_iter, strict
         self.backend, self.forward_mode, self.products = backend, forward_mode, products
         self._sync_feedback_norm()
@@ -321,6 +329,20 @@ class FeedbackSNN(nn.Module):
         return (f"backward={self.backward_mode!r}, T={self.T}, T_b={self.T_b}, leak={self.leak}, v_th={self.v_th}, "
                 f"reset={self.reset!r}, q={self.q}, v_th_b={self.v_th_b}, loss_scale={self.loss_scale}, "
                 f"dropout={self.dropout}, fb_norm={self.fb_norm}, products={self.products!r}")
+
+    @property
+    def dropout(self):
+        """The dropout rate, or one per connection (F, the layers, the feedback)."""
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, value) -> None:
+        rates = [value] * self._connections if isinstance(value, (int, float)) else list(value)
+        if len(rates) != self._connections or not all(isinstance(r, (int, float)) and 0 <= r < 1 for r in rates):
+            raise ValueError(f"ttfs_ext.spide.FeedbackSNN: dropout must be a rate in [0, 1) or one per connection "
+                             f"(F, the layers, the feedback: {self._connections}), got {value!r}")
+        self._dropout = float(value) if isinstance(value, (int, float)) else tuple(float(r) for r in rates)
+        self._dropout_rates = [float(r) for r in rates]
 
     # --- structure ---------------------------------------------------------------------------
 
@@ -351,14 +373,17 @@ class FeedbackSNN(nn.Module):
         SPIDE-FSNN modules/snn_modules.py:462-466, optimizations.py:21-31), in the shape of the
         population it feeds: [F, layer 1, ..., layer N-1, feedback]; drawn once per forward,
         reused over all steps and in the backward pass."""
-        if not (self.training and self.dropout > 0):
+        if not (self.training and any(self._dropout_rates)):
             return None
-        keep = 1 - self.dropout
         shapes = self._batch_shapes(x)
         targets = shapes + ([shapes[0]] if self.feedback is not None else [])
-        # drawn in NCHW order whatever the layout: the same seed, the same masks
-        return [torch.empty(s, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)
-                .contiguous(memory_format=self._layout(x, s)) for s in targets]
+
+        def mask(shape, rate):  # drawn in NCHW order whatever the layout: the same seed, the same masks
+            if rate == 0:
+                return None  # a connection without dropout: nothing to multiply
+            m = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1 - rate).div_(1 - rate)
+            return m.contiguous(memory_format=self._layout(x, shape))
+        return [mask(t, r) for t, r in zip(targets, self._dropout_rates)]
 
     def _events(self, device: torch.device) -> bool:
         """Whether the simulations multiply spikes event-driven (see products)."""
@@ -405,10 +430,13 @@ class FeedbackSNN(nn.Module):
         """The populations' shapes (batch 1), and the check that the feedback maps the last
         population onto the first, on every path (the event-driven products would not notice)."""
         probe = x[:1] if x.shape[0] else x.new_zeros((1, *x.shape[1:]))
-        was = self.input.training
-        with torch.no_grad():
-            h = self.input.eval()(probe)  # eval: a batch norm takes no statistics from the probe
-            self.input.train(was)
+        modes = [(m, m.training) for m in self.input.modules()]
+        try:
+            with torch.no_grad():
+                h = self.input.eval()(probe)  # eval: a batch norm takes no statistics from the probe
+        finally:
+            for m, training in modes:
+                m.training = training
             shapes = [tuple(h.shape)]
             for conn in self.layers:
                 h = conn(h)
@@ -424,11 +452,15 @@ class FeedbackSNN(nn.Module):
 
     def _simulate(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
         """The T-step simulation; the populations' average firing rates a^1..a^N."""
+        with parametrize.cached():  # a restricted feedback weight: computed once, not at every step
+            return self._simulate_loop(x, drops)
+
+    def _simulate_loop(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
         n, T = self.num_populations, self.T
         shapes = self._batch_shapes(x)
         c = self.input(x).contiguous(memory_format=self._layout(x, shapes[0]))
-        if drops is not None:
-            c = c.mul_(drops[0])
+        if drops is not None and drops[0] is not None:
+            c = c * drops[0]  # not in place: a Sequential F may return a view of x
         layers, feedback = self._products(x, shapes, adjoint=False)
         u: list = [None] * n
         rate: list = [None] * n
@@ -445,11 +477,11 @@ class FeedbackSNN(nn.Module):
                         cur, extra = c, None
                     else:
                         cur, extra = feedback(s_last), c
-                        if drops is not None:
+                        if drops is not None and drops[-1] is not None:
                             cur.mul_(drops[-1])
                 else:
                     cur, extra = layers[l - 1](s), None
-                    if drops is not None:
+                    if drops is not None and drops[l] is not None:
                         cur.mul_(drops[l])
                 if t == 0:
                     u[l] = torch.empty(shapes[l], dtype=c.dtype, device=c.device,
@@ -480,15 +512,16 @@ class FeedbackSNN(nn.Module):
         if c is None:
             with self._input_stats_kept():
                 c = self.input(x)
-        if drops:
-            c = c * drops[0]
+        d = drops if drops else [None] * self._connections
+        if d[0] is not None:
+            c = c * d[0]
         if self.feedback is not None:
             fed = self.feedback(a_last)
-            c = c + (fed * drops[-1] if drops else fed)
+            c = c + (fed if d[-1] is None else fed * d[-1])
         out = [sigma(c / self.q)]
         for l, conn in enumerate(self.layers):
             z = conn(out[-1])
-            out.append(sigma((z * drops[l + 1] if drops else z) / self.q))
+            out.append(sigma((z if d[l + 1] is None else z * d[l + 1]) / self.q))
         return out
 
     def _equilibrium(self, x: torch.Tensor, drops: Optional[list]) -> list[torch.Tensor]:
@@ -585,13 +618,17 @@ class FeedbackSNN(nn.Module):
     def _spide_loop(self, g: torch.Tensor, rates: list, drops: Optional[list]):
         """The loop itself, without a synchronisation (a CUDA graph can capture it): the
         populations' ternary spike sums and the forward masks."""
+        with parametrize.cached():
+            return self._spide_steps(g, rates, drops)
+
+    def _spide_steps(self, g: torch.Tensor, rates: list, drops: Optional[list]):
         n, T_b = self.num_populations, self.T_b
         shapes = [r.shape for r in rates]
         masks = [((r > 0) & (r < 1)).to(r.dtype) for r in rates]
         gates = [m / self.q for m in masks]  # the 1/q of the transposed products, folded in
         if drops is not None:  # and the dropout mask of the connection whose transpose reads them
-            gates = [g * drops[l] if l else (g * drops[-1] if self.feedback is not None else g)
-                     for l, g in enumerate(gates)]
+            reads = [drops[-1] if self.feedback is not None else None] + drops[1:self.num_populations]
+            gates = [g if d is None else g * d for g, d in zip(gates, reads)]
         inject = torch.empty_like(rates[-1]).copy_(g).mul_(self.loss_scale)  # in the populations' layout
         u = [torch.zeros_like(r) for r in rates]
         beta = [torch.zeros_like(r) for r in rates]
@@ -641,7 +678,7 @@ class FeedbackSNN(nn.Module):
                 with self._input_stats_kept() if conn is self.input else contextlib.nullcontext():
                     y = conn(inp)
                 og = masks[target] * betas[target] / self.q
-                og = (og * drops[drop] if drops else og).reshape(y.shape)
+                og = (og * drops[drop] if drops and drops[drop] is not None else og).reshape(y.shape)
                 gs = torch.autograd.grad(y, ps + ([inp] if want_x else []), og, allow_unused=True)
                 for p, gp in zip(ps, gs):
                     grads[id(p)] = gp if grads[id(p)] is None else grads[id(p)] + gp
@@ -662,7 +699,7 @@ class FeedbackSNN(nn.Module):
         if want and not has:
             parametrize.register_parametrization(m, "weight", FrobeniusLimit(self.fb_norm[1]))
         elif has and not want:
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=False)
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)  # the weight in use
         elif want:
             m.parametrizations.weight[0].limit = float(self.fb_norm[1])
 

@@ -34,6 +34,10 @@ DEFAULTS = {
 }
 
 
+def _has_batch_norm(net: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
 @torch.no_grad()
 def evaluate(net: FeedbackSNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500,
              device: Union[str, torch.device] = "cpu") -> tuple[float, float]:
@@ -101,11 +105,13 @@ def fit(net: FeedbackSNN, data, epochs: int, *, batch_size: int = 128, lr: float
         loss_sum = correct = seen = 0
         f_rates, b_rates = [], []
         batches = order.split(batch_size)[:max_steps_per_epoch]
-        for idx in _progress(batches, len(batches), f"epoch {epoch + 1}/{epochs}", progress):
+        if len(batches) > 1 and len(batches[-1]) == 1 and _has_batch_norm(net):
+            batches = batches[:-1]  # a batch norm cannot train on one sample (F400's F)
+        for step, idx in enumerate(_progress(batches, len(batches), f"epoch {epoch + 1}/{epochs}", progress)):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(lr, it, epoch, warmup, milestones, gamma) / scale
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-            net.count_backward_spikes = it % rate_every == 0  # the copies it costs: on a sample of steps
+            net.count_backward_spikes = step % rate_every == 0  # the copies it costs: on a sample of steps
             out = net(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _hint_if_busy(command: str) -> None:
-    """Other jobs already fill the cores: torch's threads would wait on each other (README,
+    """Other jobs already fill the cores: torch's threads would wait on each other (the documentation:
     threads on a shared machine). A hint only: the thread count, and so the results' rounding,
     stays what the user chose."""
     import torch

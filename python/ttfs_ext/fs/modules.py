@@ -79,7 +79,7 @@ class FSActivation(nn.Module):
     @classmethod
     def silu(cls, fit: str = "normal") -> "FSActivation":
         """FS-SiLU (swish), K = 16, with a table fitted by benchmarks/fit_fs_tables.py on [-8, 12];
-        fit as sigmoid's (README: the MSE of each table and of the FS paper's)."""
+        fit as sigmoid's (benchmarks/results/fs_tables.json: the MSE of each table and of the FS paper's)."""
         return cls._fitted("SILU_K16", fit, "silu(K=16)")
 
     @classmethod

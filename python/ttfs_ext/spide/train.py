@@ -19,7 +19,7 @@ __all__ = ["fit", "evaluate", "DEFAULTS"]
 
 # The papers' settings per dataset (fs_spide.md B3, B4): model, epochs, lr steps, warm-up
 # iterations, loss scale, T_b. T and dropout are the models' own defaults. MNIST: SPIDE-FSNN
-# mnist_convnetf.py:31-58; CIFAR: cifar_alexnetf.py:31-61 (CIFAR-100: the README's scale 500).
+# mnist_convnetf.py:31-58; CIFAR: cifar_alexnetf.py:31-61 (CIFAR-100: scale 500, as the authors' instructions give it).
 DEFAULTS = {
     "digits": dict(model="f400", epochs=20, milestones=(10, 15), warmup=0, loss_scale=100.0, T_b=100, lr=0.05),
     "mnist": dict(model="convnet_f", epochs=100, milestones=(30, 60, 90), warmup=0, loss_scale=100.0, T_b=100,

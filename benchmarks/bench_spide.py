@@ -285,7 +285,9 @@ def run_case(case, batch, device, repeats, T=None, T_b=None, sweep=True):
             times[name]["backward"].append(bw)
     med = {name: {k: statistics.median(v) for k, v in times[name].items()} for name in times}
     k = med["kernels"]
-    net, x, _ = nets["kernels"]
+    net, x, y = nets["kernels"]
+    net.count_backward_spikes = True  # the rates of one more, untimed iteration
+    _iteration(net, x, y, device)
     row = dict(case=case, batch=batch, T=net.T, T_b=net.T_b, repeats=repeats,
                weights="initial (uniform random inputs)" if case not in STATES else dict(
                    source="checkpoint (its dataset's first test images)", config=STATES[case][0]["config"],

@@ -286,7 +286,7 @@ def ddp_train_job(run: Run) -> Job:
                  "--epochs", "1", "--out", str(folder / "finetune")],
                 [*torchrun, "validate", "--checkpoint", str(folder / "finetune" / "checkpoint.pt"), "--data-dir",
                  str(data), "--device", run.device, "--precision", "bf16", "--json",
-                 "--out", str(folder / "validate.json")]])
+                 "--out", str(folder / "validate")]])
 
 
 def status_command(run: Run, need: str) -> list[str]:
@@ -419,7 +419,7 @@ def ddp_train_figures(run: Run, lines: list[str]) -> dict[str, Any]:
         summary = read_json(folder / name / "metrics.json")["summary"]
         out[name] = {k: summary.get(k) for k in ("epoch", "images", "loss", "top1", "images_per_s", "world_size")}
         out[name]["val_agreement"] = summary.get("val", {}).get("agreement")
-    validate = read_json(folder / "validate.json")
+    validate = read_json(folder / "validate" / "validate.json")
     out["validate"] = {k: validate.get(k) for k in ("images", "top1", "relu_top1", "agreement", "seconds")}
     return out
 
